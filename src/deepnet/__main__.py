@@ -1,0 +1,3 @@
+from deepnet.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""The Dataset a run trains on: uint8 images, labels 0..k-1, and the classes they stand for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepnet.errors import DataError
+
+Classes = Sequence[int | str] | str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test splits of one image-classification task.
+
+    Images are uint8 (n, height, width); labels are int64 in 0..k-1, where label i stands
+    for ``class_names[i]`` (original label ``classes[i]`` of the source). ``source`` says
+    where the pixels came from.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    classes: tuple[int, ...]
+    source: str
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.x_train.shape[1], self.x_train.shape[2]
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Training and test images per class name."""
+        train = np.bincount(self.y_train, minlength=self.n_classes)
+        test = np.bincount(self.y_test, minlength=self.n_classes)
+        return {n: (int(a), int(b)) for n, a, b in zip(self.class_names, train, test, strict=True)}
+
+    def select(self, classes: Classes) -> Dataset:
+        """Keep the given classes, relabelled 0..k-1 in the order given ("all": keep all).
+
+        ``select((2, 7))`` on MNIST maps 2 -> 0 and 7 -> 1, as the seed did. Classes may be
+        given by original label or by name.
+        """
+        wanted = self._resolve(classes)
+        mapping = np.full(max(self.classes) + 1, -1, dtype=np.int64)
+        for new, old in enumerate(wanted):
+            mapping[old] = new
+        original = np.asarray(self.classes)
+        x_train, y_train = _relabel(self.x_train, original[self.y_train], mapping)
+        x_test, y_test = _relabel(self.x_test, original[self.y_test], mapping)
+        names = tuple(self.class_names[self.classes.index(c)] for c in wanted)
+        selected = Dataset(self.name, x_train, y_train, x_test, y_test, names, wanted, self.source)
+        empty = [n for n, (a, b) in selected.counts().items() if a == 0 or b == 0]
+        if empty:
+            raise DataError(
+                f"class {', '.join(empty)} has no images in the train or test split of "
+                f"{self.source}; choose other classes."
+            )
+        return selected
+
+    def _resolve(self, classes: Classes) -> tuple[int, ...]:
+        if isinstance(classes, str):
+            if classes.strip().lower() == "all":
+                return self.classes
+            classes = [c.strip() for c in classes.split(",") if c.strip()]
+        allowed = ", ".join(
+            f"{c} ({n})" if str(c) != n else n
+            for c, n in zip(self.classes, self.class_names, strict=True)
+        )
+        by_name = {n.lower(): c for c, n in zip(self.classes, self.class_names, strict=True)}
+        resolved = []
+        for item in classes:
+            key = str(item).strip().lower()
+            if key in by_name:
+                resolved.append(by_name[key])
+            elif key.lstrip("-").isdigit() and int(key) in self.classes:
+                resolved.append(int(key))
+            else:
+                raise DataError(
+                    f"unknown class {item!r} for {self.name}: choose from {allowed}, or 'all'."
+                )
+        if len(set(resolved)) != len(resolved):
+            raise DataError(f"classes {list(classes)} name a class twice; list each class once.")
+        if len(resolved) < 2:
+            raise DataError(
+                f"classes {list(classes)} select {len(resolved)} class; a classifier needs at "
+                "least two, e.g. --classes 2,7 or --classes all."
+            )
+        return tuple(resolved)
+
+
+def _relabel(
+    x: np.ndarray, original: np.ndarray, mapping: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    new = mapping[original]
+    keep = new >= 0
+    return x[keep], new[keep]

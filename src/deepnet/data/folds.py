@@ -1,0 +1,45 @@
+"""Stratified, shuffled, seeded splits of a training split (the test split is never split)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from deepnet.errors import ConfigError
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def stratified_folds(labels: np.ndarray, n_splits: int = 3, seed: int = 0) -> list[Split]:
+    """``n_splits`` (train indices, validation indices) pairs with class ratios preserved."""
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
+        raise ConfigError(
+            f"cv={n_splits!r} is not allowed: cross-validation needs at least 2 folds."
+        )
+    smallest = int(np.bincount(labels).min())
+    if n_splits > smallest:
+        raise ConfigError(
+            f"cv={n_splits} folds cannot be stratified: the smallest class has only "
+            f"{smallest} training images. Use cv={smallest} or fewer, or more data."
+        )
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [(train, val) for train, val in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Split:
+    """Hold out a stratified ``fraction`` of the indices for validation (0: hold out none)."""
+    if not 0 <= fraction < 1:
+        raise ConfigError(
+            f"validation_split={fraction!r} is not allowed: it must be >= 0 and < 1 (0 trains "
+            "on the whole training split)."
+        )
+    everything = np.arange(len(labels))
+    if fraction == 0:
+        return everything, everything[:0]
+    try:
+        train, val = train_test_split(
+            everything, test_size=fraction, stratify=labels, random_state=seed
+        )
+    except ValueError as exc:
+        raise ConfigError(f"validation_split={fraction} is too small or too large: {exc}") from exc
+    return np.sort(train), np.sort(val)

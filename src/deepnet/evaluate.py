@@ -1,0 +1,87 @@
+"""Metrics of a trained network: loss, accuracy, confusion matrix, Wilson interval."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from deepnet.nn import SeedNet, categorical_crossentropy
+
+EVAL_BATCH = 4096
+Z_95 = 1.959963984540054
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, h, w) -> float32 (n, 1, h, w) scaled to [0, 1] by /255, as the seed did."""
+    return torch.from_numpy(images).to(torch.float32).div_(255.0).unsqueeze(1)
+
+
+@torch.no_grad()
+def predict_logits(model: SeedNet, x: torch.Tensor) -> torch.Tensor:
+    """Logits (n, classes) in eval mode (no dropout), in chunks to bound memory."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    finally:
+        model.train(was_training)
+
+
+def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Mean clipped cross-entropy and accuracy of logits against integer labels."""
+    loss = categorical_crossentropy(logits, labels).mean().item()
+    accuracy = (logits.argmax(1) == labels).to(torch.float64).mean().item()
+    return loss, accuracy
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class TestMetrics:
+    """What one evaluation on a test split measured."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    loss: float
+    accuracy: float
+    n: int
+    correct: int
+    interval_95: tuple[float, float]
+    confusion: list[list[int]]  # confusion[true][predicted]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TestMetrics:
+        return cls(**{**d, "interval_95": tuple(d["interval_95"])})
+
+
+def evaluate(model: SeedNet, images: np.ndarray, labels: np.ndarray) -> TestMetrics:
+    """Evaluate ``model`` on uint8 images and integer labels."""
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    logits = predict_logits(model, images_to_tensor(images))
+    loss, accuracy = loss_and_accuracy(logits, y)
+    predicted = logits.argmax(1).numpy()
+    k = logits.shape[1]
+    confusion = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+    correct = int(np.trace(confusion))
+    return TestMetrics(
+        loss,
+        accuracy,
+        len(labels),
+        correct,
+        wilson_interval(correct, len(labels)),
+        confusion.tolist(),
+    )

@@ -1,0 +1,42 @@
+"""Keras 2.0 semantics for dropout, the MaxNorm constraint and categorical cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+
+EPSILON = 1e-7  # Keras' K.epsilon(): the probability clip and the MaxNorm guard
+
+
+def dropout(
+    x: torch.Tensor, rate: float, training: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Inverted dropout x*mask/(1-rate) while training, identity otherwise.
+
+    The mask is drawn from ``generator`` so that each member of a population owns its
+    random stream and the same seed gives the same masks wherever the member trains.
+    """
+    if not training or rate == 0.0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) >= rate
+    return x * keep / (1.0 - rate)
+
+
+@torch.no_grad()
+def max_norm_(weight: torch.Tensor, max_value: float) -> torch.Tensor:
+    """Rescale each unit's incoming weights to norm <= max_value, in place (Keras MaxNorm).
+
+    ``weight`` is a torch Linear weight, shape (out_units, in_features): each row holds one
+    unit's incoming weights, the column Keras' (in, out) kernel normalised over axis 0.
+    """
+    norms = weight.norm(dim=1, keepdim=True)
+    return weight.mul_(norms.clamp(0.0, max_value) / (norms + EPSILON))
+
+
+def categorical_crossentropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss -log p[label] with p = softmax(logits) clipped to [1e-7, 1-1e-7].
+
+    The clip caps a sample's loss near 16.1 and, as in Keras, passes no gradient where it
+    bites. ``logits``: (batch, classes); ``labels``: (batch,) integer class indices.
+    """
+    probs = torch.softmax(logits, dim=1).clamp(EPSILON, 1.0 - EPSILON)
+    return -torch.log(probs.gather(1, labels[:, None]).squeeze(1))

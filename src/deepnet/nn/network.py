@@ -1,0 +1,85 @@
+"""The seed's convolutional network, built from a validated TrainConfig.
+
+    image (N, 1, 28, 28)
+      -> Conv(conv1_filters, 3x3, conv activation)          (N, f1, 26, 26)
+      -> Conv(conv2_filters, 3x3, conv activation)          (N, f2, 24, 24)
+      -> MaxPool 2x2 -> Dropout(conv_dropout) -> Flatten    (N, f2*12*12)
+      -> Dense(neurons, dense activation, MaxNorm)          (N, neurons)
+      -> Dropout(dropout_rate) -> Dense(n_classes)          (N, n_classes) logits
+
+The softmax of the output layer lives in the loss and in ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from deepnet.nn.activations import ACTIVATIONS
+from deepnet.nn.functional import dropout, max_norm_
+from deepnet.nn.initializers import INITIALIZERS
+
+if TYPE_CHECKING:
+    from deepnet.config import TrainConfig
+
+KERNEL = 3
+POOL = 2
+
+
+class SeedNet(nn.Module):
+    """Conv -> Conv -> MaxPool -> Dropout -> Dense -> Dropout -> Dense, as in the seed."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        n_classes: int,
+        image_shape: tuple[int, int] = (28, 28),
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.conv1 = nn.Conv2d(1, config.conv1_filters, KERNEL)
+        self.conv2 = nn.Conv2d(config.conv1_filters, config.conv2_filters, KERNEL)
+        h, w = ((side - 2 * (KERNEL - 1)) // POOL for side in image_shape)
+        self.dense = nn.Linear(config.conv2_filters * h * w, config.neurons)
+        self.out = nn.Linear(config.neurons, n_classes)
+        self.conv_activation = ACTIVATIONS[config.conv_activation or config.activation]
+        self.dense_activation = ACTIVATIONS[config.dense_activation or config.activation]
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Keras defaults: glorot_uniform conv kernels, ``init_mode`` dense kernels, zero biases."""
+        conv_init = INITIALIZERS["glorot_uniform"]
+        dense_init = INITIALIZERS[self.config.init_mode]
+        for layer, init in (
+            (self.conv1, conv_init),
+            (self.conv2, conv_init),
+            (self.dense, dense_init),
+            (self.out, dense_init),
+        ):
+            init(layer.weight, generator)
+            layer.bias.zero_()
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Logits (N, n_classes) for images x (N, 1, H, W) scaled to [0, 1]."""
+        cfg = self.config
+        x = self.conv_activation(self.conv1(x))
+        x = self.conv_activation(self.conv2(x))
+        x = torch.max_pool2d(x, POOL)
+        x = dropout(x, cfg.conv_dropout, self.training, generator).flatten(1)
+        x = self.dense_activation(self.dense(x))
+        x = dropout(x, cfg.dropout_rate, self.training, generator)
+        return self.out(x)
+
+    def apply_constraints(self) -> None:
+        """Keras applies kernel constraints after every optimizer step, never at init."""
+        if self.config.weight_constraint is not None:
+            max_norm_(self.dense.weight, self.config.weight_constraint)
+
+    def feature_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations after each convolution layer, for pictures of what the network sees."""
+        first = self.conv_activation(self.conv1(x))
+        return first, self.conv_activation(self.conv2(first))
