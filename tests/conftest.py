@@ -1,0 +1,40 @@
+"""Shared fixtures: real data loaded once per session, and fixed seeds for every test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepnet.data import Dataset, load_dataset
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seeds() -> None:
+    """Tests never depend on global RNG state left by another test."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def mnist27() -> Dataset:
+    """Real MNIST, digits 2 vs 7, as the seed used it."""
+    return load_dataset("mnist", (2, 7))
+
+
+@pytest.fixture(scope="session")
+def small27(mnist27: Dataset) -> Dataset:
+    """A stratified 1200-image slice of 2 vs 7 for fast training tests (test split: 400)."""
+    rng = np.random.default_rng(0)
+    train = np.sort(rng.choice(len(mnist27.y_train), 1200, replace=False))
+    test = np.sort(rng.choice(len(mnist27.y_test), 400, replace=False))
+    return Dataset(
+        mnist27.name,
+        mnist27.x_train[train],
+        mnist27.y_train[train],
+        mnist27.x_test[test],
+        mnist27.y_test[test],
+        mnist27.class_names,
+        mnist27.classes,
+        mnist27.source,
+    )

