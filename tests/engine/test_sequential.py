@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from deepnet import Member, SequentialEngine, Status, TrainConfig
+
+FAST = TrainConfig(epochs=3, batch_size=64)
+
+
+def members(data, *specs):
+    idx = np.arange(len(data.y_train))
+    train, val = idx[:1000], idx[1000:]
+    return [Member(key, config, train, val, seed) for key, config, seed in specs]
+
+
+def run(data, *specs):
+    training = SequentialEngine().train(
+        data.x_train, data.y_train, data.n_classes, members(data, *specs)
+    )
+    return training, list(training)
+
+
+def weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_reports_every_epoch_of_every_member(small27):
+    _, results = run(small27, ("a", FAST, 0), ("b", FAST.replace(epochs=2), 1))
+    assert [(r.key, r.epoch) for r in results] == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2)]
+    assert [r.status for r in results if r.done] == [Status.FINISHED, Status.FINISHED]
+    for r in results:
+        assert 0 <= r.train_accuracy <= 1 and 0 <= r.val_accuracy <= 1 and r.seconds > 0
+    assert results[2].val_accuracy > 0.9  # it learns
+
+
+def test_same_seed_same_result_bit_for_bit(small27):
+    first, a = run(small27, ("m", FAST, 7))
+    second, b = run(small27, ("m", FAST, 7))
+    assert [(r.train_loss, r.val_loss) for r in a] == [(r.train_loss, r.val_loss) for r in b]
+    for p, q in zip(weights(first.model("m")), weights(second.model("m")), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_other_seed_other_result(small27):
+    _, a = run(small27, ("m", FAST, 1))
+    _, b = run(small27, ("m", FAST, 2))
+    assert a[-1].train_loss != b[-1].train_loss
+
+
+def test_a_member_in_a_population_equals_the_member_alone(small27):
+    nadam = TrainConfig(epochs=2, optimizer="Nadam", neurons=30)
+    _, together = run(small27, ("x", FAST.replace(epochs=2), 3), ("y", nadam, 4))
+    _, alone = run(small27, ("y", nadam, 4))
+    assert [r.val_loss for r in together if r.key == "y"] == [r.val_loss for r in alone]
+
+
+def test_stop_ends_a_member_after_the_current_epoch(small27):
+    training = SequentialEngine().train(
+        small27.x_train, small27.y_train, 2, members(small27, ("a", FAST, 0), ("b", FAST, 0))
+    )
+    seen = []
+    for result in training:
+        seen.append((result.key, result.epoch))
+        if result.key == "a" and result.epoch == 1:
+            training.stop("a")
+    assert seen == [("a", 1), ("b", 1), ("b", 2), ("b", 3)]
+
+
+def test_divergence_is_reported_not_raised_and_others_go_on(small27):
+    wild = TrainConfig(
+        epochs=4, optimizer="Adam", learn_rate=1e8, activation="linear", init_mode="normal"
+    )
+    _, results = run(small27, ("wild", wild, 0), ("calm", FAST, 0))
+    wild_results = [r for r in results if r.key == "wild"]
+    assert wild_results[-1].status is Status.DIVERGED
+    assert "non-finite" in wild_results[-1].reason
+    assert len(wild_results) < 4
+    assert results[-1].key == "calm" and results[-1].status is Status.FINISHED
+
+
+def test_no_validation_indices_no_validation_metrics(small27):
+    member = Member("m", FAST.replace(epochs=1), np.arange(500), np.arange(0), 0)
+    (result,) = SequentialEngine().train(small27.x_train, small27.y_train, 2, [member])
+    assert result.val_loss is None and result.val_accuracy is None
+
+
+def test_member_keys_must_be_unique(small27):
+    with pytest.raises(ValueError, match="unique"):
+        run(small27, ("a", FAST, 0), ("a", FAST, 1))

@@ -1,0 +1,75 @@
+import pytest
+from click.testing import CliRunner
+
+from deepnet import PARAMS
+from deepnet.cli import main
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, [str(a) for a in args])
+
+
+def test_help_explains_the_commands(cli):
+    out = cli("--help").output
+    for command in ("data", "train", "evaluate"):
+        assert command in out
+
+
+def test_train_help_lists_every_seed_parameter(cli):
+    out = cli("train", "--help").output
+    for name in PARAMS:
+        assert f"--{name.replace('_', '-')}" in out
+    assert "Adadelta" in out and "hard_sigmoid" in out
+
+
+def test_data_shows_counts_and_source(cli):
+    result = cli("data")
+    assert result.exit_code == 0
+    assert "5958" in result.output and "6265" in result.output and "12223" in result.output
+    assert "source" in result.output and "cache" in result.output
+
+
+def test_train_then_evaluate(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli(
+        "train",
+        "--epochs",
+        1,
+        "--optimizer",
+        "nadam",
+        "--learn_rate",
+        "0.002",
+        "--classes",
+        "2,7",
+        "--out",
+        run_dir,
+    )
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1" in result.output and "accuracy" in result.output
+    assert str(run_dir) in result.output.replace("\n", "")
+    evaluated = cli("evaluate", run_dir)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "matches the evaluation saved at training time" in evaluated.output
+    again = cli("train", "--epochs", 1, "--out", run_dir)
+    assert again.exit_code == 1 and "already exists (finished)" in again.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--activation", "rel"], "did you mean 'relu'?"),
+        (["train", "--dropout-rate", "1.5"], ">= 0 and < 1"),
+        (["train", "--learning-rate", "0.1"], "--learn-rate"),
+        (["train", "--neurons", "many"], "neurons='many' is not allowed"),
+        (["train", "--classes", "2,11"], "unknown class '11'"),
+        (["data", "--path", "/nonexistent/mnist"], "does not exist"),
+        (["evaluate", "/nonexistent/run"], "not a deepnet run folder"),
+    ],
+)
+def test_bad_input_is_one_clear_line(cli, args, message):
+    result = cli(*args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
