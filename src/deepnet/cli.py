@@ -6,10 +6,12 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import click
+from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -24,11 +26,20 @@ from rich.progress import (
 from deepnet import display, runs
 from deepnet.config import PARAMS, Param, TrainConfig
 from deepnet.data import DATASETS, load_dataset, mnist_cache_state
-from deepnet.errors import DeepNetError
+from deepnet.errors import ConfigError, DeepNetError
 from deepnet.evaluate import evaluate
+from deepnet.search import STRATEGIES, SearchSpec, write_csv
+from deepnet.search.executor import resolve_n_jobs
+from deepnet.search.results import row_of
+from deepnet.search.space import parse_options
+from deepnet.search.spec import read_toml
 from deepnet.train import train as train_config
+from deepnet.tune import SEARCH_FILE, SavedSearch, default_search_dir, load_search, tune
 
-console = Console(highlight=False)
+DEFAULT_SEARCH = Path(str(files("deepnet.search") / "default.toml"))
+
+# Wide output when piped to a file or a log, the terminal's width otherwise.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 class ParamType(click.ParamType):
@@ -233,11 +244,229 @@ def evaluate_run(run: Path, data_path: Path | None) -> None:
 main.add_command(evaluate_run, name="evaluate")
 
 
+@main.command()
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUES",
+    help="A parameter to search: --param optimizer=SGD,Adam,Nadam, "
+    "--param learn_rate=loguniform:1e-4:1e-1, --param neurons=int:16:128. "
+    "Repeat for each parameter.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A TOML search file (one space or several [[stages]]); see searches/.",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES, case_sensitive=False),
+    help="grid | random | halving | hyperband | tpe [default: grid with --param]",
+)
+@click.option(
+    "--n-iter",
+    type=int,
+    help="Configurations to try (random, tpe, and halving or hyperband over a random sample).",
+)
+@click.option("--cv", type=int, help="Stratified folds of the training split [default: 3].")
+@click.option("--seed", type=int, help="Seed of folds, sampling and training [default: 0].")
+@click.option("--min-epochs", type=int, help="halving/hyperband: first rung's epochs [1].")
+@click.option("--reduction-factor", type=int, help="halving/hyperband: keep 1 in N [3].")
+@click.option(
+    "--n-jobs",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Worker processes (-1: one per core; 1: train in this process).",
+)
+@click.option("--storage", help="Optuna database URL [default: sqlite:///RUN/study.db].")
+@click.option("--study-name", help="Study name in the storage [default: the run folder's name].")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Run folder [default: runs/search-STRATEGY-HASH of the search and data, "
+    "so the same command resumes].",
+)
+@click.option(
+    "--refit/--no-refit",
+    default=True,
+    show_default=True,
+    help="Retrain the best configuration on the whole training split and test it.",
+)
+@data_options
+@friendly_errors
+def search(
+    params: tuple[str, ...],
+    config_file: Path | None,
+    strategy: str | None,
+    n_iter: int | None,
+    cv: int | None,
+    seed: int | None,
+    min_epochs: int | None,
+    reduction_factor: int | None,
+    n_jobs: int,
+    storage: str | None,
+    study_name: str | None,
+    out: Path | None,
+    refit: bool,
+    dataset: str,
+    data_path: Path | None,
+    classes: str,
+) -> None:
+    """Search hyperparameters with cross-validation, then refit the best and test it once.
+
+    \b
+    Without --param or --config, runs the default search (src/deepnet/search/default.toml).
+    Examples:
+      deepnet search --param optimizer=SGD,Adam,Nadam --param neurons=25,30,35
+      deepnet search --strategy random --n-iter 20 --param learn_rate=loguniform:1e-4:1e-1
+      deepnet search --config searches/seed-grid.toml
+
+    The study is stored in RUN/study.db; running the same command again resumes it without
+    retraining any finished trial. Ctrl-C stops cleanly and keeps what finished.
+    """
+    overrides = {
+        "strategy": strategy,
+        "n_iter": n_iter,
+        "cv": cv,
+        "seed": seed,
+        "min_epochs": min_epochs,
+        "reduction_factor": reduction_factor,
+    }
+    spec = build_spec(params, config_file, {k: v for k, v in overrides.items() if v is not None})
+    selected = load_dataset(dataset, classes, data_path)
+    run_dir = out or default_search_dir(spec, selected)
+    total = sum(stage.n_trials for stage in spec.stages)
+    console.print(
+        f"searching on {selected.name} {','.join(selected.class_names)}: "
+        f"{len(selected.y_train)} training images, {spec.cv}-fold CV, "
+        f"{' then '.join(s.strategy for s in spec.stages)}, {total} trials, "
+        f"{resolve_n_jobs(n_jobs)} worker(s)"
+    )
+    console.print(f"run      {run_dir}")
+    done_before = len(load_search(run_dir).rows) if (run_dir / SEARCH_FILE).is_file() else 0
+    if done_before:
+        console.print(f"resuming: {done_before} trials already finished are kept")
+    with _trial_progress(total, done_before) as on_trial:
+        try:
+            result = tune(
+                spec,
+                selected,
+                run_dir,
+                storage=storage,
+                study_name=study_name,
+                n_jobs=n_jobs,
+                refit=refit,
+                data_path=data_path,
+                on_trial=on_trial,
+            )
+        except KeyboardInterrupt:
+            console.print(
+                f"[yellow]stopped; finished trials are kept in {run_dir}. Run the "
+                "same command again to resume.[/yellow]"
+            )
+            sys.exit(130)
+    print_search(load_search(run_dir))
+    console.print(f"searched in {result.outcome.seconds:.0f}s; results in [bold]{run_dir}[/bold]")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--all", "show_all", is_flag=True, help="Show every trial, not the top 15.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the ranked table of the (first) run to this CSV file.",
+)
+@friendly_errors
+def results(run_dirs: tuple[Path, ...], show_all: bool, csv_path: Path | None) -> None:
+    """Show a search's ranked results (also while it runs); several runs: compare them."""
+    searches = [load_search(d) for d in run_dirs]
+    for saved in searches:
+        print_search(saved, limit=None if show_all else 15)
+    if csv_path is not None:
+        write_csv(searches[0].rows, csv_path)
+        console.print(f"wrote {csv_path}")
+    if len(searches) > 1:
+        console.print(display.comparison_table(searches))
+
+
+def build_spec(
+    params: tuple[str, ...], config_file: Path | None, overrides: dict[str, Any]
+) -> SearchSpec:
+    """The search from --param options, a --config file, or the default file."""
+    if params and config_file:
+        raise ConfigError("give the space with --param or with --config, not both.")
+    if params:
+        values: dict[str, Any] = {"space": parse_options(list(params)), "strategy": "grid"}
+        origin = "the --param options"
+    else:
+        values = read_toml(config_file or DEFAULT_SEARCH)
+        origin = str(config_file or "the default search")
+    if "stages" in values and {"strategy", "n_iter", "min_epochs", "reduction_factor"} & set(
+        overrides
+    ):
+        raise ConfigError(
+            f"{origin} has several stages: set strategy, n_iter, min_epochs and "
+            "reduction_factor per stage in the file, not on the command line."
+        )
+    return SearchSpec.from_mapping({**values, **overrides}, origin)
+
+
+def print_search(saved: SavedSearch, limit: int | None = 15) -> None:
+    rows, spec = saved.rows, saved.spec
+    strategies = " then ".join(s.strategy for s in spec.stages)
+    title = f"{saved.run_dir} ({saved.status}): {strategies}, {spec.cv}-fold CV, {len(rows)} trials"
+    console.print(display.results_table(rows, limit, title))
+    top = next((r for r in rows if r.ok), None)
+    if top is None:
+        console.print("no trial has completed yet")
+        return
+    console.print(f"best     cv accuracy {top.score:.4f} ± {top.std:.4f} (trial {top.number})")
+    console.print(f"params   {_config_text(TrainConfig.from_dict(top.params))}")
+    if saved.refit is not None and saved.refit.metrics is not None:
+        console.print(
+            f"refit    on all {saved.record['data']['n_train']} training images -> "
+            f"{saved.refit.path}"
+        )
+        display.print_metrics(console, saved.refit.metrics, saved.refit.data.class_names)
+
+
 def _config_text(config: TrainConfig) -> str:
     defaults = TrainConfig().to_dict()
     changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
     text = " ".join(f"{k}={v}" for k, v in changed.items())
     return text or "seed baseline (all defaults)"
+
+
+@contextmanager
+def _trial_progress(total: int, done: int) -> Iterator[Callable]:
+    """A progress bar over trials with the best score so far; yields the per-trial callback."""
+    best = [0.0]
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("search", total=total, completed=done)
+
+        def on_trial(trial: FrozenTrial) -> None:
+            row = row_of(trial)
+            progress.console.print(display.trial_line(row))
+            if row.ok and row.score > best[0]:
+                best[0] = row.score
+                progress.update(task, description=f"best {row.score:.4f}")
+            progress.advance(task)
+
+        yield on_trial
 
 
 @contextmanager

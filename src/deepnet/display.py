@@ -9,6 +9,7 @@ from deepnet.data import Dataset
 from deepnet.data.sources import CacheState
 from deepnet.engine import EpochResult
 from deepnet.evaluate import TestMetrics
+from deepnet.search.results import TrialRow, param_names, searched_names
 
 
 def dataset_table(dataset: Dataset) -> Table:
@@ -74,3 +75,86 @@ def confusion_table(metrics: TestMetrics, class_names: tuple[str, ...]) -> Table
 def print_metrics(console: Console, metrics: TestMetrics, class_names: tuple[str, ...]) -> None:
     console.print(metrics_table(metrics, class_names))
     console.print(confusion_table(metrics, class_names))
+
+
+def results_table(rows: list[TrialRow], limit: int | None = 15, title: str = "") -> Table:
+    """Ranked trials: score, std, epochs, time and the parameters that varied."""
+    names = searched_names(rows) or param_names(rows)
+    multi_stage = len({r.stage for r in rows}) > 1
+    table = Table(title=title or None, title_justify="left")
+    for column in (
+        "rank",
+        *(["stage"] if multi_stage else []),
+        "trial",
+        "state",
+        "cv accuracy",
+        "std",
+        "epochs",
+        "time",
+    ):
+        table.add_column(column, justify="right" if column != "state" else "left")
+    for name in names:
+        table.add_column(name)
+    for rank, r in enumerate(rows[:limit] if limit else rows, 1):
+        table.add_row(
+            str(rank),
+            *([str(r.stage + 1)] if multi_stage else []),
+            str(r.number),
+            r.state,
+            "" if r.score is None else f"{r.score:.4f}",
+            "" if r.std is None else f"{r.std:.4f}",
+            str(r.epochs),
+            f"{r.seconds:.0f}s",
+            *(_value(r.params.get(n)) for n in names),
+        )
+    if limit and len(rows) > limit:
+        table.caption = f"{len(rows) - limit} more trials in results.csv"
+    return table
+
+
+def trial_line(row: TrialRow) -> str:
+    """One line per finished trial, for live progress."""
+    names = ", ".join(f"{k}={_value(v)}" for k, v in row.params.items())
+    if row.ok:
+        head = f"[green]{row.score:.4f}[/green] ± {row.std:.4f}"
+    elif row.state == "pruned":
+        head = f"[yellow]pruned after {row.epochs} epoch{'s' if row.epochs != 1 else ''}[/yellow]"
+    else:
+        head = f"[red]{row.state}: {row.reason}[/red]"
+    return f"trial {row.number:>3}  {head}  {row.seconds:5.0f}s  {names}"
+
+
+def _value(v: object) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def comparison_table(searches: list) -> Table:
+    """The seed's closing comparison: strategy, trials, time and best score per search."""
+    table = Table(title="comparison", title_justify="left")
+    for column in (
+        "run",
+        "strategy",
+        "trials",
+        "epochs trained",
+        "train time",
+        "best cv",
+        "refit test",
+    ):
+        table.add_column(column, justify="left" if column in ("run", "strategy") else "right")
+    for s in searches:
+        top = next((r for r in s.rows if r.ok), None)
+        test = s.refit.metrics.accuracy if s.refit is not None and s.refit.metrics else None
+        table.add_row(
+            str(s.run_dir),
+            " then ".join(st.strategy for st in s.spec.stages),
+            str(len(s.rows)),
+            str(sum(r.epochs for r in s.rows)),
+            f"{sum(r.seconds for r in s.rows):.0f}s",
+            "" if top is None else f"{top.score:.4f} ± {top.std:.4f}",
+            "" if test is None else f"{test:.4f}",
+        )
+    return table

@@ -25,3 +25,7 @@ class RunExistsError(DeepNetError, FileExistsError):
 
 class RunFormatError(DeepNetError, ValueError):
     """A run folder is missing files or was written in a format this version cannot read."""
+
+
+class SearchError(DeepNetError, RuntimeError):
+    """A search cannot start or cannot go on: storage, study mismatch, every trial failed."""

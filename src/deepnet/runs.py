@@ -90,6 +90,12 @@ def start_run(path: Path, kind: str) -> Path:
     return path
 
 
+def mark_run(path: Path, status: str) -> None:
+    """Set the run's status (running again on resume, interrupted, failed)."""
+    info = _read_json(path / RUN_FILE)
+    _write_json(path / RUN_FILE, {**info, "status": status})
+
+
 def finish_run(path: Path, status: str, seconds: float) -> None:
     """Record how the run ended (finished, diverged, interrupted)."""
     info = _read_json(path / RUN_FILE)

@@ -96,6 +96,7 @@ class Training:
         x = images_to_tensor(images)
         y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self._runs = {m.key: _MemberRun(m, x, y, n_classes) for m in members}
+        self._active = list(self._runs)  # keys still training, in member order
         self._stopped: set[str] = set()
         self._results = self._run()
 
@@ -105,24 +106,32 @@ class Training:
     def __next__(self) -> EpochResult:
         return next(self._results)
 
+    @property
+    def active(self) -> list[str]:
+        """Keys of the members that will train another epoch."""
+        return [k for k in self._active if k not in self._stopped]
+
     def stop(self, key: str) -> None:
         self._stopped.add(key)
 
     def model(self, key: str) -> SeedNet:
         return self._runs[key].model
 
+    def step(self) -> list[EpochResult]:
+        """Advance every active member by one epoch (one lockstep round)."""
+        return [self._advance(key) for key in self.active]
+
     def _run(self) -> Iterator[EpochResult]:
-        active = list(self._runs.values())
-        while active:
-            still = []
-            for run in active:
-                if run.member.key in self._stopped:
-                    continue
-                result = run.next_epoch()
-                yield result
-                if not result.done and run.member.key not in self._stopped:
-                    still.append(run)
-            active = still
+        while self.active:
+            for key in self.active:
+                if key not in self._stopped:  # the caller may stop it between yields
+                    yield self._advance(key)
+
+    def _advance(self, key: str) -> EpochResult:
+        result = self._runs[key].next_epoch()
+        if result.done:
+            self._active.remove(key)
+        return result
 
 
 class SequentialEngine:

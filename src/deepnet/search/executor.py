@@ -1,0 +1,168 @@
+"""Where populations train: in this process, or in worker processes on the other cores.
+
+A worker trains one batch of members at a time, one lockstep epoch per request, and
+answers with that round's EpochResults; the search driver reads the round, decides which
+members to stop (pruning), and asks for the next. The driver never touches tensors and a
+worker never touches the study. Both kinds of worker offer the same four calls:
+
+    submit(members)      start a new batch (replacing the previous one)
+    advance()            train every active member of the batch one more epoch
+    poll()               whether the round asked for is ready to receive (no blocking)
+    receive()            that round's results
+    alive()              whether the worker can take more work
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from deepnet.engine import EpochResult, Member, SequentialEngine, Training
+from deepnet.errors import ConfigError
+
+
+class Worker(Protocol):
+    def submit(self, members: Sequence[Member]) -> None: ...
+    def advance(self) -> None: ...
+    def poll(self) -> bool: ...
+    def alive(self) -> bool: ...
+    def receive(self) -> list[EpochResult]: ...
+    def close(self) -> None: ...
+
+
+class WorkerCrashError(RuntimeError):
+    """A worker raised while training; the message is its exception."""
+
+
+class InlineWorker:
+    """Trains in the calling process, with torch's own thread count."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int):
+        self.images, self.labels, self.n_classes = images, labels, n_classes
+        self._training: Training | None = None
+
+    def submit(self, members: Sequence[Member]) -> None:
+        self._training = SequentialEngine().train(self.images, self.labels, self.n_classes, members)
+
+    def advance(self) -> None:
+        """Nothing to send: the epoch is trained when the round is received."""
+
+    def poll(self) -> bool:
+        return True
+
+    def alive(self) -> bool:
+        return True
+
+    def receive(self) -> list[EpochResult]:
+        if self._training is None:
+            raise WorkerCrashError("receive() before submit()")
+        try:
+            return self._training.step()
+        except Exception as exc:  # a crashing trial fails alone; the search goes on
+            raise WorkerCrashError(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._training = None
+
+
+def _serve(
+    conn: Connection, images: np.ndarray, labels: np.ndarray, n_classes: int, threads: int
+) -> None:
+    """Worker process main loop: ("submit", members) | ("advance", None) | ("close", None)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and closes us
+    torch.set_num_threads(threads)
+    worker = InlineWorker(images, labels, n_classes)
+    while True:
+        command, payload = conn.recv()
+        if command == "close":
+            return
+        if command == "submit":
+            worker.submit(payload)
+            continue
+        try:
+            conn.send(("ok", worker.receive()))
+        except WorkerCrashError as exc:  # reported, so the driver fails the trial, not the search
+            conn.send(("error", str(exc)))
+
+
+class ProcessWorker:
+    """Trains in a spawned process with its own torch thread pool (1 thread by default)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, threads: int = 1):
+        context = mp.get_context("spawn")  # fork after torch has threads can deadlock
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child, images, labels, n_classes, threads), daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def submit(self, members: Sequence[Member]) -> None:
+        self.conn.send(("submit", list(members)))
+
+    def advance(self) -> None:
+        self.conn.send(("advance", None))
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def poll(self) -> bool:
+        return self.conn.poll()
+
+    def receive(self) -> list[EpochResult]:
+        try:
+            status, payload = self.conn.recv()
+        except EOFError:
+            raise WorkerCrashError(
+                f"worker process {self.process.pid} died (exit code {self.process.exitcode})"
+            ) from None
+        if status == "error":
+            raise WorkerCrashError(payload)
+        return payload
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # the process may be gone already
+            self.conn.send(("close", None))
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
+
+
+def start_workers(
+    images: np.ndarray, labels: np.ndarray, n_classes: int, n_jobs: int | None
+) -> list[Worker]:
+    """``n_jobs`` workers: 1 trains inline; more (or -1: one per core) are processes."""
+    n = resolve_n_jobs(n_jobs)
+    if n == 1:
+        return [InlineWorker(images, labels, n_classes)]
+    return [ProcessWorker(images, labels, n_classes) for _ in range(n)]
+
+
+def resolve_n_jobs(n_jobs: int | None) -> int:
+    """scikit-learn's convention: None is 1, -1 is every core, -2 all but one."""
+    cores = os.cpu_count() or 1
+    if n_jobs is None:
+        return 1
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ConfigError(
+            f"n_jobs={n_jobs!r} is not allowed: use a positive count, or -1 for every core."
+        )
+    return max(1, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)
+
+
+def ready(workers: Sequence[Worker]) -> list[Worker]:
+    """Block until at least one busy worker has a round ready; return those that do."""
+    waiting = [w for w in workers if isinstance(w, ProcessWorker)]
+    if len(waiting) < len(workers):
+        return [w for w in workers if w.poll()]
+    connections = wait([w.conn for w in waiting])
+    return [w for w in waiting if w.conn in connections]

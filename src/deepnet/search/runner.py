@@ -1,0 +1,113 @@
+"""Run a whole search: folds, workers, one study per stage, best-so-far carried forward."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import IntDistribution
+
+from deepnet.config import TrainConfig
+from deepnet.data.folds import Split, stratified_folds
+from deepnet.errors import SearchError
+from deepnet.search.driver import OnTrial, run_stage
+from deepnet.search.executor import start_workers
+from deepnet.search.results import TrialRow, best, failure_summary, ranked, trial_rows
+from deepnet.search.space import Space
+from deepnet.search.spec import SearchSpec
+from deepnet.search.study import open_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Every trial of every stage, ranked, and the best one."""
+
+    rows: list[TrialRow]
+    best: TrialRow
+    seconds: float
+    studies: list[optuna.Study]
+
+    @property
+    def best_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.best.params)
+
+
+def stage_study_name(name: str, index: int, n_stages: int) -> str:
+    return name if n_stages == 1 else f"{name}.stage{index + 1}"
+
+
+def run_search(
+    spec: SearchSpec,
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    storage: str | None,
+    study_name: str,
+    data: dict[str, Any],
+    n_jobs: int | None = -1,
+    folds: Sequence[Split] | None = None,
+    on_trial: OnTrial | None = None,
+) -> SearchOutcome:
+    """Run (or resume) every stage of ``spec`` on the training images; no test data here.
+
+    ``storage`` is a database URL (None: in memory). Stage k > 1 searches its own space with
+    every other parameter fixed at the best configuration found so far.
+    """
+    folds = list(folds) if folds is not None else stratified_folds(labels, spec.cv, spec.seed)
+    start = time.perf_counter()
+    rows: list[TrialRow] = []
+    studies = []
+    best_params: dict[str, Any] = {}
+    workers = start_workers(images, labels, n_classes, n_jobs)
+    try:
+        for i, stage in enumerate(spec.stages):
+            space = stage.space.fixed(best_params) if best_params else stage.space
+            stage = replace(stage, space=space)
+            study_spec = {
+                "stage": stage.to_json(),
+                "cv": len(folds),
+                "seed": spec.seed,
+                "data": data,
+            }
+            study = open_study(
+                storage,
+                stage_study_name(study_name, i, len(spec.stages)),
+                stage,
+                study_spec,
+                spec.seed,
+                max_epochs(space),
+            )
+            run_stage(study, stage, space.distributions(), folds, spec.seed, workers, on_trial)
+            studies.append(study)
+            stage_rows = trial_rows(study, i)
+            rows += stage_rows
+            top = best(rows)
+            if top is None:
+                raise SearchError(
+                    f"every trial failed ({failure_summary(stage_rows)}). Finished work is "
+                    "kept. Try smaller learning rates, another optimizer or init_mode, or "
+                    "weight_constraint=3, and check the space."
+                )
+            best_params = top.params
+    finally:
+        for worker in workers:
+            worker.close()
+    ranked_rows = ranked(rows)
+    return SearchOutcome(ranked_rows, best(ranked_rows), time.perf_counter() - start, studies)
+
+
+def max_epochs(space: Space) -> int:
+    """The largest epoch budget any configuration of the space can have."""
+    dim = space.dims.get("epochs")
+    if dim is None:
+        return TrainConfig().epochs
+    if isinstance(dim, IntDistribution):
+        return dim.high
+    return max(dim)

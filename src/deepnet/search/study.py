@@ -1,0 +1,106 @@
+"""Opening, checking and resuming the Optuna study a stage lives in.
+
+A study remembers what it is for (its spec: space, strategy, folds, seed, data) in a user
+attribute, so reopening it with a different space is refused rather than mixed. Reopening
+it with the same spec resumes: trials that were running when the process died (or were
+interrupted) are failed and queued again, and queued candidates that are missing are
+queued, so no finished trial is ever trained twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from deepnet.errors import SearchError
+from deepnet.search.strategies import Stage, candidates, pruner_for, sampler_for
+
+SPEC_ATTR = "deepnet_spec"
+
+
+def open_study(
+    storage: str | None,
+    name: str,
+    stage: Stage,
+    spec: dict[str, Any],
+    seed: int,
+    max_epochs: int,
+) -> optuna.Study:
+    """Create or resume the study ``name`` in ``storage`` (None: a new in-memory study)."""
+    pruner = pruner_for(stage, max_epochs)
+    if storage is None:
+        study = optuna.create_study(
+            study_name=name, direction="maximize", sampler=sampler_for(stage, seed), pruner=pruner
+        )
+    else:
+        study = _create_or_load(storage, name, stage, seed, pruner)
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, spec)
+    elif _canonical(stored) != _canonical(spec):
+        raise SearchError(
+            f"study {name!r} in {storage} already holds a search with a different spec "
+            f"(space, strategy, folds, seed or data); deepnet will not mix the two. Its "
+            f"space was {json.dumps(stored.get('stage', {}).get('space'))}. Use another "
+            "--study-name or --out, or delete that study."
+        )
+    _recover(study)
+    if not stage.adaptive:
+        _enqueue_missing(study, candidates(stage, seed))
+    return study
+
+
+def _create_or_load(
+    storage: str, name: str, stage: Stage, seed: int, pruner: optuna.pruners.BasePruner
+) -> optuna.Study:
+    try:
+        resumed = name in optuna.study.get_all_study_names(storage)
+        # TPE restarts its random stream after the trials it has seen, not at the start
+        n_before = len(optuna.load_study(study_name=name, storage=storage).trials) if resumed else 0
+        return optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=sampler_for(stage, seed + n_before),
+            pruner=pruner,
+        )
+    except Exception as exc:  # SQLAlchemy and its drivers raise many types for a bad URL
+        raise SearchError(
+            f"cannot open the study storage {storage!r}: {type(exc).__name__}: {exc}. Give a "
+            "database URL that Optuna accepts, e.g. sqlite:///runs/my-search/study.db."
+        ) from exc
+
+
+def _recover(study: optuna.Study) -> None:
+    """Fail trials left running by a dead process; queue interrupted ones again."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        study.tell(t.number, state=TrialState.FAIL)
+    interrupted = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if t.user_attrs.get("interrupted")
+    ]
+    _enqueue_missing(study, [t.params for t in interrupted])
+
+
+def _enqueue_missing(study: optuna.Study, configs: list[dict[str, Any]]) -> None:
+    """Queue each configuration that no trial holds yet (except interrupted ones)."""
+    present = {
+        _canonical(t.params or t.system_attrs.get("fixed_params", {}))  # queued: fixed_params
+        for t in study.get_trials(deepcopy=False)
+        if not (t.state is TrialState.FAIL and t.user_attrs.get("interrupted"))
+    }
+    for config in configs:
+        key = _canonical(config)
+        if key not in present:
+            study.enqueue_trial(config)
+            present.add(key)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
