@@ -6,15 +6,39 @@ The public Python API, re-exported here in one place::
     data = load_dataset("mnist", classes=(2, 7))
     result = train(TrainConfig(optimizer="Nadam", neurons=30), data)
     print(result.metrics.accuracy)
+
+    from deepnet import DeepNetClassifier, GridSearchCV
+    search = GridSearchCV(DeepNetClassifier(), {"optimizer": ["Adam", "Nadam"]}, n_jobs=-1)
 """
 
 from deepnet.config import PARAMS, TrainConfig
 from deepnet.data import Dataset, holdout_split, load_dataset, stratified_folds
 from deepnet.engine import EpochResult, Member, SequentialEngine, Status
-from deepnet.errors import ConfigError, DataError, DeepNetError, RunExistsError, RunFormatError
+from deepnet.errors import (
+    ConfigError,
+    DataError,
+    DeepNetError,
+    DivergedError,
+    RunExistsError,
+    RunFormatError,
+    SearchError,
+)
+from deepnet.estimator import DeepNetClassifier
 from deepnet.evaluate import TestMetrics, evaluate, wilson_interval
+from deepnet.model_selection import GridSearchCV, RandomizedSearchCV
 from deepnet.runs import SavedRun, load_run
+from deepnet.search import (
+    SearchOutcome,
+    SearchSpec,
+    Space,
+    Stage,
+    loguniform,
+    randint,
+    run_search,
+    uniform,
+)
 from deepnet.train import TrainResult, train
+from deepnet.tune import SavedSearch, TuneResult, load_search, tune
 
 __version__ = "0.1.0"
 
@@ -23,22 +47,39 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Dataset",
+    "DeepNetClassifier",
     "DeepNetError",
+    "DivergedError",
     "EpochResult",
+    "GridSearchCV",
     "Member",
+    "RandomizedSearchCV",
     "RunExistsError",
     "RunFormatError",
     "SavedRun",
+    "SavedSearch",
+    "SearchError",
+    "SearchOutcome",
+    "SearchSpec",
     "SequentialEngine",
+    "Space",
+    "Stage",
     "Status",
     "TestMetrics",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
     "evaluate",
     "holdout_split",
     "load_dataset",
     "load_run",
+    "load_search",
+    "loguniform",
+    "randint",
+    "run_search",
     "stratified_folds",
     "train",
+    "tune",
+    "uniform",
     "wilson_interval",
 ]

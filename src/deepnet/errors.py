@@ -29,3 +29,7 @@ class RunFormatError(DeepNetError, ValueError):
 
 class SearchError(DeepNetError, RuntimeError):
     """A search cannot start or cannot go on: storage, study mismatch, every trial failed."""
+
+
+class DivergedError(DeepNetError, FloatingPointError):
+    """Training produced a non-finite loss or weights."""

@@ -15,8 +15,15 @@ Z_95 = 1.959963984540054
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (n, h, w) -> float32 (n, 1, h, w) scaled to [0, 1] by /255, as the seed did."""
-    return torch.from_numpy(images).to(torch.float32).div_(255.0).unsqueeze(1)
+    """(n, h, w) images -> float32 (n, 1, h, w).
+
+    uint8 pixels are scaled to [0, 1] by /255, as the seed did; float images are taken as
+    already scaled (the seed passed x_train / 255 to its scikit-learn wrapper).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
+    if images.dtype == np.uint8:
+        x = x.div_(255.0)
+    return x.unsqueeze(1)
 
 
 @torch.no_grad()

@@ -1,0 +1,201 @@
+"""GridSearchCV and RandomizedSearchCV with scikit-learn's arguments, on deepnet's engine.
+
+They take what scikit-learn's classes take (``param_grid`` / ``param_distributions``,
+``cv``, ``n_iter``, ``n_jobs``, ``refit``, ``verbose``, ``random_state``) and expose what
+they expose (``cv_results_``, ``best_params_``, ``best_score_``, ``best_index_``,
+``best_estimator_``), but train through deepnet's engine and an Optuna study, so
+``strategy="halving"`` prunes hopeless configurations and ``storage=`` makes a search
+resumable. The seed's notebook runs with only its imports changed::
+
+    from deepnet import DeepNetClassifier, GridSearchCV
+    grid = GridSearchCV(DeepNetClassifier(), param_grid=dict(optimizer=[...]), n_jobs=-1)
+    grid.fit(x_train, y_train)
+    grid.best_score_, grid.best_params_
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.model_selection import check_cv
+from sklearn.utils.validation import check_is_fitted
+
+from deepnet.config import PARAMS
+from deepnet.data import stratified_folds
+from deepnet.errors import ConfigError
+from deepnet.estimator import DeepNetClassifier, as_images, as_labels
+from deepnet.search import SearchSpec, Space, Stage, cv_results, run_search
+from deepnet.search.results import row_of
+
+
+class _SearchCV(MetaEstimatorMixin, BaseEstimator):
+    """What GridSearchCV and RandomizedSearchCV share; subclasses name the space."""
+
+    _space_arg: str
+
+    def _space(self) -> dict[str, Any]:
+        return getattr(self, self._space_arg)
+
+    def _stage(self, space: Space) -> Stage:
+        raise NotImplementedError
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _SearchCV:
+        if not isinstance(self.estimator, DeepNetClassifier):
+            raise ConfigError(
+                "estimator must be a DeepNetClassifier; for other estimators use "
+                "scikit-learn's own search classes."
+            )
+        if self.scoring not in (None, "accuracy"):
+            raise ConfigError(f"scoring={self.scoring!r}: deepnet scores by accuracy only.")
+        images = as_images(X)
+        classes, labels = np.unique(as_labels(y), return_inverse=True)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        searched = Space.from_dict(self._space())
+        base = {k: v for k, v in self.estimator.get_params().items() if k in PARAMS}
+        stage = self._stage(searched.fixed(base))
+        folds = self._folds(images, labels, seed)
+        spec = SearchSpec((stage,), cv=len(folds), seed=seed)
+        if self.verbose:
+            print(
+                f"Fitting {len(folds)} folds for each of {stage.n_trials} candidates, "
+                f"totalling {len(folds) * stage.n_trials} fits"
+            )
+        digest = hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()[:12]
+        outcome = run_search(
+            spec,
+            images,
+            labels,
+            len(classes),
+            storage=self.storage,
+            study_name=self.study_name or f"deepnet-{digest}",
+            n_jobs=self.n_jobs,
+            folds=folds,
+            data={"sha1": digest, "classes": [str(c) for c in classes]},
+            on_trial=self._report if self.verbose > 1 else None,
+        )
+        rows = sorted(outcome.rows, key=lambda r: (r.stage, r.number))  # trial order
+        names = list(searched.dims)
+        self.cv_results_ = cv_results(rows, len(folds), names)
+        self.best_index_ = rows.index(outcome.best)
+        self.best_params_ = {n: outcome.best.params[n] for n in names}
+        self.best_score_ = float(outcome.best.score)
+        self.n_splits_ = len(folds)
+        self.study_ = outcome.studies[-1]
+        self.classes_ = classes
+        if self.refit:
+            start = time.perf_counter()
+            self.best_estimator_ = clone(self.estimator).set_params(**self.best_params_)
+            self.best_estimator_.fit(X, y)
+            self.refit_time_ = time.perf_counter() - start
+        return self
+
+    def _folds(self, images: np.ndarray, labels: np.ndarray, seed: int) -> list:
+        if self.cv is None or isinstance(self.cv, int):
+            return stratified_folds(labels, 3 if self.cv is None else self.cv, seed)
+        splitter = check_cv(self.cv, labels, classifier=True)  # a splitter or an iterable
+        return list(splitter.split(np.zeros(len(labels)), labels))
+
+    def _report(self, trial) -> None:
+        row = row_of(trial)
+        score = f"{row.score:.4f}" if row.ok else row.state
+        print(f"[trial {row.number}] {score} {row.params}")
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict(X)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict_proba(X)
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.score(X, y)
+
+
+class GridSearchCV(_SearchCV):
+    """Every configuration of ``param_grid``, cross-validated (strategy "grid" or "halving")."""
+
+    _space_arg = "param_grid"
+
+    def __init__(
+        self,
+        estimator: DeepNetClassifier,
+        param_grid: dict[str, Any],
+        *,
+        scoring: str | None = None,
+        n_jobs: int | None = None,
+        refit: bool = True,
+        cv: Any = None,
+        verbose: int = 0,
+        random_state: int | None = None,
+        strategy: str = "grid",
+        storage: str | None = None,
+        study_name: str | None = None,
+    ):
+        self.estimator = estimator
+        self.param_grid = param_grid
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.refit = refit
+        self.cv = cv
+        self.verbose = verbose
+        self.random_state = random_state
+        self.strategy = strategy
+        self.storage = storage
+        self.study_name = study_name
+
+    def _stage(self, space: Space) -> Stage:
+        if self.strategy not in ("grid", "halving", "hyperband"):
+            raise ConfigError(
+                f"GridSearchCV runs every configuration: strategy must be grid, "
+                f"halving or hyperband, not {self.strategy!r}."
+            )
+        return Stage(space, self.strategy)
+
+
+class RandomizedSearchCV(_SearchCV):
+    """``n_iter`` configurations sampled from ``param_distributions`` (or TPE, halving)."""
+
+    _space_arg = "param_distributions"
+
+    def __init__(
+        self,
+        estimator: DeepNetClassifier,
+        param_distributions: dict[str, Any],
+        *,
+        n_iter: int = 10,
+        scoring: str | None = None,
+        n_jobs: int | None = None,
+        refit: bool = True,
+        cv: Any = None,
+        verbose: int = 0,
+        random_state: int | None = None,
+        strategy: str = "random",
+        storage: str | None = None,
+        study_name: str | None = None,
+    ):
+        self.estimator = estimator
+        self.param_distributions = param_distributions
+        self.n_iter = n_iter
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.refit = refit
+        self.cv = cv
+        self.verbose = verbose
+        self.random_state = random_state
+        self.strategy = strategy
+        self.storage = storage
+        self.study_name = study_name
+
+    def _stage(self, space: Space) -> Stage:
+        if self.strategy == "grid":
+            raise ConfigError(
+                "RandomizedSearchCV samples n_iter configurations: strategy must "
+                "be random, halving, hyperband or tpe."
+            )
+        return Stage(space, self.strategy, n_iter=self.n_iter)
