@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,3 +56,18 @@ requires_fashion_mnist = pytest.mark.skipif(
     not FASHION_DEFAULT.is_dir(),
     reason="Debian package dataset-fashion-mnist is not installed (make test installs it)",
 )
+
+
+@pytest.fixture(scope="session")
+def small27_npz(small27: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small27 as a Keras-style mnist.npz (original labels 2 and 7), for --path."""
+    path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
+    original = np.array(small27.classes)
+    np.savez(
+        path,
+        x_train=small27.x_train,
+        y_train=original[small27.y_train],
+        x_test=small27.x_test,
+        y_test=original[small27.y_test],
+    )
+    return path

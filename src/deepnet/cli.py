@@ -346,7 +346,8 @@ def search(
         f"{resolve_n_jobs(n_jobs)} worker(s)"
     )
     console.print(f"run      {run_dir}")
-    done_before = len(load_search(run_dir).rows) if (run_dir / SEARCH_FILE).is_file() else 0
+    resuming = (run_dir / SEARCH_FILE).is_file()
+    done_before = sum(r.finished for r in load_search(run_dir).rows) if resuming else 0
     if done_before:
         console.print(f"resuming: {done_before} trials already finished are kept")
     with _trial_progress(total, done_before) as on_trial:

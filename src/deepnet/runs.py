@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from deepnet.nn import SeedNet
 FORMAT = 1
 RUN_FILE, CONFIG_FILE, MODEL_FILE = "run.json", "config.json", "model.safetensors"
 HISTORY_CSV, HISTORY_JSON, METRICS_FILE = "history.csv", "history.json", "metrics.json"
+MIN_FREE_BYTES = 50 * 10**6  # weights, histories and a study fit in far less
 HISTORY_COLUMNS = [f.name for f in fields(EpochResult) if f.name not in ("key", "reason")]
 
 
@@ -88,6 +90,16 @@ def start_run(path: Path, kind: str) -> Path:
             f"cannot write the run folder {path}: {exc}. Choose a writable --out."
         ) from exc
     return path
+
+
+def _check_free_space(path: Path) -> None:
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise RunExistsError(
+            f"only {free // 10**6} MB free on the disk of {existing}; a run needs at least "
+            f"{MIN_FREE_BYTES // 10**6} MB. Free some space or choose another --out."
+        )
 
 
 def mark_run(path: Path, status: str) -> None:

@@ -40,6 +40,10 @@ class TrialRow:
     history: dict[str, list[list[float]]] | None = None  # fold -> per-epoch rows
 
     @property
+    def finished(self) -> bool:
+        return self.state in ("complete", "pruned", "failed")
+
+    @property
     def ok(self) -> bool:
         return self.state == "complete" and self.score is not None
 

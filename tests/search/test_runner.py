@@ -1,0 +1,143 @@
+"""run_search on real data: scores, pruning, failures, resume, executors, stages."""
+
+import statistics
+
+import pytest
+
+from deepnet import SearchError, SearchSpec, Space, Stage, run_search
+from tests.search.conftest import scores
+
+FAST = {"epochs": [2], "batch_size": [64]}
+
+
+def spec(space, strategy="grid", **kw):
+    return SearchSpec((Stage(Space.from_dict({**FAST, **space}), strategy, **kw),), cv=3, seed=0)
+
+
+def search(tiny, the_spec, storage=None, n_jobs=1, **kw):
+    x, y = tiny
+    return run_search(
+        the_spec, x, y, 2, storage=storage, study_name="t", data={"n": len(y)}, n_jobs=n_jobs, **kw
+    )
+
+
+def test_grid_scores_are_fold_means_with_histories(tiny):
+    out = search(tiny, spec({"optimizer": ["Adam", "Nadam"], "neurons": [16, 30]}))
+    assert len(out.rows) == 4 and all(r.state == "complete" for r in out.rows)
+    for r in out.rows:
+        assert r.score == pytest.approx(statistics.fmean(r.fold_scores))
+        assert len(r.fold_scores) == 3 and r.std >= 0 and r.epochs == 2
+        assert set(r.history) == {"0", "1", "2"} and all(len(h) == 2 for h in r.history.values())
+    assert out.rows[0] is out.best and out.best.score == max(r.score for r in out.rows)
+    assert out.best.score > 0.9
+
+
+def test_same_seed_same_table(tiny):
+    s = spec({"optimizer": ["Adam", "SGD"]})
+    assert scores(search(tiny, s)) == scores(search(tiny, s))
+
+
+def test_worker_processes_give_the_inline_results(tiny):
+    s = spec({"optimizer": ["Adam", "Nadam", "RMSprop"]})
+    inline, processes = search(tiny, s, n_jobs=1), search(tiny, s, n_jobs=2)
+    for a, b in zip(scores(inline), scores(processes), strict=True):
+        assert a[4] == b[4] and a[1] == pytest.approx(b[1], abs=1e-9)
+
+
+def test_halving_prunes_hopeless_configurations(tiny):
+    s = spec(
+        {"optimizer": ["SGD", "Adadelta", "Adagrad", "Adam", "Nadam", "RMSprop"], "epochs": [4]},
+        "halving",
+        min_epochs=1,
+        reduction_factor=3,
+    )
+    out = search(tiny, s)
+    pruned = [r for r in out.rows if r.state == "pruned"]
+    assert pruned and all(r.epochs < 4 and r.score is None for r in pruned)
+    assert out.best.params["optimizer"] != "SGD"  # plain SGD at lr 0.01 learns slowest
+
+
+def test_hyperband_and_tpe_run(tiny):
+    hb = search(tiny, spec({"optimizer": ["SGD", "Adam", "Nadam"], "epochs": [3]}, "hyperband"))
+    assert len(hb.rows) == 3 and hb.best.ok
+    tpe = search(
+        tiny,
+        spec({"learn_rate": {"loguniform": [1e-3, 1e-2]}, "optimizer": ["Adam"]}, "tpe", n_iter=4),
+    )
+    assert len(tpe.rows) == 4 and all(1e-3 <= r.params["learn_rate"] <= 1e-2 for r in tpe.rows)
+
+
+WILD = {
+    "optimizer": ["Adam"],
+    "learn_rate": [1e8],
+    "activation": ["linear"],
+    "init_mode": ["normal"],
+    "epochs": [4],
+}
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny):
+    out = search(tiny, spec({**WILD, "learn_rate": [1e8, 1e-3]}))
+    failed = [r for r in out.rows if r.state == "failed"]
+    assert len(failed) == 1 and "diverged: non-finite" in failed[0].reason
+    assert out.best.params["learn_rate"] == 1e-3
+
+
+def test_every_trial_failing_is_an_error_that_says_why(tiny):
+    with pytest.raises(
+        SearchError,
+        match=r"every trial failed \(1 x fold \d diverged: "
+        r"non-finite.*Try smaller learning rates",
+    ):
+        search(tiny, spec(WILD))
+
+
+def test_stages_start_from_the_best_so_far(tiny):
+    two = SearchSpec(
+        (
+            Stage(Space.from_dict({**FAST, "optimizer": ["SGD", "Nadam"]}), "grid"),
+            Stage(Space.from_dict({"neurons": [16, 30]}), "grid"),
+        ),
+        cv=3,
+    )
+    out = search(tiny, two)
+    second = [r for r in out.rows if r.stage == 1]
+    assert len(second) == 2
+    assert all(r.params["optimizer"] == "Nadam" and r.params["epochs"] == 2 for r in second)
+
+
+def test_interrupted_search_resumes_without_retraining(tiny, tmp_path):
+    s = spec({"optimizer": ["Adam", "Nadam", "SGD", "RMSprop"]})
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    finished = []
+
+    def stop_after_two(trial):
+        finished.append(trial.number)
+        if len(finished) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(tiny, s, storage=storage, on_trial=stop_after_two)
+    trained = []
+    resumed = search(tiny, s, storage=storage, on_trial=lambda t: trained.append(t.params))
+    assert len(trained) == 2  # only the two that had not finished
+    assert scores(resumed) == scores(search(tiny, s))  # the uninterrupted table
+
+
+def test_a_study_with_another_space_is_refused(tiny, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    search(tiny, spec({"optimizer": ["Adam"]}), storage=storage)
+    with pytest.raises(SearchError, match="already holds a search with a different spec"):
+        search(tiny, spec({"optimizer": ["Nadam"]}), storage=storage)
+
+
+def test_a_storage_that_cannot_be_opened(tiny, tmp_path):
+    with pytest.raises(SearchError, match="cannot open the study storage 'nosuchdb://x'"):
+        search(tiny, spec({"optimizer": ["Adam"]}), storage="nosuchdb://x")
+
+
+def test_more_folds_than_the_smallest_class(tiny):
+    x, y = tiny
+    few = (x[:12], y[:12])
+    with pytest.raises(Exception, match="cannot be stratified"):
+        search(few, SearchSpec((Stage(Space.from_dict({"epochs": [1]})),), cv=10))

@@ -1,0 +1,164 @@
+"""deepnet search and deepnet results, through the real command line."""
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from deepnet.cli import main
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, [str(a) for a in args])
+
+
+GRID = ["--param", "optimizer=Adam,Nadam", "--param", "epochs=1", "--param", "batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def grid_run(small27_npz, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "grid"
+    result = CliRunner().invoke(
+        main, ["search", *GRID, "--n-jobs", "1", "--path", str(small27_npz), "--out", str(run_dir)]
+    )
+    return result, run_dir
+
+
+def test_search_prints_trials_table_best_and_refit(grid_run):
+    result, run_dir = grid_run
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "grid, 2 trials" in out and "trial   0" in out and "trial   1" in out
+    assert "best     cv accuracy" in out and "refit    on all 1200 training images" in out
+    assert "test split (evaluated once)" in out and str(run_dir) in out
+
+
+def test_results_shows_the_same_numbers_and_writes_csv(grid_run, cli, tmp_path):
+    _, run_dir = grid_run
+    shown = cli("results", run_dir, "--csv", tmp_path / "r.csv")
+    assert shown.exit_code == 0, shown.output
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == 2
+    assert f"{float(rows[0]['mean_cv_accuracy']):.4f}" in shown.output
+
+
+def test_grid_against_random_comparison(grid_run, cli, small27_npz, tmp_path):
+    _, grid_dir = grid_run
+    random_dir = tmp_path / "random"
+    ran = cli(
+        "search",
+        "--strategy",
+        "random",
+        "--n-iter",
+        1,
+        *GRID,
+        "--n-jobs",
+        1,
+        "--no-refit",
+        "--path",
+        small27_npz,
+        "--out",
+        random_dir,
+    )
+    assert ran.exit_code == 0, ran.output
+    compared = cli("results", grid_dir, random_dir)
+    assert "comparison" in compared.output
+    assert "grid" in compared.output and "random" in compared.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--param", "nurons=1,2"], "did you mean 'neurons'"),
+        (["--param", "learn_rate=loguniform:1e-4:1e-1"], "grid search needs value lists"),
+        (["--param", "neurons=1", "--config", "searches/seed-grid.toml"], "not both"),
+        (["--config", "nowhere.toml"], "cannot read the search file nowhere.toml"),
+        (["--config", "searches/coarse-to-fine.toml", "--strategy", "grid"], "several stages"),
+        (["--param", "neurons=1", "--cv", "1"], "cv=1 is not allowed"),
+        (
+            ["--param", "neurons=1", "--storage", "nosuchdb://x", "--n-jobs", "1"],
+            "cannot open the study storage",
+        ),
+    ],
+)
+def test_bad_search_input(cli, small27_npz, tmp_path, args, message):
+    result = cli("search", *args, "--path", small27_npz, "--out", tmp_path / "run")
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_results_of_a_folder_that_is_not_a_search(cli, tmp_path):
+    result = cli("results", tmp_path)
+    assert result.exit_code == 1 and "not a search run folder" in result.output
+
+
+def _completed(db) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as con:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _table(path):
+    """results.csv without what may differ after a resume: rank, trial number, seconds."""
+    rows = list(csv.DictReader(path.open()))
+    return sorted(
+        tuple(v for k, v in r.items() if k not in ("rank", "trial", "seconds")) for r in rows
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_rerun_gives_the_uninterrupted_table(small27_npz, tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "deepnet",
+        "search",
+        "--param",
+        "optimizer=Adam,Nadam,RMSprop,Adamax",
+        "--param",
+        "epochs=2",
+        "--param",
+        "batch_size=64",
+        "--n-jobs",
+        "1",
+        "--no-refit",
+        "--path",
+        str(small27_npz),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while _completed(killed / "study.db") < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _completed(killed / "study.db")
+    assert 2 <= done_before < 4
+    rerun = subprocess.run(
+        [*args, "--out", str(killed)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resuming: {done_before} trials already finished are kept" in rerun.stdout
+    retrained = [line for line in rerun.stdout.splitlines() if line.startswith("trial ")]
+    assert len(retrained) == 4 - done_before  # nothing finished is trained again
+    clean = tmp_path / "clean"
+    subprocess.run(
+        [*args, "--out", str(clean)], env=env, check=True, capture_output=True, timeout=600
+    )
+    assert _table(killed / "results.csv") == _table(clean / "results.csv")

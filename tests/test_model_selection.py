@@ -1,0 +1,108 @@
+"""The seed's GridSearchCV / RandomizedSearchCV code, with only its imports changed."""
+
+import numpy as np
+import pytest
+from sklearn.model_selection import KFold
+
+from deepnet import ConfigError, DeepNetClassifier, GridSearchCV, RandomizedSearchCV
+
+
+@pytest.fixture(scope="module")
+def seed_data(small27):
+    x_train = small27.x_train[:900].reshape(900, 28, 28, 1).astype("float32") / 255
+    y_train = np.eye(2)[small27.y_train[:900]]  # keras.utils.to_categorical
+    return x_train, y_train
+
+
+@pytest.fixture(scope="module")
+def grid(seed_data):
+    # -- the seed's code, small grid --
+    batch_size = 64
+    epochs = 2
+    optimizer = ["SGD", "Adam", "Nadam"]
+    neurons = [25, 30]
+    param_grid = dict(batch_size=batch_size, epochs=epochs, optimizer=optimizer, neurons=neurons)  # noqa: C408 - the seed's own code
+    model = DeepNetClassifier()
+    grid_search = GridSearchCV(model, param_grid=param_grid, n_jobs=-1, verbose=1)
+    return grid_search.fit(*seed_data)
+
+
+def test_seed_grid_search_attributes(grid):
+    results = grid.cv_results_
+    assert len(results["params"]) == 6
+    assert grid.best_score_ == pytest.approx(np.nanmax(results["mean_test_score"]))
+    assert results["rank_test_score"][grid.best_index_] == 1
+    assert results["params"][grid.best_index_] == grid.best_params_
+    assert set(grid.best_params_) == {"batch_size", "epochs", "optimizer", "neurons"}
+    assert grid.best_params_["optimizer"] != "SGD"
+    assert grid.n_splits_ == 3
+    for i in range(3):
+        assert results[f"split{i}_test_score"].shape == (6,)
+    assert list(results["param_neurons"]) == [p["neurons"] for p in results["params"]]
+
+
+def test_seed_grid_search_refits_the_best(grid, small27):
+    assert grid.best_estimator_.optimizer == grid.best_params_["optimizer"]
+    assert grid.score(small27.x_test, np.eye(2)[small27.y_test]) > 0.9
+    assert grid.predict(small27.x_test[:5]).shape == (5,)
+
+
+def test_seed_randomized_search(seed_data):
+    param_grid = dict(batch_size=64, epochs=2, optimizer=["SGD", "Adam", "Nadam"], neurons=[25, 30])  # noqa: C408
+    n_iter = 3
+    rand_search = RandomizedSearchCV(
+        DeepNetClassifier(),
+        param_distributions=param_grid,
+        cv=3,
+        n_iter=n_iter,
+        verbose=1,
+        random_state=0,
+    )
+    rand = rand_search.fit(*seed_data)
+    assert len(rand.cv_results_["params"]) == 3
+    assert rand.best_score_ > 0.5
+
+
+def test_halving_through_the_same_api(seed_data):
+    search = GridSearchCV(
+        DeepNetClassifier(epochs=3, batch_size=64),
+        {"optimizer": ["SGD", "Adagrad", "Adam", "Nadam"]},
+        strategy="halving",
+        refit=False,
+    ).fit(*seed_data)
+    states = list(search.cv_results_["state"])
+    assert "pruned" in states
+    assert np.isnan(search.cv_results_["mean_test_score"][states.index("pruned")])
+
+
+def test_a_scikit_learn_splitter_as_cv(seed_data):
+    search = GridSearchCV(
+        DeepNetClassifier(epochs=1, batch_size=64),
+        {"neurons": [16, 30]},
+        cv=KFold(2, shuffle=True, random_state=0),
+        refit=False,
+    )
+    assert search.fit(*seed_data).n_splits_ == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: GridSearchCV(DeepNetClassifier(), {"neurons": [1]}, strategy="tpe"),
+            "strategy must be grid, halving or hyperband",
+        ),
+        (
+            lambda: GridSearchCV(DeepNetClassifier(), {"neurons": [1]}, scoring="f1"),
+            "accuracy only",
+        ),
+        (
+            lambda: RandomizedSearchCV(DeepNetClassifier(), {"neurons": [1]}, strategy="grid"),
+            "strategy must be random",
+        ),
+        (lambda: GridSearchCV(DeepNetClassifier(), {"nurons": [1]}), "did you mean 'neurons'"),
+    ],
+)
+def test_bad_search_arguments(seed_data, make, message):
+    with pytest.raises(ConfigError, match=message):
+        make().fit(*seed_data)
