@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine:
-#   make run    set up .venv, then train the seed's baseline on MNIST 2 vs 7
+#   make run    set up .venv, then run the default search on MNIST 2 vs 7 and refit the best
 #   make test   set up .venv and system packages, then lint and run the tests
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test lint bench setup system clean
+.PHONY: run train test lint bench setup system clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ system:
 	@scripts/system-packages.sh
 
 run: $(STAMP)
+	$(VENV)/bin/deepnet search $(ARGS)
+
+train: $(STAMP)
 	$(VENV)/bin/deepnet train $(ARGS)
 
 lint: $(STAMP)

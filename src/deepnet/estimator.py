@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from deepnet.config import PARAMS, TrainConfig
@@ -100,6 +101,10 @@ class DeepNetClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def score(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """Accuracy; ``y`` may be one-hot, as the seed passed it to ``evaluate``."""
+        return float(accuracy_score(as_labels(y), self.predict(X), sample_weight=sample_weight))
 
 
 def as_images(X: np.ndarray) -> np.ndarray:

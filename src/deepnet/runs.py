@@ -72,6 +72,7 @@ def start_run(path: Path, kind: str) -> Path:
             f"run folder {path} already exists ({status}); deepnet never overwrites a run. "
             "Choose another --out, or delete the folder first."
         )
+    _check_free_space(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         _write_json(
