@@ -443,20 +443,25 @@ def _config_text(config: TrainConfig) -> str:
     return text or "seed baseline (all defaults)"
 
 
-@contextmanager
-def _trial_progress(total: int, done: int) -> Iterator[Callable]:
-    """A progress bar over trials with the best score so far; yields the per-trial callback."""
-    best = [0.0]
-    with Progress(
-        TextColumn("{task.description}"),
+def _progress(label: str, unit: str) -> Progress:
+    """A transient bar: label, bar, done/total unit, elapsed and remaining time."""
+    return Progress(
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("trials"),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
         transient=True,
-    ) as progress:
+    )
+
+
+@contextmanager
+def _trial_progress(total: int, done: int) -> Iterator[Callable]:
+    """A progress bar over trials with the best score so far; yields the per-trial callback."""
+    best = [0.0]
+    with _progress("{task.description}", "trials") as progress:
         task = progress.add_task("search", total=total, completed=done)
 
         def on_trial(trial: FrozenTrial) -> None:
@@ -472,15 +477,6 @@ def _trial_progress(total: int, done: int) -> Iterator[Callable]:
 
 @contextmanager
 def _epoch_progress(epochs: int) -> Iterator[tuple[Progress, TaskID]]:
-    """A rich progress bar that advances one step per epoch."""
-    with Progress(
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("epochs"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    """A progress bar that advances one step per epoch."""
+    with _progress("training", "epochs") as progress:
         yield progress, progress.add_task("train", total=epochs)

@@ -37,6 +37,31 @@ class _SearchCV(MetaEstimatorMixin, BaseEstimator):
 
     _space_arg: str
 
+    def __init__(
+        self,
+        estimator: DeepNetClassifier,
+        *,
+        scoring: str | None,
+        n_jobs: int | None,
+        refit: bool,
+        cv: Any,
+        verbose: int,
+        random_state: int | None,
+        strategy: str,
+        storage: str | None,
+        study_name: str | None,
+    ):
+        self.estimator = estimator
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.refit = refit
+        self.cv = cv
+        self.verbose = verbose
+        self.random_state = random_state
+        self.strategy = strategy
+        self.storage = storage
+        self.study_name = study_name
+
     def _space(self) -> dict[str, Any]:
         return getattr(self, self._space_arg)
 
@@ -137,17 +162,19 @@ class GridSearchCV(_SearchCV):
         storage: str | None = None,
         study_name: str | None = None,
     ):
-        self.estimator = estimator
+        super().__init__(
+            estimator,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            random_state=random_state,
+            strategy=strategy,
+            storage=storage,
+            study_name=study_name,
+        )
         self.param_grid = param_grid
-        self.scoring = scoring
-        self.n_jobs = n_jobs
-        self.refit = refit
-        self.cv = cv
-        self.verbose = verbose
-        self.random_state = random_state
-        self.strategy = strategy
-        self.storage = storage
-        self.study_name = study_name
 
     def _stage(self, space: Space) -> Stage:
         if self.strategy not in ("grid", "halving", "hyperband"):
@@ -179,18 +206,20 @@ class RandomizedSearchCV(_SearchCV):
         storage: str | None = None,
         study_name: str | None = None,
     ):
-        self.estimator = estimator
+        super().__init__(
+            estimator,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            random_state=random_state,
+            strategy=strategy,
+            storage=storage,
+            study_name=study_name,
+        )
         self.param_distributions = param_distributions
         self.n_iter = n_iter
-        self.scoring = scoring
-        self.n_jobs = n_jobs
-        self.refit = refit
-        self.cv = cv
-        self.verbose = verbose
-        self.random_state = random_state
-        self.strategy = strategy
-        self.storage = storage
-        self.study_name = study_name
 
     def _stage(self, space: Space) -> Stage:
         if self.strategy == "grid":

@@ -64,7 +64,7 @@ def start_run(path: Path, kind: str) -> Path:
     """
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         status = (
-            _read_json(path / RUN_FILE).get("status", "unknown")
+            read_json(path / RUN_FILE).get("status", "unknown")
             if (path / RUN_FILE).is_file()
             else "not a deepnet run"
         )
@@ -75,7 +75,7 @@ def start_run(path: Path, kind: str) -> Path:
     _check_free_space(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        _write_json(
+        write_json(
             path / RUN_FILE,
             {
                 "format": FORMAT,
@@ -105,23 +105,23 @@ def _check_free_space(path: Path) -> None:
 
 def mark_run(path: Path, status: str) -> None:
     """Set the run's status (running again on resume, interrupted, failed)."""
-    info = _read_json(path / RUN_FILE)
-    _write_json(path / RUN_FILE, {**info, "status": status})
+    info = read_json(path / RUN_FILE)
+    write_json(path / RUN_FILE, {**info, "status": status})
 
 
 def finish_run(path: Path, status: str, seconds: float) -> None:
     """Record how the run ended (finished, diverged, interrupted)."""
-    info = _read_json(path / RUN_FILE)
-    _write_json(path / RUN_FILE, {**info, "status": status, "finished": _now(), "seconds": seconds})
+    info = read_json(path / RUN_FILE)
+    write_json(path / RUN_FILE, {**info, "status": status, "finished": _now(), "seconds": seconds})
 
 
 def save_config(path: Path, config: TrainConfig, data: DataInfo, **options: Any) -> None:
-    _write_json(path / CONFIG_FILE, {"params": config.to_dict(), "data": asdict(data), **options})
+    write_json(path / CONFIG_FILE, {"params": config.to_dict(), "data": asdict(data), **options})
 
 
 def save_history(path: Path, history: list[EpochResult]) -> None:
     rows = [{c: getattr(r, c) for c in HISTORY_COLUMNS} for r in history]
-    _write_json(path / HISTORY_JSON, rows)
+    write_json(path / HISTORY_JSON, rows)
     with (path / HISTORY_CSV).open("w", newline="") as f:
         writer = csv.DictWriter(f, HISTORY_COLUMNS)
         writer.writeheader()
@@ -134,7 +134,7 @@ def save_model(path: Path, model: SeedNet) -> None:
 
 
 def save_metrics(path: Path, metrics: TestMetrics) -> None:
-    _write_json(path / METRICS_FILE, metrics.to_dict())
+    write_json(path / METRICS_FILE, metrics.to_dict())
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def load_run(path: str | Path) -> SavedRun:
             f"{path} is not a deepnet run folder: it has no {RUN_FILE}. Pass the folder that "
             "`deepnet train` printed."
         )
-    info = _read_json(path / RUN_FILE)
+    info = read_json(path / RUN_FILE)
     if info.get("format") != FORMAT:
         raise RunFormatError(
             f"{path} was written in run format {info.get('format')!r}; this deepnet reads "
@@ -182,7 +182,7 @@ def load_run(path: str | Path) -> SavedRun:
         )
     if not (path / CONFIG_FILE).is_file():
         raise RunFormatError(f"{path} has no {CONFIG_FILE}; the run did not get far enough.")
-    saved = _read_json(path / CONFIG_FILE)
+    saved = read_json(path / CONFIG_FILE)
     data = saved.pop("data")
     data = DataInfo(
         **{
@@ -193,9 +193,9 @@ def load_run(path: str | Path) -> SavedRun:
         }
     )
     config = TrainConfig.from_dict(saved.pop("params"))
-    history = _read_json(path / HISTORY_JSON) if (path / HISTORY_JSON).is_file() else []
+    history = read_json(path / HISTORY_JSON) if (path / HISTORY_JSON).is_file() else []
     metrics = (
-        TestMetrics.from_dict(_read_json(path / METRICS_FILE))
+        TestMetrics.from_dict(read_json(path / METRICS_FILE))
         if (path / METRICS_FILE).is_file()
         else None
     )
@@ -206,14 +206,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     """Write atomically so a crash never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -54,7 +54,7 @@ def claim_search_dir(run_dir: Path, record: dict[str, Any]) -> bool:
     """
     search_file = run_dir / SEARCH_FILE
     if search_file.is_file():
-        saved = json.loads(search_file.read_text())
+        saved = runs.read_json(search_file)
         if _identity(saved) != _identity(record):
             raise RunExistsError(
                 f"run folder {run_dir} holds a different search (other space, strategy, folds, "
@@ -62,7 +62,7 @@ def claim_search_dir(run_dir: Path, record: dict[str, Any]) -> bool:
             )
         return True
     runs.start_run(run_dir, "search")
-    (run_dir / SEARCH_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    runs.write_json(run_dir / SEARCH_FILE, record)
     return False
 
 
@@ -132,7 +132,7 @@ def tune(
 
 def _finished(path: Path) -> bool:
     run_file = path / runs.RUN_FILE
-    return run_file.is_file() and json.loads(run_file.read_text()).get("status") == "finished"
+    return run_file.is_file() and runs.read_json(run_file).get("status") == "finished"
 
 
 def _data_key(dataset: Dataset) -> dict[str, Any]:
@@ -170,8 +170,8 @@ def load_search(run_dir: str | Path) -> SavedSearch:
             f"{run_dir} is not a search run folder: it has no {SEARCH_FILE}. Pass the folder "
             "that `deepnet search` printed."
         )
-    record = json.loads((run_dir / SEARCH_FILE).read_text())
-    status = json.loads((run_dir / runs.RUN_FILE).read_text()).get("status", "unknown")
+    record = runs.read_json(run_dir / SEARCH_FILE)
+    status = runs.read_json(run_dir / runs.RUN_FILE).get("status", "unknown")
     n_stages = len(record["spec"]["stages"])
     names = optuna_study_names(record["storage"])
     rows: list[TrialRow] = []

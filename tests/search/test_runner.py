@@ -141,3 +141,24 @@ def test_more_folds_than_the_smallest_class(tiny):
     few = (x[:12], y[:12])
     with pytest.raises(Exception, match="cannot be stratified"):
         search(few, SearchSpec((Stage(Space.from_dict({"epochs": [1]})),), cv=10))
+
+
+def test_interrupted_halving_resumes_without_retraining_finished_trials(tiny, tmp_path):
+    s = spec(
+        {"optimizer": ["SGD", "Adagrad", "Adam", "Nadam", "RMSprop"], "epochs": [3]}, "halving"
+    )
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = []
+
+    def stop_after_three(trial):
+        first.append((trial.state.name, trial.params["optimizer"]))
+        if len(first) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(tiny, s, storage=storage, on_trial=stop_after_three)
+    second = []
+    out = search(tiny, s, storage=storage, on_trial=lambda t: second.append(t.params["optimizer"]))
+    finished_before = {optimizer for _, optimizer in first}
+    assert finished_before.isdisjoint(second)  # complete and pruned trials are not rerun
+    assert len(second) == 2 and len(out.rows) == 5
