@@ -87,7 +87,7 @@ def results_table(rows: list[TrialRow], limit: int | None = 15, title: str = "")
         *(["stage"] if multi_stage else []),
         "trial",
         "state",
-        "cv accuracy",
+        "cv accuracy",  # (x): a pruned trial's score when it was stopped
         "std",
         "epochs",
         "time",
@@ -101,7 +101,7 @@ def results_table(rows: list[TrialRow], limit: int | None = 15, title: str = "")
             *([str(r.stage + 1)] if multi_stage else []),
             str(r.number),
             r.state,
-            "" if r.score is None else f"{r.score:.4f}",
+            _score(r),
             "" if r.std is None else f"{r.std:.4f}",
             str(r.epochs),
             f"{r.seconds:.0f}s",
@@ -122,6 +122,13 @@ def trial_line(row: TrialRow) -> str:
     else:
         head = f"[red]{row.state}: {row.reason}[/red]"
     return f"trial {row.number:>3}  {head}  {row.seconds:5.0f}s  {names}"
+
+
+def _score(r: TrialRow) -> str:
+    """The CV score; for a pruned trial, in brackets, its score when it was stopped."""
+    if r.score is not None:
+        return f"{r.score:.4f}"
+    return f"({r.last_value:.4f})" if r.last_value is not None else ""
 
 
 def _value(v: object) -> str:

@@ -38,6 +38,7 @@ class TrialRow:
     params: dict[str, Any]
     reason: str = ""
     history: dict[str, list[list[float]]] | None = None  # fold -> per-epoch rows
+    last_value: float | None = None  # the last mean validation accuracy reported (pruned)
 
     @property
     def finished(self) -> bool:
@@ -71,11 +72,15 @@ def row_of(t: FrozenTrial, stage: int = 0) -> TrialRow:
         params=dict(t.params or t.system_attrs.get("fixed_params", {})),
         reason=a.get("reason", ""),
         history=a.get("history"),
+        last_value=t.intermediate_values[max(t.intermediate_values)]
+        if t.intermediate_values
+        else None,
     )
 
 
 def ranked(rows: list[TrialRow]) -> list[TrialRow]:
-    """Best first: complete trials by score (ties: smaller std), then pruned, then failed.
+    """Best first: complete trials by score (ties: smaller std), then pruned trials (those
+    that got furthest first, then by their last score), then failed ones.
 
     Ties are broken by the parameters' text, so the order never depends on which trial
     happened to run first.
@@ -87,6 +92,8 @@ def ranked(rows: list[TrialRow]) -> list[TrialRow]:
             order.get(r.state, 5),
             -(r.score or 0.0),
             r.std or 0.0,
+            -r.epochs,
+            -(r.last_value or 0.0),
             r.stage,
             json.dumps(r.params, sort_keys=True, default=str),
         )
