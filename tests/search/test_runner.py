@@ -162,3 +162,10 @@ def test_interrupted_halving_resumes_without_retraining_finished_trials(tiny, tm
     finished_before = {optimizer for _, optimizer in first}
     assert finished_before.isdisjoint(second)  # complete and pruned trials are not rerun
     assert len(second) == 2 and len(out.rows) == 5
+
+
+def test_halving_with_two_worker_processes_is_repeatable(tiny):
+    s = spec(
+        {"optimizer": ["SGD", "Adagrad", "Adam", "Nadam", "RMSprop"], "epochs": [3]}, "halving"
+    )
+    assert scores(search(tiny, s, n_jobs=2)) == scores(search(tiny, s, n_jobs=2))

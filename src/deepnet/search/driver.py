@@ -4,6 +4,10 @@ Each trial is trained as k members (one per fold) in lockstep on one worker. Aft
 epoch the driver reports the mean validation accuracy over the folds to the trial, and
 stops all of a trial's members when the pruner says so. A trial's score is the mean final
 validation accuracy over its folds. Only this module talks to Optuna while training runs.
+
+The workers advance in rounds of one epoch and the driver reads each round in a fixed
+worker order, so a search with the same seed and the same number of workers makes the same
+pruning decisions and ends with the same table, however the processes are scheduled.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from deepnet.config import TrainConfig
 from deepnet.data.folds import Split
 from deepnet.engine import EpochResult, Member, Status
 from deepnet.errors import SearchError
-from deepnet.search.executor import Worker, WorkerCrashError, ready
+from deepnet.search.executor import Worker, WorkerCrashError
 from deepnet.search.strategies import Stage
 
 OnTrial = Callable[[FrozenTrial], None]
@@ -126,7 +130,9 @@ def run_stage(
                 busy[worker] = run
             if not busy:
                 return
-            for worker in ready(list(busy)):
+            # Every busy worker trains one epoch; rounds are read in worker order, so what the
+            # pruner sees, and so every decision, never depends on which process is faster.
+            for worker in list(busy):
                 run = busy[worker]
                 try:
                     state = run.record(worker.receive())

@@ -7,8 +7,7 @@ worker never touches the study. Both kinds of worker offer the same four calls:
 
     submit(members)      start a new batch (replacing the previous one)
     advance()            train every active member of the batch one more epoch
-    poll()               whether the round asked for is ready to receive (no blocking)
-    receive()            that round's results
+    receive()            that round's results (waits for them)
     alive()              whether the worker can take more work
 """
 
@@ -19,7 +18,7 @@ import multiprocessing as mp
 import os
 import signal
 from collections.abc import Sequence
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Protocol
 
 import numpy as np
@@ -32,7 +31,6 @@ from deepnet.errors import ConfigError
 class Worker(Protocol):
     def submit(self, members: Sequence[Member]) -> None: ...
     def advance(self) -> None: ...
-    def poll(self) -> bool: ...
     def alive(self) -> bool: ...
     def receive(self) -> list[EpochResult]: ...
     def close(self) -> None: ...
@@ -54,9 +52,6 @@ class InlineWorker:
 
     def advance(self) -> None:
         """Nothing to send: the epoch is trained when the round is received."""
-
-    def poll(self) -> bool:
-        return True
 
     def alive(self) -> bool:
         return True
@@ -81,7 +76,10 @@ def _serve(
     torch.set_num_threads(threads)
     worker = InlineWorker(images, labels, n_classes)
     while True:
-        command, payload = conn.recv()
+        try:
+            command, payload = conn.recv()
+        except EOFError:  # the driver is gone (killed): nothing left to train for
+            return
         if command == "close":
             return
         if command == "submit":
@@ -113,9 +111,6 @@ class ProcessWorker:
 
     def alive(self) -> bool:
         return self.process.is_alive()
-
-    def poll(self) -> bool:
-        return self.conn.poll()
 
     def receive(self) -> list[EpochResult]:
         try:
@@ -157,12 +152,3 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
             f"n_jobs={n_jobs!r} is not allowed: use a positive count, or -1 for every core."
         )
     return max(1, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)
-
-
-def ready(workers: Sequence[Worker]) -> list[Worker]:
-    """Block until at least one busy worker has a round ready; return those that do."""
-    waiting = [w for w in workers if isinstance(w, ProcessWorker)]
-    if len(waiting) < len(workers):
-        return [w for w in workers if w.poll()]
-    connections = wait([w.conn for w in waiting])
-    return [w for w in waiting if w.conn in connections]
