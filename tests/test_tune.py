@@ -84,3 +84,14 @@ def test_low_disk_space_is_refused_before_training(tmp_path, small27, monkeypatc
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 10**6))
     with pytest.raises(RunExistsError, match=r"only 1 MB free"):
         tune(SPEC, small27, tmp_path / "run", n_jobs=1, on_trial=pytest.fail)
+
+
+def test_a_moved_search_folder_still_reads(searched, tmp_path):
+    import shutil
+
+    _, run_dir = searched
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
+    assert [r.params for r in load_search(moved).rows] == [
+        r.params for r in load_search(run_dir).rows
+    ]

@@ -80,13 +80,13 @@ def tune(
     on_refit_epoch: Callable | None = None,
 ) -> TuneResult:
     """Run or resume the search in ``run_dir``; then refit and test the best configuration."""
-    storage = storage or f"sqlite:///{(run_dir / STUDY_FILE).resolve()}"
+    given_storage, storage = storage, storage or default_storage(run_dir)
     study_name = study_name or run_dir.name
     info = data_info(dataset, data_path)
     record = {
         "spec": spec.to_json(),
         "data": _data_key(dataset),
-        "storage": storage,
+        "storage": given_storage,  # None: RUN/study.db, wherever the folder moves
         "study_name": study_name,
         "data_info": asdict(info),
     }
@@ -173,16 +173,21 @@ def load_search(run_dir: str | Path) -> SavedSearch:
     record = runs.read_json(run_dir / SEARCH_FILE)
     status = runs.read_json(run_dir / runs.RUN_FILE).get("status", "unknown")
     n_stages = len(record["spec"]["stages"])
-    names = optuna_study_names(record["storage"])
+    storage = record["storage"] or default_storage(run_dir)
+    names = optuna_study_names(storage)
     rows: list[TrialRow] = []
     for i in range(n_stages):
         name = stage_study_name(record["study_name"], i, n_stages)
         if name in names:
-            study = optuna.load_study(study_name=name, storage=record["storage"])
+            study = optuna.load_study(study_name=name, storage=storage)
             rows += trial_rows(study, i)
     refit_dir = run_dir / REFIT_DIR
     refit = load_run(refit_dir) if _finished(refit_dir) else None
     return SavedSearch(run_dir, record, status, ranked(rows), refit)
+
+
+def default_storage(run_dir: Path) -> str:
+    return f"sqlite:///{(run_dir / STUDY_FILE).resolve()}"
 
 
 def optuna_study_names(storage: str) -> set[str]:
