@@ -370,7 +370,10 @@ def search(
             )
             sys.exit(130)
     print_search(load_search(run_dir))
-    console.print(f"searched in {result.outcome.seconds:.0f}s; results in [bold]{run_dir}[/bold]")
+    console.print(
+        f"searched in {result.outcome.seconds:.0f}s; results in [bold]{run_dir}[/bold] "
+        f"(again: deepnet results {run_dir})"
+    )
 
 
 @main.command()
