@@ -55,28 +55,26 @@ def test_a_member_in_a_population_equals_the_member_alone(small27):
     assert [r.val_loss for r in together if r.key == "y"] == [r.val_loss for r in alone]
 
 
-def test_stop_ends_a_member_after_the_current_epoch(small27):
+def order_when_stopping(data, victim):
+    """(key, epoch) order of two members when ``victim`` is stopped right after a's epoch 1."""
     training = SequentialEngine().train(
-        small27.x_train, small27.y_train, 2, members(small27, ("a", FAST, 0), ("b", FAST, 0))
+        data.x_train, data.y_train, 2, members(data, ("a", FAST, 0), ("b", FAST, 0))
     )
     seen = []
     for result in training:
         seen.append((result.key, result.epoch))
         if result.key == "a" and result.epoch == 1:
-            training.stop("a")
-    assert seen == [("a", 1), ("b", 1), ("b", 2), ("b", 3)]
+            training.stop(victim)
+    return seen
+
+
+def test_stop_ends_a_member_after_the_current_epoch(small27):
+    assert order_when_stopping(small27, "a") == [("a", 1), ("b", 1), ("b", 2), ("b", 3)]
 
 
 def test_stop_between_turns_skips_the_next_epoch(small27):
-    training = SequentialEngine().train(
-        small27.x_train, small27.y_train, 2, members(small27, ("a", FAST, 0), ("b", FAST, 0))
-    )
-    seen = []
-    for result in training:
-        seen.append((result.key, result.epoch))
-        if result.key == "a" and result.epoch == 1:
-            training.stop("b")  # b has not had its first epoch yet
-    assert seen == [("a", 1), ("a", 2), ("a", 3)]
+    # b has not had its first epoch yet when it is stopped
+    assert order_when_stopping(small27, "b") == [("a", 1), ("a", 2), ("a", 3)]
 
 
 def test_divergence_is_reported_not_raised_and_others_go_on(small27):
