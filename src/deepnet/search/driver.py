@@ -104,7 +104,7 @@ def run_stage(
             counted = [
                 t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted")
             ]
-            if len(counted) >= (stage.n_iter or 0):
+            if len(counted) >= stage.n_iter:
                 return None
         elif not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return None

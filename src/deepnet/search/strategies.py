@@ -54,10 +54,8 @@ class Stage:
             )
         if self.n_iter is not None and (isinstance(self.n_iter, bool) or self.n_iter < 1):
             raise ConfigError(f"n_iter={self.n_iter!r} is not allowed: it must be >= 1.")
-        if not self.space.is_grid and self.n_iter is None and strategy != "grid":
-            object.__setattr__(self, "n_iter", DEFAULT_N_ITER)
-        if strategy == "tpe" and self.n_iter is None:
-            object.__setattr__(self, "n_iter", DEFAULT_N_ITER)
+        if self.n_iter is None and (strategy == "tpe" or not self.space.is_grid):
+            object.__setattr__(self, "n_iter", DEFAULT_N_ITER)  # sampled stages need a count
         if self.min_epochs < 1 or self.reduction_factor < 2:
             raise ConfigError("min_epochs must be >= 1 and reduction_factor >= 2.")
 
@@ -90,7 +88,7 @@ def candidates(stage: Stage, seed: int) -> list[dict[str, Any]]:
     if stage.strategy == "grid" or (stage.n_iter is None and space.is_grid):
         grid = GridSampler({n: list(v) for n, v in space.dims.items()}, seed=seed)
         return _draw(grid, distributions, space.grid_size)
-    n_iter = stage.n_iter or DEFAULT_N_ITER
+    n_iter = stage.n_iter
     if not space.is_grid:
         return _draw(RandomSampler(seed=seed), distributions, n_iter)
     grid = list(space.grid())
@@ -120,7 +118,7 @@ def _draw(sampler: BaseSampler, distributions: dict, n: int) -> list[dict[str, A
 def sampler_for(stage: Stage, seed: int) -> BaseSampler:
     """The sampler that proposes new trials: TPE for adaptive stages, else never used."""
     if stage.adaptive:
-        startup = max(2, min(10, (stage.n_iter or DEFAULT_N_ITER) // 3))
+        startup = max(2, min(10, stage.n_iter // 3))
         return TPESampler(seed=seed, n_startup_trials=startup)
     return RandomSampler(seed=seed)  # only queued trials run; this never samples
 
