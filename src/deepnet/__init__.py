@@ -13,7 +13,7 @@ The public Python API, re-exported here in one place::
 
 from deepnet.config import PARAMS, TrainConfig
 from deepnet.data import Dataset, holdout_split, load_dataset, stratified_folds
-from deepnet.engine import EpochResult, Member, SequentialEngine, Status
+from deepnet.engine import EpochResult, Member, PopulationEngine, SequentialEngine, Status
 from deepnet.errors import (
     ConfigError,
     DataError,
@@ -53,6 +53,7 @@ __all__ = [
     "EpochResult",
     "GridSearchCV",
     "Member",
+    "PopulationEngine",
     "RandomizedSearchCV",
     "RunExistsError",
     "RunFormatError",

@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from deepnet.config import PARAMS, TrainConfig
-from deepnet.engine import EpochResult, Member, SequentialEngine, Status
+from deepnet.engine import EpochResult, Member, PopulationEngine, Status
 from deepnet.errors import ConfigError, DivergedError
 from deepnet.evaluate import images_to_tensor, predict_logits
 
@@ -75,7 +75,7 @@ class DeepNetClassifier(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ConfigError(f"y holds one class ({self.classes_[0]!r}); a classifier needs two.")
         member = Member("model", config, np.arange(len(encoded)), np.arange(0), self.seed)
-        training = SequentialEngine().train(images, encoded, len(self.classes_), [member])
+        training = PopulationEngine().train(images, encoded, len(self.classes_), [member])
         history: list[EpochResult] = []
         for result in training:
             history.append(result)

@@ -14,7 +14,7 @@ from pathlib import Path
 from deepnet import runs
 from deepnet.config import TrainConfig
 from deepnet.data import Dataset, holdout_split
-from deepnet.engine import EpochResult, Member, SequentialEngine, Status
+from deepnet.engine import Engine, EpochResult, Member, PopulationEngine, Status
 from deepnet.evaluate import TestMetrics, evaluate
 from deepnet.nn import SeedNet
 
@@ -54,7 +54,7 @@ def train(
     run_dir: Path | None = None,
     data_path: str | Path | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
-    engine: SequentialEngine | None = None,
+    engine: Engine | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``dataset``'s training split and evaluate once on its test split.
 
@@ -73,7 +73,7 @@ def train(
             seed=seed,
             validation_split=validation_split,
         )
-    engine = engine or SequentialEngine()
+    engine = engine or PopulationEngine()
     training = engine.train(
         dataset.x_train,
         dataset.y_train,

@@ -5,6 +5,16 @@ validation indices, seed) and yields EpochResults; the caller may stop any membe
 """
 
 from deepnet.engine.member import EpochResult, Member, Status
-from deepnet.engine.sequential import SequentialEngine, Training
+from deepnet.engine.population import PopulationEngine
+from deepnet.engine.sequential import SequentialEngine
+from deepnet.engine.training import Engine, Training
 
-__all__ = ["EpochResult", "Member", "SequentialEngine", "Status", "Training"]
+__all__ = [
+    "Engine",
+    "EpochResult",
+    "Member",
+    "PopulationEngine",
+    "SequentialEngine",
+    "Status",
+    "Training",
+]

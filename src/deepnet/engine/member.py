@@ -49,3 +49,10 @@ class EpochResult:
     @property
     def done(self) -> bool:
         return self.status is not Status.RUNNING
+
+
+def epoch_status(epoch: int, epochs: int, diverged: bool) -> tuple[Status, str]:
+    """A member's status and reason after ``epoch`` of its ``epochs``."""
+    if diverged:
+        return Status.DIVERGED, f"non-finite training loss or weights in epoch {epoch}"
+    return (Status.FINISHED if epoch >= epochs else Status.RUNNING), ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 EPSILON = 1e-7  # Keras' K.epsilon(): the probability clip and the MaxNorm guard
@@ -17,19 +19,27 @@ def dropout(
     """
     if not training or rate == 0.0:
         return x
-    keep = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) >= rate
-    return x * keep / (1.0 - rate)
+    return x * dropout_scale(x.shape, rate, generator)
+
+
+def dropout_scale(
+    shape: Sequence[int], rate: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The multiplier of inverted dropout: 1/(1-rate) where kept, 0 where dropped."""
+    keep = torch.rand(tuple(shape), generator=generator) >= rate
+    return keep / (1.0 - rate)
 
 
 @torch.no_grad()
-def max_norm_(weight: torch.Tensor, max_value: float) -> torch.Tensor:
+def max_norm_(weight: torch.Tensor, max_value: float | torch.Tensor) -> torch.Tensor:
     """Rescale each unit's incoming weights to norm <= max_value, in place (Keras MaxNorm).
 
-    ``weight`` is a torch Linear weight, shape (out_units, in_features): each row holds one
-    unit's incoming weights, the column Keras' (in, out) kernel normalised over axis 0.
+    ``weight`` is a torch Linear weight, shape (..., out_units, in_features): each row holds
+    one unit's incoming weights, the column Keras' (in, out) kernel normalised over axis 0.
+    A tensor ``max_value`` broadcasts against the (..., out_units, 1) norms.
     """
-    norms = weight.norm(dim=1, keepdim=True)
-    return weight.mul_(norms.clamp(0.0, max_value) / (norms + EPSILON))
+    norms = weight.norm(dim=-1, keepdim=True)
+    return weight.mul_(torch.clamp(norms, max=max_value) / (norms + EPSILON))
 
 
 def categorical_crossentropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@
       -> Dense(neurons, dense activation, MaxNorm)          (N, neurons)
       -> Dropout(dropout_rate) -> Dense(n_classes)          (N, n_classes) logits
 
-The softmax of the output layer lives in the loss and in ``predict_proba``.
+The softmax of the output layer lives in the loss and in ``predict_proba``. The second
+convolution's activation is applied after the pooling wherever the two commute (see
+``pool_activate``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from deepnet.nn.activations import ACTIVATIONS
+from deepnet.nn.activations import ACTIVATIONS, activate_channels
 from deepnet.nn.functional import dropout, max_norm_
 from deepnet.nn.initializers import INITIALIZERS
 
@@ -45,7 +47,8 @@ class SeedNet(nn.Module):
         h, w = ((side - 2 * (KERNEL - 1)) // POOL for side in image_shape)
         self.dense = nn.Linear(config.conv2_filters * h * w, config.neurons)
         self.out = nn.Linear(config.neurons, n_classes)
-        self.conv_activation = ACTIVATIONS[config.conv_activation or config.activation]
+        self.conv_activation_name = config.conv_activation or config.activation
+        self.conv_activation = ACTIVATIONS[self.conv_activation_name]
         self.dense_activation = ACTIVATIONS[config.dense_activation or config.activation]
         self.reset_parameters(generator)
 
@@ -67,8 +70,7 @@ class SeedNet(nn.Module):
         """Logits (N, n_classes) for images x (N, 1, H, W) scaled to [0, 1]."""
         cfg = self.config
         x = self.conv_activation(self.conv1(x))
-        x = self.conv_activation(self.conv2(x))
-        x = torch.max_pool2d(x, POOL)
+        x = pool_activate(self.conv2(x), self.conv_activation_name)
         x = dropout(x, cfg.conv_dropout, self.training, generator).flatten(1)
         x = self.dense_activation(self.dense(x))
         x = dropout(x, cfg.dropout_rate, self.training, generator)
@@ -83,3 +85,16 @@ class SeedNet(nn.Module):
         """Activations after each convolution layer, for pictures of what the network sees."""
         first = self.conv_activation(self.conv1(x))
         return first, self.conv_activation(self.conv2(first))
+
+
+def pool_activate(x: torch.Tensor, activation: str, group: int | None = None) -> torch.Tensor:
+    """activation(x) max-pooled 2x2, for x (N, C, H, W) with channel blocks of ``group``.
+
+    Every activation but softmax is non-decreasing, so pooling first gives the same values
+    (and the same gradients, ties aside) from a quarter of the elements; softmax mixes the
+    channels of a pixel and must come first.
+    """
+    group = group or x.shape[1]
+    if activation == "softmax":
+        return torch.max_pool2d(activate_channels(x, activation, group), POOL)
+    return activate_channels(torch.max_pool2d(x, POOL), activation, group)

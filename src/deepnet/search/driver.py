@@ -1,6 +1,7 @@
 """The search loop of one stage: Optuna trials in, cross-validated members out, results back.
 
-Each trial is trained as k members (one per fold) in lockstep on one worker. After every
+Each trial is trained as k members (one per fold) in lockstep on one worker, together with
+the other trials of its batch as one population. After every
 epoch the driver reports the mean validation accuracy over the folds to the trial, and
 stops all of a trial's members when the pruner says so. A trial's score is the mean final
 validation accuracy over its folds. Only this module talks to Optuna while training runs.
@@ -26,7 +27,7 @@ from deepnet.data.folds import Split
 from deepnet.engine import EpochResult, Member, Status
 from deepnet.errors import SearchError
 from deepnet.search.executor import Worker, WorkerCrashError
-from deepnet.search.strategies import Stage
+from deepnet.search.strategies import Stage, shared_run_key
 
 OnTrial = Callable[[FrozenTrial], None]
 HISTORY_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
@@ -34,29 +35,23 @@ HISTORY_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "s
 
 @dataclass
 class _TrialRun:
-    """A trial while its fold members train."""
+    """A trial while its fold members train (members it may share with longer trials)."""
 
     trial: optuna.Trial
     config: TrainConfig
-    n_folds: int
     history: dict[int, list[EpochResult]] = field(default_factory=dict)
-
-    def members(self, folds: Sequence[Split], seed: int) -> list[Member]:
-        return [
-            Member(f"{self.trial.number}/{i}", self.config, train, val, seed + i)
-            for i, (train, val) in enumerate(folds)
-        ]
+    state: TrialState | None = None
 
     def record(self, results: list[EpochResult]) -> TrialState | None:
-        """Take one lockstep round; return the trial's final state once it has one."""
+        """Take one round of its folds' results; return the trial's final state once it has one."""
         for r in results:
-            self.history.setdefault(int(r.key.split("/")[1]), []).append(r)
+            self.history.setdefault(_fold(r), []).append(r)
         diverged = [r for r in results if r.status is Status.DIVERGED]
         if diverged:
-            return self.fail(f"fold {diverged[0].key.split('/')[1]} diverged: {diverged[0].reason}")
+            return self.fail(f"fold {_fold(diverged[0])} diverged: {diverged[0].reason}")
         epoch = results[0].epoch
         self.trial.report(statistics.fmean(r.val_accuracy for r in results), epoch)
-        if all(r.status is Status.FINISHED for r in results):
+        if epoch >= self.config.epochs:
             return TrialState.COMPLETE
         if self.trial.should_prune():
             self.trial.set_user_attr("pruned_at_epoch", epoch)
@@ -87,6 +82,43 @@ class _TrialRun:
         return statistics.fmean(finals)
 
 
+def _fold(result: EpochResult) -> int:
+    return int(result.key.rsplit("/", 1)[1])
+
+
+@dataclass
+class _Batch:
+    """The trials one worker trains together: one member per fold per shared run."""
+
+    runs: dict[str, list[_TrialRun]] = field(default_factory=dict)  # run id -> its trials
+    keys: dict[tuple, str] = field(default_factory=dict)  # shared_run_key -> run id
+
+    def add(self, run: _TrialRun) -> None:
+        """Add a trial to the run of an equal config, or to a new run."""
+        key = shared_run_key(run.trial.params)
+        rid = self.keys.setdefault(key, f"r{len(self.runs)}")
+        self.runs.setdefault(rid, []).append(run)
+
+    def members(self, folds: Sequence[Split], seed: int) -> list[Member]:
+        """One member per fold per run, trained for the longest of its trials' epochs."""
+        out = []
+        for rid, trials in self.runs.items():
+            epochs = max(t.config.epochs for t in trials)
+            config = trials[0].config.replace(epochs=epochs)
+            out += [
+                Member(f"{rid}/{i}", config, train, val, seed + i)
+                for i, (train, val) in enumerate(folds)
+            ]
+        return out
+
+    def open_trials(self) -> list[_TrialRun]:
+        return [t for trials in self.runs.values() for t in trials if t.state is None]
+
+    def finished_runs(self) -> list[str]:
+        """Runs none of whose trials still wants epochs (their members can stop)."""
+        return [rid for rid, trials in self.runs.items() if all(t.state for t in trials)]
+
+
 def run_stage(
     study: optuna.Study,
     stage: Stage,
@@ -95,8 +127,14 @@ def run_stage(
     seed: int,
     workers: list[Worker],
     on_trial: OnTrial | None = None,
+    members_per_worker: int = 12,
 ) -> None:
-    """Run the stage's trials until its queue (or, for TPE, its n_iter) is used up."""
+    """Run the stage's trials until its queue (or, for TPE, its n_iter) is used up.
+
+    Each idle worker gets a batch of trials (about ``members_per_worker`` members: trials
+    times folds), trained together as a population. Trials that differ only in epochs
+    share their members: the longer one reports the shorter one's result on the way.
+    """
     idle, busy = list(workers), {}
 
     def next_trial() -> optuna.Trial | None:
@@ -110,7 +148,14 @@ def run_stage(
             return None
         return study.ask(distributions)
 
+    def fill() -> _Batch | None:
+        batch = _Batch()
+        while len(batch.runs) * len(folds) < members_per_worker and (trial := next_trial()):
+            batch.add(_TrialRun(trial, TrainConfig.from_dict(trial.params)))
+        return batch if batch.runs else None
+
     def finish(run: _TrialRun, state: TrialState) -> None:
+        run.state = state
         score = run.save(state)
         if state is TrialState.COMPLETE:
             frozen = study.tell(run.trial, score)
@@ -121,28 +166,36 @@ def run_stage(
 
     try:
         while True:
-            while idle and (trial := next_trial()) is not None:
+            while idle and (batch := fill()) is not None:
                 worker = idle.pop()
-                config = TrainConfig.from_dict(trial.params)
-                run = _TrialRun(trial, config, len(folds))
-                worker.submit(run.members(folds, seed))
+                worker.submit(batch.members(folds, seed))
                 worker.advance()
-                busy[worker] = run
+                busy[worker] = batch
             if not busy:
                 return
             # Every busy worker trains one epoch; rounds are read in worker order, so what the
             # pruner sees, and so every decision, never depends on which process is faster.
             for worker in list(busy):
-                run = busy[worker]
+                batch = busy[worker]
                 try:
-                    state = run.record(worker.receive())
+                    results = worker.receive()
                 except WorkerCrashError as exc:
-                    state = run.fail(f"training crashed: {exc}")
-                if state is None:
-                    worker.advance()
-                    continue
+                    for run in batch.open_trials():
+                        finish(run, run.fail(f"training crashed: {exc}"))
+                    results = None
+                if results is not None:
+                    by_run: dict[str, list[EpochResult]] = {}
+                    for r in results:
+                        by_run.setdefault(r.key.rsplit("/", 1)[0], []).append(r)
+                    for rid, round_ in by_run.items():
+                        for run in batch.runs[rid]:
+                            if run.state is None and (state := run.record(round_)) is not None:
+                                finish(run, state)
+                    if batch.open_trials():
+                        done = batch.finished_runs()
+                        worker.advance(stop=[f"{r}/{i}" for r in done for i in range(len(folds))])
+                        continue
                 del busy[worker]
-                finish(run, state)
                 if worker.alive():
                     idle.append(worker)
                 else:  # a dead process is dropped; the others go on
@@ -154,9 +207,10 @@ def run_stage(
                             "kept: rerun with --n-jobs 1 or a smaller batch size to resume."
                         )
     except BaseException:
-        for run in busy.values():
-            run.trial.set_user_attr("interrupted", True)
-            run.fail("interrupted before it finished; it is retried when the search resumes")
-            run.save(TrialState.FAIL)
-            study.tell(run.trial, state=TrialState.FAIL)
+        for batch in busy.values():
+            for run in batch.open_trials():
+                run.trial.set_user_attr("interrupted", True)
+                run.fail("interrupted before it finished; it is retried when the search resumes")
+                run.save(TrialState.FAIL)
+                study.tell(run.trial, state=TrialState.FAIL)
         raise

@@ -1,12 +1,13 @@
 """Where populations train: in this process, or in worker processes on the other cores.
 
-A worker trains one batch of members at a time, one lockstep epoch per request, and
-answers with that round's EpochResults; the search driver reads the round, decides which
-members to stop (pruning), and asks for the next. The driver never touches tensors and a
-worker never touches the study. Both kinds of worker offer the same four calls:
+A worker trains one batch of members at a time (as populations, see deepnet.engine), one
+lockstep epoch per request, and answers with that round's EpochResults; the search driver
+reads the round, decides which members to stop (pruning), and asks for the next. The
+driver never touches tensors and a worker never touches the study. Both kinds of worker
+offer the same calls:
 
     submit(members)      start a new batch (replacing the previous one)
-    advance()            train every active member of the batch one more epoch
+    advance(stop)        stop these members, then train the others one more epoch
     receive()            that round's results (waits for them)
     alive()              whether the worker can take more work
 """
@@ -24,13 +25,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from deepnet.engine import EpochResult, Member, SequentialEngine, Training
+from deepnet.engine import EpochResult, Member, PopulationEngine, Training
 from deepnet.errors import ConfigError
 
 
 class Worker(Protocol):
     def submit(self, members: Sequence[Member]) -> None: ...
-    def advance(self) -> None: ...
+    def advance(self, stop: Sequence[str] = ()) -> None: ...
     def alive(self) -> bool: ...
     def receive(self) -> list[EpochResult]: ...
     def close(self) -> None: ...
@@ -45,13 +46,17 @@ class InlineWorker:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int):
         self.images, self.labels, self.n_classes = images, labels, n_classes
+        self.engine = PopulationEngine(keep_models=False)
         self._training: Training | None = None
 
     def submit(self, members: Sequence[Member]) -> None:
-        self._training = SequentialEngine().train(self.images, self.labels, self.n_classes, members)
+        self._training = self.engine.train(self.images, self.labels, self.n_classes, members)
 
-    def advance(self) -> None:
-        """Nothing to send: the epoch is trained when the round is received."""
+    def advance(self, stop: Sequence[str] = ()) -> None:
+        """Record the stops; the epoch is trained when the round is received."""
+        if self._training is not None:
+            for key in stop:
+                self._training.stop(key)
 
     def alive(self) -> bool:
         return True
@@ -71,7 +76,7 @@ class InlineWorker:
 def _serve(
     conn: Connection, images: np.ndarray, labels: np.ndarray, n_classes: int, threads: int
 ) -> None:
-    """Worker process main loop: ("submit", members) | ("advance", None) | ("close", None)."""
+    """Worker process main loop: ("submit", members) | ("advance", stops) | ("close", None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and closes us
     torch.set_num_threads(threads)
     worker = InlineWorker(images, labels, n_classes)
@@ -85,6 +90,7 @@ def _serve(
         if command == "submit":
             worker.submit(payload)
             continue
+        worker.advance(payload)
         try:
             conn.send(("ok", worker.receive()))
         except WorkerCrashError as exc:  # reported, so the driver fails the trial, not the search
@@ -106,8 +112,8 @@ class ProcessWorker:
     def submit(self, members: Sequence[Member]) -> None:
         self.conn.send(("submit", list(members)))
 
-    def advance(self) -> None:
-        self.conn.send(("advance", None))
+    def advance(self, stop: Sequence[str] = ()) -> None:
+        self.conn.send(("advance", list(stop)))
 
     def alive(self) -> bool:
         return self.process.is_alive()

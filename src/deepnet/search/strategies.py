@@ -81,8 +81,24 @@ class Stage:
         }
 
 
+def shared_run_key(params: dict[str, Any]) -> tuple:
+    """Configurations with equal keys differ only in ``epochs`` and share one training run."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items() if k != "epochs"))
+
+
 def candidates(stage: Stage, seed: int) -> list[dict[str, Any]]:
-    """The configurations a non-adaptive stage will try, in the order it tries them."""
+    """The configurations a non-adaptive stage will try, in the order it tries them.
+
+    Configurations that differ only in epochs are moved next to the first of them, so that
+    they land in one batch and share a training run.
+    """
+    order: dict[tuple, list[dict[str, Any]]] = {}
+    for config in _candidates(stage, seed):
+        order.setdefault(shared_run_key(config), []).append(config)
+    return [config for same in order.values() for config in same]
+
+
+def _candidates(stage: Stage, seed: int) -> list[dict[str, Any]]:
     space = stage.space
     distributions = space.distributions()
     if stage.strategy == "grid" or (stage.n_iter is None and space.is_grid):

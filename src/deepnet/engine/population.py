@@ -1,0 +1,418 @@
+"""The population engine: many members trained in lockstep as one set of stacked tensors.
+
+Members that can share a training step (same batch size, filter counts and batches per
+epoch) form a population. Its parameters live in one (P, S) matrix, a row per member,
+hidden units padded to the widest member and masked so that padding never learns. A step
+runs every member's own batch through grouped convolutions (channels_last, members on the
+channel axis) and batched matrix products, then one backward pass; each member's loss is
+the mean over its own batch, so gradients never mix. Each optimizer rule runs once per run
+of members that use it, on a slice of rows, with a learning rate per row.
+
+Every member keeps its own torch.Generator and draws from it in the sequential engine's
+order (init, then per epoch the shuffle, then per step the dropout masks), so it ends with
+the metrics it would reach alone, within float tolerance. Stopped and finished members are
+cut out of the matrices after the epoch, so pruning frees their compute at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deepnet.engine.allocator import keep_freed_memory
+from deepnet.engine.member import EpochResult, Member, epoch_status
+from deepnet.engine.training import Training
+from deepnet.evaluate import images_to_tensor
+from deepnet.nn import (
+    ACTIVATIONS,
+    OPTIMIZERS,
+    SeedNet,
+    categorical_crossentropy,
+    dropout_scale,
+    max_norm_,
+    pool_activate,
+)
+from deepnet.nn.activations import activate_channels
+from deepnet.nn.network import KERNEL, POOL
+
+EVAL_IMAGES = 4096  # member-images per evaluation chunk: bounds the memory of validation
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What members must share to take their training steps together."""
+
+    batch_size: int
+    conv1_filters: int
+    conv2_filters: int
+    steps: int  # batches per epoch
+
+    @classmethod
+    def of(cls, member: Member) -> StepShape:
+        cfg = member.config
+        steps = math.ceil(len(member.train_idx) / cfg.batch_size)
+        return cls(cfg.batch_size, cfg.conv1_filters, cfg.conv2_filters, steps)
+
+
+class _Layout:
+    """Where each of SeedNet's tensors sits in a member's row of the parameter matrix."""
+
+    def __init__(self, shape: StepShape, units: int, n_classes: int, image: tuple[int, int]):
+        f1, f2 = shape.conv1_filters, shape.conv2_filters
+        self.pooled = tuple((side - 2 * (KERNEL - 1)) // POOL for side in image)
+        features = f2 * self.pooled[0] * self.pooled[1]
+        shapes = {
+            "conv1.weight": (f1, 1, KERNEL, KERNEL),
+            "conv1.bias": (f1,),
+            "conv2.weight": (f2, f1, KERNEL, KERNEL),
+            "conv2.bias": (f2,),
+            "dense.weight": (units, features),
+            "dense.bias": (units,),
+            "out.weight": (n_classes, units),
+            "out.bias": (n_classes,),
+        }
+        self.slices: dict[str, tuple[slice, tuple[int, ...]]] = {}
+        offset = 0
+        for name, dims in shapes.items():
+            size = math.prod(dims)
+            self.slices[name] = (slice(offset, offset + size), dims)
+            offset += size
+        self.size = offset
+
+    def view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        """(P, *dims) view of every member's tensor ``name``."""
+        columns, dims = self.slices[name]
+        return flat[:, columns].view(flat.shape[0], *dims)
+
+
+def _runs(keys: Sequence[Hashable]) -> list[tuple[int, int, Hashable]]:
+    """Maximal runs of equal consecutive keys as (start, end, key)."""
+    runs, start = [], 0
+    for key, group in itertools.groupby(keys):
+        n = len(list(group))
+        runs.append((start, start + n, key))
+        start += n
+    return runs
+
+
+def _by_runs(
+    x: torch.Tensor, runs: list, dim: int, width: int, fn: Callable[..., torch.Tensor]
+) -> torch.Tensor:
+    """Apply fn(slice, key, start, end) to each run's slice of x along dim (``width``
+    entries per member); one call on the whole of x when there is one run."""
+    if len(runs) == 1:
+        return fn(x, *runs[0][2:], *runs[0][:2])
+    parts = [fn(x.narrow(dim, s * width, (e - s) * width), key, s, e) for s, e, key in runs]
+    return torch.cat(parts, dim)
+
+
+def _sort_key(member: Member) -> tuple[str, str, str]:
+    cfg = member.config
+    return (
+        cfg.conv_activation or cfg.activation,
+        cfg.dense_activation or cfg.activation,
+        cfg.optimizer,
+    )
+
+
+class Population:
+    """Members sharing a StepShape, trained as stacked tensors: a Group for Training."""
+
+    def __init__(
+        self,
+        members: Sequence[Member],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        n_classes: int,
+        keep_models: bool = True,
+    ):
+        shape = StepShape.of(members[0])
+        if any(StepShape.of(m) != shape for m in members):
+            raise ValueError("a population's members must share batch size, filters and steps")
+        self.shape, self.x, self.y, self.n_classes = shape, x[:, 0], y, n_classes
+        self.image = tuple(x.shape[2:])
+        self.keep_models = keep_models
+        self.members = sorted(members, key=_sort_key)  # contiguous runs of rules
+        self.units = max(m.config.neurons for m in self.members)
+        self.layout = _Layout(shape, self.units, n_classes, self.image)
+        self.gens = [torch.Generator().manual_seed(m.seed) for m in self.members]
+        rows = [
+            self._row(SeedNet(m.config, n_classes, self.image, g))
+            for m, g in zip(self.members, self.gens, strict=True)
+        ]
+        self.flat = torch.stack(rows).requires_grad_()
+        self.slots: dict[str, torch.Tensor] = {}  # optimizer accumulators, (P, S) each
+        self.scalars: dict[str, dict] = {}  # per-rule scalar state (Nadam's schedule)
+        self.step_count = 0
+        self.epoch = 0
+        self.finished: dict[str, SeedNet] = {}
+        self._index_members()
+
+    # --- bookkeeping -------------------------------------------------------------------
+
+    @property
+    def keys(self) -> list[str]:
+        return [m.key for m in self.members]
+
+    def _index_members(self) -> None:
+        """Per-member tensors and rule runs, rebuilt whenever members leave."""
+        cfgs = [m.config for m in self.members]
+        n = len(cfgs)
+        self.lr = torch.tensor([c.effective_learn_rate for c in cfgs]).view(n, 1)
+        self.unit_mask = torch.zeros(n, 1, self.units)
+        for i, c in enumerate(cfgs):
+            self.unit_mask[i, 0, : c.neurons] = 1.0
+        self.constrained = torch.tensor(
+            [i for i, c in enumerate(cfgs) if c.weight_constraint is not None], dtype=torch.int64
+        )
+        self.max_norms = torch.tensor(
+            [c.weight_constraint for c in cfgs if c.weight_constraint is not None]
+        ).view(-1, 1, 1)
+        self.conv_runs = _runs([c.conv_activation or c.activation for c in cfgs])
+        self.dense_runs = _runs([c.dense_activation or c.activation for c in cfgs])
+        self.optimizer_runs = _runs([c.optimizer for c in cfgs])
+        self.train_idx = [
+            torch.as_tensor(np.asarray(m.train_idx, dtype=np.int64)) for m in self.members
+        ]
+        self.val_idx = [
+            torch.as_tensor(np.asarray(m.val_idx, dtype=np.int64)) for m in self.members
+        ]
+
+    def drop(self, keys: set[str]) -> None:
+        keep = [i for i, m in enumerate(self.members) if m.key not in keys]
+        if len(keep) == len(self.members):
+            return
+        rows = torch.tensor(keep, dtype=torch.int64)
+        self.flat = self.flat.detach()[rows].requires_grad_()
+        self.slots = {name: s[rows] for name, s in self.slots.items()}
+        self.members = [self.members[i] for i in keep]
+        self.gens = [self.gens[i] for i in keep]
+        self._index_members()
+
+    def _row(self, net: SeedNet) -> torch.Tensor:
+        """A member's network as one padded parameter row."""
+        row = torch.zeros(1, self.layout.size)
+        for name, tensor in net.state_dict().items():
+            target = self.layout.view(row, name)[0]
+            target[tuple(slice(0, d) for d in tensor.shape)] = tensor
+        return row[0]
+
+    def model(self, key: str) -> SeedNet:
+        if key in self.finished:
+            return self.finished[key]
+        i = self.keys.index(key)
+        member = self.members[i]
+        net = SeedNet(member.config, self.n_classes, self.image)
+        row = self.flat.detach()[i : i + 1]
+        state = {}
+        for name, tensor in net.state_dict().items():
+            state[name] = self.layout.view(row, name)[0][tuple(slice(0, d) for d in tensor.shape)]
+        net.load_state_dict(state)
+        return net
+
+    # --- the network, for all members at once -------------------------------------------
+
+    def _logits(
+        self,
+        index: torch.Tensor,
+        conv_scale: torch.Tensor | None = None,
+        dense_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (P, b, classes) of images ``index`` (P, b), one row of images per member."""
+        lay, flat = self.layout, self.flat
+        n, b = index.shape
+        f1, f2 = self.shape.conv1_filters, self.shape.conv2_filters
+        # (b, P, H, W): each member's images on its own channel, laid out channels_last.
+        x = self.x[index.t()].contiguous(memory_format=torch.channels_last)
+        w1 = lay.view(flat, "conv1.weight").reshape(n * f1, 1, KERNEL, KERNEL)
+        h = torch.conv2d(x, w1, lay.view(flat, "conv1.bias").reshape(-1), groups=n)
+        h = _by_runs(h, self.conv_runs, 1, f1, lambda t, a, *_: activate_channels(t, a, f1))
+        w2 = lay.view(flat, "conv2.weight").reshape(n * f2, f1, KERNEL, KERNEL)
+        h = torch.conv2d(h, w2, lay.view(flat, "conv2.bias").reshape(-1), groups=n)
+        h = _by_runs(h, self.conv_runs, 1, f2, lambda t, a, *_: pool_activate(t, a, f2))
+        if conv_scale is not None:  # (b, P*f2, h, w)
+            h = h * conv_scale
+        h = h.reshape(b, n, -1).transpose(0, 1)  # (P, b, features) in SeedNet's flatten order
+        dense = lay.view(flat, "dense.weight").transpose(1, 2)
+        h = torch.baddbmm(lay.view(flat, "dense.bias").unsqueeze(1), h, dense)  # (P, b, units)
+        h = _by_runs(h, self.dense_runs, 0, 1, self._dense_activation)
+        h = h * (self.unit_mask if dense_scale is None else self.unit_mask * dense_scale)
+        out = lay.view(flat, "out.weight").transpose(1, 2)
+        return torch.baddbmm(lay.view(flat, "out.bias").unsqueeze(1), h, out)
+
+    def _dense_activation(self, h: torch.Tensor, name: str, start: int, end: int) -> torch.Tensor:
+        """Activation of members start:end's (P', b, units); softmax over real units only."""
+        if name != "softmax":
+            return ACTIVATIONS[name](h)
+        mask = self.unit_mask[start:end] > 0
+        return torch.softmax(h.masked_fill(~mask, -torch.inf), dim=2)
+
+    def _dropout_scales(self, sizes: list[int], b: int) -> tuple[torch.Tensor | None, ...]:
+        """Each member's dropout multipliers for a step, drawn from its own generator."""
+        cfgs = [m.config for m in self.members]
+        f2, (ph, pw) = self.shape.conv2_filters, self.layout.pooled
+        conv = dense = None
+        if any(c.conv_dropout for c in cfgs):
+            conv = torch.ones(len(cfgs), b, f2, ph, pw)
+        if any(c.dropout_rate for c in cfgs):
+            dense = torch.ones(len(cfgs), b, self.units)
+        for i, (c, gen, n) in enumerate(zip(cfgs, self.gens, sizes, strict=True)):
+            if c.conv_dropout:  # the sequential engine's order: conv mask, then dense mask
+                conv[i, :n] = dropout_scale((n, f2, ph, pw), c.conv_dropout, gen)
+            if c.dropout_rate:
+                dense[i, :n, : c.neurons] = dropout_scale((n, c.neurons), c.dropout_rate, gen)
+        if conv is not None:
+            conv = conv.transpose(0, 1).reshape(b, len(cfgs) * f2, ph, pw)
+        return conv, dense
+
+    # --- training ---------------------------------------------------------------------
+
+    def next_epoch(self) -> list[EpochResult]:
+        start = time.perf_counter()
+        self.epoch += 1
+        n, batch = len(self.members), self.shape.batch_size
+        orders = [
+            idx[torch.randperm(len(idx), generator=g)]
+            for idx, g in zip(self.train_idx, self.gens, strict=True)
+        ]
+        loss_sum = torch.zeros(n, dtype=torch.float64)
+        correct = torch.zeros(n, dtype=torch.int64)
+        for step in range(self.shape.steps):
+            parts = [o[step * batch : (step + 1) * batch] for o in orders]
+            index, weight = _pad(parts)
+            conv_scale, dense_scale = self._dropout_scales([len(p) for p in parts], index.shape[1])
+            logits = self._logits(index, conv_scale, dense_scale)
+            labels = self.y[index]
+            losses = categorical_crossentropy(logits.flatten(0, 1), labels.flatten()).view_as(
+                weight
+            )
+            self.flat.grad = None
+            (losses * weight).sum().backward()
+            self._update()
+            real = weight > 0
+            loss_sum += (losses.detach() * real).sum(1, dtype=torch.float64)
+            correct += ((logits.detach().argmax(2) == labels) & real).sum(1)
+        sizes = torch.tensor([len(o) for o in orders], dtype=torch.float64)
+        train_loss, train_acc = (loss_sum / sizes).tolist(), (correct / sizes).tolist()
+        finite = torch.isfinite(self.flat.detach()).all(1).tolist()
+        val = self._validate()
+        seconds = (time.perf_counter() - start) / n
+        results, done = [], set()
+        for i, member in enumerate(self.members):
+            diverged = not (math.isfinite(train_loss[i]) and finite[i])
+            status, reason = epoch_status(self.epoch, member.config.epochs, diverged)
+            val_loss, val_acc = val[i] if val[i] and not diverged else (None, None)
+            results.append(
+                EpochResult(
+                    member.key,
+                    self.epoch,
+                    train_loss[i],
+                    train_acc[i],
+                    val_loss,
+                    val_acc,
+                    seconds,
+                    status,
+                    reason,
+                )
+            )
+            if results[-1].done:
+                done.add(member.key)
+                if self.keep_models:
+                    self.finished[member.key] = self.model(member.key)
+        self.drop(done)
+        return results
+
+    @torch.no_grad()
+    def _update(self) -> None:
+        """One optimizer step per run of members sharing a rule, then the MaxNorm constraint."""
+        self.step_count += 1
+        params, grads = self.flat.detach(), self.flat.grad
+        scalars = {}
+        for s, e, name in self.optimizer_runs:
+            rule = OPTIMIZERS[name]
+            for slot in rule.slots:
+                if slot not in self.slots:
+                    self.slots[slot] = torch.zeros_like(params)
+            state = {"step": self.step_count, **self.scalars.get(name, {})}
+            state.update({slot: self.slots[slot][s:e] for slot in rule.slots})
+            rule.update(params[s:e], grads[s:e], state, {**rule.hyper, "lr": self.lr[s:e]})
+            scalars[name] = {k: v for k, v in state.items() if k != "step" and k not in rule.slots}
+        self.scalars.update(scalars)
+        if len(self.constrained):
+            dense = self.layout.view(params, "dense.weight")
+            rows = dense[self.constrained]
+            dense[self.constrained] = max_norm_(rows, self.max_norms)
+
+    @torch.no_grad()
+    def _validate(self) -> list[tuple[float, float] | None]:
+        """(loss, accuracy) on each member's validation images; None where it has none."""
+        n = len(self.members)
+        longest = max(len(v) for v in self.val_idx)
+        if longest == 0:
+            return [None] * n
+        loss_sum = torch.zeros(n, dtype=torch.float64)
+        correct = torch.zeros(n, dtype=torch.int64)
+        chunk = max(1, EVAL_IMAGES // n)
+        for start in range(0, longest, chunk):
+            index, weight = _pad([v[start : start + chunk] for v in self.val_idx])
+            logits = self._logits(index)
+            labels = self.y[index]
+            losses = categorical_crossentropy(logits.flatten(0, 1), labels.flatten()).view_as(
+                weight
+            )
+            real = weight > 0
+            loss_sum += (losses * real).sum(1, dtype=torch.float64)
+            correct += ((logits.argmax(2) == labels) & real).sum(1)
+        sizes = [len(v) for v in self.val_idx]
+        return [
+            (loss_sum[i].item() / k, correct[i].item() / k) if k else None
+            for i, k in enumerate(sizes)
+        ]
+
+
+def _pad(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index rows (P, b) padded with image 0, and weights 1/len (0 on padding)."""
+    b = max(len(p) for p in parts)
+    index = torch.zeros(len(parts), b, dtype=torch.int64)
+    weight = torch.zeros(len(parts), b)
+    for i, p in enumerate(parts):
+        index[i, : len(p)] = p
+        weight[i, : len(p)] = 1.0 / len(p) if len(p) else 0.0
+    return index, weight
+
+
+class PopulationEngine:
+    """Trains members as populations of stacked tensors, ``max_members`` at most in each.
+
+    Members are grouped by StepShape and, within a shape, by activation and optimizer, so
+    that each population has few runs of rules; larger groups are chunked, which bounds
+    memory (the activations of one step grow with the population).
+    """
+
+    def __init__(self, max_members: int = 16, keep_models: bool = True):
+        if max_members < 1:
+            raise ValueError(f"max_members must be >= 1, got {max_members}")
+        self.max_members = max_members
+        self.keep_models = keep_models
+        keep_freed_memory()
+
+    def train(
+        self, images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
+    ) -> Training:
+        x = images_to_tensor(images)
+        y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        by_shape: dict[StepShape, list[Member]] = {}
+        for m in sorted(members, key=_sort_key):
+            by_shape.setdefault(StepShape.of(m), []).append(m)
+        groups = [
+            Population(same[i : i + self.max_members], x, y, n_classes, self.keep_models)
+            for same in by_shape.values()
+            for i in range(0, len(same), self.max_members)
+        ]
+        return Training(groups, [m.key for m in members])

@@ -1,0 +1,82 @@
+"""Training: the caller's handle on a population while it trains, whatever the engine.
+
+An engine splits the members into groups that it advances together (a single model in the
+sequential engine, a stacked population in the population engine); Training runs every
+group one epoch per round, reports in member order, and forwards the caller's stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from deepnet.engine.member import EpochResult, Member
+from deepnet.nn import SeedNet
+
+
+class Group(Protocol):
+    """Members an engine advances together. ``keys``: those still training, in order."""
+
+    keys: list[str]
+
+    def next_epoch(self) -> list[EpochResult]:
+        """Train every member one epoch; members that are done leave ``keys``."""
+
+    def drop(self, keys: set[str]) -> None:
+        """Stop training these members (their compute is freed at once)."""
+
+    def model(self, key: str) -> SeedNet:
+        """The member's network as its last epoch left it."""
+
+
+class Training:
+    """An iterator of EpochResult over a population; ``stop(key)`` ends a member early.
+
+    Members advance in lockstep rounds of one epoch each (epoch 1 of every member, then
+    epoch 2, ...), so a caller can compare members, or average a trial's folds, after
+    every round. A stop takes effect before the member's next epoch. ``model(key)``
+    returns a member's network as its last epoch left it.
+    """
+
+    def __init__(self, groups: Sequence[Group], keys: Sequence[str]):
+        if len(set(keys)) != len(keys):
+            raise ValueError("member keys must be unique")
+        self._groups = list(groups)
+        self._order = {k: i for i, k in enumerate(keys)}
+        self._owner = {k: g for g in self._groups for k in g.keys}
+        self._stopped: set[str] = set()
+
+    def __iter__(self) -> Iterator[EpochResult]:
+        while self.active:
+            yield from self.step()
+
+    @property
+    def active(self) -> list[str]:
+        """Keys of the members that will train another epoch, in member order."""
+        live = {k for g in self._groups for k in g.keys} - self._stopped
+        return sorted(live, key=self._order.__getitem__)
+
+    def stop(self, key: str) -> None:
+        self._stopped.add(key)
+
+    def model(self, key: str) -> SeedNet:
+        return self._owner[key].model(key)
+
+    def step(self) -> list[EpochResult]:
+        """Advance every active member by one epoch (one lockstep round)."""
+        results: list[EpochResult] = []
+        for group in self._groups:
+            group.drop(self._stopped.intersection(group.keys))
+            if group.keys:
+                results += group.next_epoch()
+        return sorted(results, key=lambda r: self._order[r.key])
+
+
+class Engine(Protocol):
+    """What trains members: SequentialEngine (the reference) or PopulationEngine."""
+
+    def train(
+        self, images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
+    ) -> Training: ...
