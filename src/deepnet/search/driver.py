@@ -13,6 +13,7 @@ pruning decisions and ends with the same table, however the processes are schedu
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -131,9 +132,10 @@ def run_stage(
 ) -> None:
     """Run the stage's trials until its queue (or, for TPE, its n_iter) is used up.
 
-    Each idle worker gets a batch of trials (about ``members_per_worker`` members: trials
-    times folds), trained together as a population. Trials that differ only in epochs
-    share their members: the longer one reports the shorter one's result on the way.
+    Each idle worker gets a batch of trials (at most ``members_per_worker`` members: trials
+    times folds, and an even share of the queue), trained together as a population.
+    Trials that differ only in epochs share their members: the longer one reports the
+    shorter one's result on the way.
     """
     idle, busy = list(workers), {}
 
@@ -149,8 +151,13 @@ def run_stage(
         return study.ask(distributions)
 
     def fill() -> _Batch | None:
+        """A batch for the next idle worker: the idle workers share the queue evenly."""
+        runs = max(1, members_per_worker // len(folds))
+        if not stage.adaptive:
+            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            runs = min(runs, math.ceil(waiting / len(idle)))
         batch = _Batch()
-        while len(batch.runs) * len(folds) < members_per_worker and (trial := next_trial()):
+        while len(batch.runs) < runs and (trial := next_trial()):
             batch.add(_TrialRun(trial, TrainConfig.from_dict(trial.params)))
         return batch if batch.runs else None
 
