@@ -49,6 +49,7 @@ def test_train_then_evaluate(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "epoch 1/1" in result.output and "accuracy" in result.output
     assert str(run_dir) in result.output.replace("\n", "")
+    assert (run_dir / "report.html").is_file() and "report" in result.output
     evaluated = cli("evaluate", run_dir)
     assert evaluated.exit_code == 0, evaluated.output
     assert "matches the evaluation saved at training time" in evaluated.output

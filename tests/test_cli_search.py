@@ -1,12 +1,15 @@
 """deepnet search and deepnet results, through the real command line."""
 
 import csv
+import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from click.testing import CliRunner
@@ -39,6 +42,8 @@ def test_search_prints_trials_table_best_and_refit(grid_run):
     assert "grid, 2 trials" in out and "trial   0" in out and "trial   1" in out
     assert "best     cv accuracy" in out and "refit    on all 1200 training images" in out
     assert "test split (evaluated once)" in out and str(run_dir) in out
+    assert out.rstrip().endswith(f"report   {run_dir / 'report.html'}")
+    assert (run_dir / "report.html").is_file()
 
 
 def test_results_shows_the_same_numbers_and_writes_csv(grid_run, cli, tmp_path):
@@ -72,6 +77,43 @@ def test_grid_against_random_comparison(grid_run, cli, small27_npz, tmp_path):
     compared = cli("results", grid_dir, random_dir)
     assert "comparison" in compared.output
     assert "grid" in compared.output and "random" in compared.output
+    reported = cli("report", random_dir, "--compare", grid_dir)
+    assert reported.exit_code == 0, reported.output
+    html = (random_dir / "report.html").read_text()
+    assert "one line per search" in html
+    assert "refit: the best configuration has not been refit" in html
+
+
+def test_report_of_a_folder_that_is_not_a_run(cli, tmp_path):
+    result = cli("report", tmp_path / "nowhere")
+    assert result.exit_code == 1
+    assert "not a deepnet run folder" in result.output and "Traceback" not in result.output
+
+
+def test_dashboard_serves_the_study_on_localhost(grid_run, tmp_path):
+    _, run_dir = grid_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "deepnet", "dashboard", str(run_dir), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        body = None
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "the dashboard did not answer within a minute"
+        assert [s["study_name"] for s in body["study_summaries"]] == ["grid"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.mark.parametrize(

@@ -28,13 +28,21 @@ from deepnet.config import PARAMS, Param, TrainConfig
 from deepnet.data import DATASETS, load_dataset, mnist_cache_state
 from deepnet.errors import ConfigError, DeepNetError
 from deepnet.evaluate import evaluate
+from deepnet.report import report as make_report
 from deepnet.search import STRATEGIES, SearchSpec, write_csv
 from deepnet.search.executor import resolve_n_jobs
 from deepnet.search.results import row_of
 from deepnet.search.space import parse_options
 from deepnet.search.spec import read_toml
 from deepnet.train import train as train_config
-from deepnet.tune import SEARCH_FILE, SavedSearch, default_search_dir, load_search, tune
+from deepnet.tune import (
+    SEARCH_FILE,
+    SavedSearch,
+    default_search_dir,
+    default_storage,
+    load_search,
+    tune,
+)
 
 DEFAULT_SEARCH = Path(str(files("deepnet.search") / "default.toml"))
 
@@ -129,6 +137,7 @@ def main() -> None:
       deepnet train                train the seed's baseline network and test it once
       deepnet train --optimizer Nadam --learn-rate 0.002 --neurons 30
       deepnet evaluate runs/NAME   evaluate a saved run on its test split again
+      deepnet search               search the default space; deepnet report RUN draws it
 
     Hyperparameters keep the names and Keras 2.0 meanings of the 2017 seed notebook.
     """
@@ -204,6 +213,7 @@ def train(
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted; finished epochs saved in {run_dir}[/yellow]")
             sys.exit(130)
+    _write_report(run_dir)
     if result.metrics is None:
         raise click.ClickException(
             f"training diverged ({result.reason}); history saved in {run_dir}. Try a smaller "
@@ -374,6 +384,36 @@ def search(
         f"searched in {result.outcome.seconds:.0f}s; results in [bold]{run_dir}[/bold] "
         f"(again: deepnet results {run_dir})"
     )
+    _write_report(run_dir)
+
+
+@main.command("report")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option(
+    "--compare",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Another search run to draw in the scores-over-time picture (repeatable).",
+)
+@friendly_errors
+def report_command(run: Path, compare: tuple[Path, ...]) -> None:
+    """Write RUN/report.html: learning curves, filters, mistakes, the search landscape."""
+    path = make_report(run, compare)
+    console.print(f"report   [bold]{path}[/bold]")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
+@friendly_errors
+def dashboard(run: Path, port: int) -> None:
+    """Serve optuna-dashboard for a search run's study on 127.0.0.1 (Ctrl-C stops it)."""
+    from optuna_dashboard import run_server
+
+    saved = load_search(run)
+    storage = saved.record["storage"] or default_storage(saved.run_dir)
+    console.print(f"dashboard of {run} on [bold]http://127.0.0.1:{port}/[/bold] (Ctrl-C stops it)")
+    run_server(storage, host="127.0.0.1", port=port)
 
 
 @main.command()
@@ -437,6 +477,16 @@ def print_search(saved: SavedSearch, limit: int | None = 15) -> None:
             f"{saved.refit.path}"
         )
         display.print_metrics(console, saved.refit.metrics, saved.refit.data.class_names)
+
+
+def _write_report(run_dir: Path) -> None:
+    """The run's report, written after training; a failure to draw never loses the run."""
+    try:
+        path = make_report(run_dir)
+    except (DeepNetError, OSError, ValueError) as exc:
+        console.print(f"[yellow]report not written: {exc}; try: deepnet report {run_dir}[/yellow]")
+        return
+    console.print(f"report   [bold]{path}[/bold]")
 
 
 def _config_text(config: TrainConfig) -> str:

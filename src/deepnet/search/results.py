@@ -39,6 +39,8 @@ class TrialRow:
     reason: str = ""
     history: dict[str, list[list[float]]] | None = None  # fold -> per-epoch rows
     last_value: float | None = None  # the last mean validation accuracy reported (pruned)
+    started_at: float | None = None  # POSIX times, for scores over time
+    finished_at: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -75,6 +77,8 @@ def row_of(t: FrozenTrial, stage: int = 0) -> TrialRow:
         last_value=t.intermediate_values[max(t.intermediate_values)]
         if t.intermediate_values
         else None,
+        started_at=t.datetime_start.timestamp() if t.datetime_start else None,
+        finished_at=t.datetime_complete.timestamp() if t.datetime_complete else None,
     )
 
 

@@ -1,0 +1,94 @@
+"""Plot data, checked as numbers before anything is drawn."""
+
+import numpy as np
+import pytest
+
+from deepnet.report import figures
+from deepnet.runs import load_run
+from deepnet.search.results import TrialRow
+from deepnet.tune import load_search
+
+
+def row(number, score, epochs=3, state="complete", started=0.0, finished=None, **params):
+    return TrialRow(
+        0,
+        number,
+        state,
+        score,
+        0.0,
+        (),
+        epochs,
+        1.0,
+        params,
+        started_at=started,
+        finished_at=finished if finished is not None else 10.0 + number,
+    )
+
+
+def test_run_curves_follow_the_history(train_run):
+    run = load_run(train_run)
+    curves = figures.run_curves(run.history)
+    assert curves.epochs == [1, 2]
+    assert curves.series["val_accuracy"] == [h["val_accuracy"] for h in run.history]
+    assert curves.has("train_loss") and curves.has("val_loss")
+
+
+def test_fold_curves_mean_and_spread(search_run):
+    best = load_search(search_run).rows[0]
+    data = figures.fold_curves(best.history)
+    assert sorted(data.folds) == ["0", "1", "2"] and data.epochs == [1, 2, 3]
+    finals = [c.series["val_accuracy"][-1] for c in data.folds.values()]
+    assert data.mean["val_accuracy"][-1] == pytest.approx(np.mean(finals))
+    assert data.mean["val_accuracy"][-1] == pytest.approx(best.score)
+    assert data.std["val_accuracy"][-1] == pytest.approx(np.std(finals))
+
+
+def test_samples_are_the_first_images_of_each_class(small_data):
+    grid = figures.samples_per_class(small_data.x_test, small_data.y_test, 2, per_class=5)
+    assert grid.shape == (2, 5, 28, 28)
+    first_seven = np.flatnonzero(small_data.y_test == 1)[0]
+    assert np.array_equal(grid[1, 0], small_data.x_test[first_seven])
+
+
+def test_filters_and_feature_maps_have_the_layer_shapes(train_run, small_data):
+    model = load_run(train_run).model()
+    first, second = figures.conv_filters(model)
+    assert first.shape == (4, 3, 3) and second.shape == (8, 4, 3, 3)
+    a, b = figures.feature_maps(model, small_data.x_test[0])
+    assert a.shape == (4, 26, 26) and b.shape == (8, 24, 24)
+
+
+def test_mistakes_are_wrong_and_most_confident_first():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
+    labels = np.array([0, 0, 1, 1, 0])
+    found = figures.mistakes(probs, labels)
+    assert [m.index for m in found] == [4, 1, 3]
+    assert [m.confidence for m in found] == [0.95, 0.7, 0.6]
+    assert (found[0].true, found[0].predicted) == (0, 1)
+
+
+def test_score_by_value_and_heat_map_use_completed_trials_only():
+    rows = [
+        row(0, 0.90, optimizer="Adam", neurons=16),
+        row(1, 0.95, optimizer="Adam", neurons=32),
+        row(2, 0.97, optimizer="Nadam", neurons=32),
+        row(3, None, state="pruned", optimizer="Nadam", neurons=16),
+    ]
+    assert figures.varying_params(rows) == ["optimizer", "neurons"]
+    assert figures.score_by_value(rows, "neurons") == [(16, [0.90]), (32, [0.95, 0.97])]
+    hm = figures.heat_map(rows, "optimizer", "neurons")
+    assert hm.x_values == ["Adam", "Nadam"] and hm.y_values == [16, 32]
+    assert hm.scores[0, 0] == 0.90 and np.isnan(hm.scores[0, 1]) and hm.scores[1, 1] == 0.97
+
+
+def test_timeline_orders_by_finish_and_tracks_the_best():
+    rows = [row(0, 0.9, finished=30.0), row(1, 0.95, finished=20.0), row(2, 0.8, finished=40.0)]
+    line = figures.timeline(rows, "grid")
+    assert line.seconds == [20.0, 30.0, 40.0]
+    assert line.scores == [0.95, 0.9, 0.8] and line.best == [0.95, 0.95, 0.95]
+
+
+def test_rung_survivors_count_promotions():
+    rows = [row(i, None, epochs=e, state="pruned") for i, e in enumerate([1, 1, 1, 1, 3, 3])]
+    rows.append(row(9, 0.9, epochs=9))
+    assert figures.rung_survivors(rows) == [(1, 7), (3, 3), (9, 1)]
