@@ -2,10 +2,11 @@
 
 Members that can share a training step (same batch size, filter counts and batches per
 epoch) form a population. Its parameters live in one (P, S) matrix, a row per member,
-hidden units padded to the widest member and masked so that padding never learns. A step
-runs every member's own batch through grouped convolutions (channels_last, members on the
-channel axis) and batched matrix products, then one backward pass; each member's loss is
-the mean over its own batch, so gradients never mix. Each optimizer rule runs once per run
+hidden layers stored at the widest member's width (narrower members never touch the rest).
+A step runs every member's own batch through the population convolutions of ``kernels``
+(feature maps (P, C, H, W, images)) and batched matrix products per run of members with
+the same hidden width, then one backward pass; each member's loss is the mean over its
+own batch, so gradients never mix. Each optimizer rule runs once per run
 of members that use it, on a slice of rows, with a learning rate per row.
 
 Every member keeps its own torch.Generator and draws from it in the sequential engine's
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from deepnet.engine.allocator import keep_freed_memory
+from deepnet.engine.kernels import LANES, conv3x3, max_pool2x2
 from deepnet.engine.member import EpochResult, Member, epoch_status
 from deepnet.engine.training import Training
 from deepnet.evaluate import images_to_tensor
@@ -38,7 +40,6 @@ from deepnet.nn import (
     max_norm_,
     pool_activate,
 )
-from deepnet.nn.activations import activate_channels
 from deepnet.nn.network import KERNEL, POOL
 
 EVAL_IMAGES = 4096  # member-images per evaluation chunk: bounds the memory of validation
@@ -101,24 +102,20 @@ def _runs(keys: Sequence[Hashable]) -> list[tuple[int, int, Hashable]]:
     return runs
 
 
-def _by_runs(
-    x: torch.Tensor, runs: list, dim: int, width: int, fn: Callable[..., torch.Tensor]
-) -> torch.Tensor:
-    """Apply fn(slice, key, start, end) to each run's slice of x along dim (``width``
-    entries per member); one call on the whole of x when there is one run."""
+def _by_runs(x: torch.Tensor, runs: list, fn: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Apply fn(x[start:end], key, start, end) to each run of members (dim 0), one call on
+    the whole of x when there is one run (no copies then)."""
     if len(runs) == 1:
-        return fn(x, *runs[0][2:], *runs[0][:2])
-    parts = [fn(x.narrow(dim, s * width, (e - s) * width), key, s, e) for s, e, key in runs]
-    return torch.cat(parts, dim)
+        start, end, key = runs[0]
+        return fn(x, key, start, end)
+    return torch.cat([fn(x[s:e], key, s, e) for s, e, key in runs])
 
 
-def _sort_key(member: Member) -> tuple[str, str, str]:
+def _sort_key(member: Member) -> tuple:
+    """Members in this order form few runs of equal activations, widths and optimizers."""
     cfg = member.config
-    return (
-        cfg.conv_activation or cfg.activation,
-        cfg.dense_activation or cfg.activation,
-        cfg.optimizer,
-    )
+    conv, dense = cfg.conv_activation or cfg.activation, cfg.dense_activation or cfg.activation
+    return (conv, dense, cfg.neurons, cfg.optimizer)
 
 
 class Population:
@@ -165,9 +162,6 @@ class Population:
         cfgs = [m.config for m in self.members]
         n = len(cfgs)
         self.lr = torch.tensor([c.effective_learn_rate for c in cfgs]).view(n, 1)
-        self.unit_mask = torch.zeros(n, 1, self.units)
-        for i, c in enumerate(cfgs):
-            self.unit_mask[i, 0, : c.neurons] = 1.0
         self.constrained = torch.tensor(
             [i for i, c in enumerate(cfgs) if c.weight_constraint is not None], dtype=torch.int64
         )
@@ -175,7 +169,7 @@ class Population:
             [c.weight_constraint for c in cfgs if c.weight_constraint is not None]
         ).view(-1, 1, 1)
         self.conv_runs = _runs([c.conv_activation or c.activation for c in cfgs])
-        self.dense_runs = _runs([c.dense_activation or c.activation for c in cfgs])
+        self.dense_runs = _runs([(c.dense_activation or c.activation, c.neurons) for c in cfgs])
         self.optimizer_runs = _runs([c.optimizer for c in cfgs])
         self.train_idx = [
             torch.as_tensor(np.asarray(m.train_idx, dtype=np.int64)) for m in self.members
@@ -224,34 +218,35 @@ class Population:
         conv_scale: torch.Tensor | None = None,
         dense_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (P, b, classes) of images ``index`` (P, b), one row of images per member."""
+        """Logits (P, b, classes) of images ``index`` (P, b), one row of images per member.
+
+        Feature maps are (P, C, H, W, b), images innermost, as ``kernels`` wants them;
+        dim 1 is each member's own channels, so softmax there is SeedNet's softmax.
+        """
         lay, flat = self.layout, self.flat
         n, b = index.shape
-        f1, f2 = self.shape.conv1_filters, self.shape.conv2_filters
-        # (b, P, H, W): each member's images on its own channel, laid out channels_last.
-        x = self.x[index.t()].contiguous(memory_format=torch.channels_last)
-        w1 = lay.view(flat, "conv1.weight").reshape(n * f1, 1, KERNEL, KERNEL)
-        h = torch.conv2d(x, w1, lay.view(flat, "conv1.bias").reshape(-1), groups=n)
-        h = _by_runs(h, self.conv_runs, 1, f1, lambda t, a, *_: activate_channels(t, a, f1))
-        w2 = lay.view(flat, "conv2.weight").reshape(n * f2, f1, KERNEL, KERNEL)
-        h = torch.conv2d(h, w2, lay.view(flat, "conv2.bias").reshape(-1), groups=n)
-        h = _by_runs(h, self.conv_runs, 1, f2, lambda t, a, *_: pool_activate(t, a, f2))
-        if conv_scale is not None:  # (b, P*f2, h, w)
+        x = self.x[index].permute(0, 2, 3, 1).unsqueeze(1)  # (P, 1, H, W, b)
+        h = conv3x3(x, lay.view(flat, "conv1.weight"), lay.view(flat, "conv1.bias"))
+        h = _by_runs(h, self.conv_runs, lambda t, a, *_: ACTIVATIONS[a](t))
+        h = conv3x3(h, lay.view(flat, "conv2.weight"), lay.view(flat, "conv2.bias"))
+        h = _by_runs(h, self.conv_runs, lambda t, a, *_: pool_activate(t, a, max_pool2x2))
+        if conv_scale is not None:  # (P, f2, h, w, b)
             h = h * conv_scale
-        h = h.reshape(b, n, -1).transpose(0, 1)  # (P, b, features) in SeedNet's flatten order
-        dense = lay.view(flat, "dense.weight").transpose(1, 2)
-        h = torch.baddbmm(lay.view(flat, "dense.bias").unsqueeze(1), h, dense)  # (P, b, units)
-        h = _by_runs(h, self.dense_runs, 0, 1, self._dense_activation)
-        h = h * (self.unit_mask if dense_scale is None else self.unit_mask * dense_scale)
-        out = lay.view(flat, "out.weight").transpose(1, 2)
-        return torch.baddbmm(lay.view(flat, "out.bias").unsqueeze(1), h, out)
+        h = h.reshape(n, -1, b).transpose(1, 2)  # (P, b, features) in SeedNet's flatten order
 
-    def _dense_activation(self, h: torch.Tensor, name: str, start: int, end: int) -> torch.Tensor:
-        """Activation of members start:end's (P', b, units); softmax over real units only."""
-        if name != "softmax":
-            return ACTIVATIONS[name](h)
-        mask = self.unit_mask[start:end] > 0
-        return torch.softmax(h.masked_fill(~mask, -torch.inf), dim=2)
+        def dense(t: torch.Tensor, key: tuple[str, int], s: int, e: int) -> torch.Tensor:
+            """Hidden and output layers of members s:e, which share activation and width."""
+            activation, units = key
+            weight = lay.view(flat, "dense.weight")[s:e, :units].transpose(1, 2)
+            bias = lay.view(flat, "dense.bias")[s:e, :units].unsqueeze(1)
+            t = torch.baddbmm(bias, t, weight)  # (P', b, units)
+            t = torch.softmax(t, 2) if activation == "softmax" else ACTIVATIONS[activation](t)
+            if dense_scale is not None:
+                t = t * dense_scale[s:e, :, :units]
+            out = lay.view(flat, "out.weight")[s:e, :, :units].transpose(1, 2)
+            return torch.baddbmm(lay.view(flat, "out.bias")[s:e].unsqueeze(1), t, out)
+
+        return _by_runs(h, self.dense_runs, dense)
 
     def _dropout_scales(self, sizes: list[int], b: int) -> tuple[torch.Tensor | None, ...]:
         """Each member's dropout multipliers for a step, drawn from its own generator."""
@@ -268,7 +263,7 @@ class Population:
             if c.dropout_rate:
                 dense[i, :n, : c.neurons] = dropout_scale((n, c.neurons), c.dropout_rate, gen)
         if conv is not None:
-            conv = conv.transpose(0, 1).reshape(b, len(cfgs) * f2, ph, pw)
+            conv = conv.permute(0, 2, 3, 4, 1)  # (P, f2, h, w, b), as the feature maps
         return conv, dense
 
     # --- training ---------------------------------------------------------------------
@@ -358,7 +353,7 @@ class Population:
             return [None] * n
         loss_sum = torch.zeros(n, dtype=torch.float64)
         correct = torch.zeros(n, dtype=torch.int64)
-        chunk = max(1, EVAL_IMAGES // n)
+        chunk = max(LANES, EVAL_IMAGES // n // LANES * LANES)
         for start in range(0, longest, chunk):
             index, weight = _pad([v[start : start + chunk] for v in self.val_idx])
             logits = self._logits(index)
@@ -377,8 +372,9 @@ class Population:
 
 
 def _pad(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index rows (P, b) padded with image 0, and weights 1/len (0 on padding)."""
-    b = max(len(p) for p in parts)
+    """Index rows (P, b) padded with image 0 to a multiple of LANES, and weights 1/len
+    (0 on padding, which therefore adds nothing to any loss or gradient)."""
+    b = -(-max(len(p) for p in parts) // LANES) * LANES
     index = torch.zeros(len(parts), b, dtype=torch.int64)
     weight = torch.zeros(len(parts), b)
     for i, p in enumerate(parts):

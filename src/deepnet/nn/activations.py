@@ -40,12 +40,3 @@ ACTIVATIONS: dict[str, Activation] = {
     "hard_sigmoid": hard_sigmoid,
     "linear": linear,
 }
-
-
-def activate_channels(x: torch.Tensor, name: str, group: int) -> torch.Tensor:
-    """The activation ``name`` on a conv output (N, C, H, W) whose channels come in blocks
-    of ``group`` (one block per member of a population): softmax normalises within each
-    block, every other activation is elementwise anyway."""
-    if name != "softmax":
-        return ACTIVATIONS[name](x)
-    return torch.softmax(x.unflatten(1, (-1, group)), dim=2).flatten(1, 2)

@@ -14,12 +14,13 @@ convolution's activation is applied after the pooling wherever the two commute (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from deepnet.nn.activations import ACTIVATIONS, activate_channels
+from deepnet.nn.activations import ACTIVATIONS
 from deepnet.nn.functional import dropout, max_norm_
 from deepnet.nn.initializers import INITIALIZERS
 
@@ -87,14 +88,17 @@ class SeedNet(nn.Module):
         return first, self.conv_activation(self.conv2(first))
 
 
-def pool_activate(x: torch.Tensor, activation: str, group: int | None = None) -> torch.Tensor:
-    """activation(x) max-pooled 2x2, for x (N, C, H, W) with channel blocks of ``group``.
+def pool_activate(
+    x: torch.Tensor, activation: str, pool: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """activation(x) max-pooled 2x2; x has its channels on dim 1 (softmax's axis).
 
     Every activation but softmax is non-decreasing, so pooling first gives the same values
     (and the same gradients, ties aside) from a quarter of the elements; softmax mixes the
-    channels of a pixel and must come first.
+    channels of a pixel and must come first. ``pool`` defaults to torch's 2x2 max pooling.
     """
-    group = group or x.shape[1]
+    pool = pool or (lambda t: torch.max_pool2d(t, POOL))
+    act = ACTIVATIONS[activation]
     if activation == "softmax":
-        return torch.max_pool2d(activate_channels(x, activation, group), POOL)
-    return activate_channels(torch.max_pool2d(x, POOL), activation, group)
+        return pool(act(x))
+    return act(pool(x))
