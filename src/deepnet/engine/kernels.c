@@ -43,6 +43,36 @@ void conv_forward(const float *in, const float *w, const float *b, float *out,
   }
 }
 
+/* One (y, x) position of conv_backward_input for NB vectors of images starting at n. */
+static inline __attribute__((always_inline)) void backward_input_at(
+    const float *gp, const float *wp, float *ginp, int ci0, int cb, int Ci, int Co, int H,
+    int W, int Ho, int Wo, int N, int y, int x, int n, const int NB) {
+  v16 acc[BLOCK][2];
+  for (int c = 0; c < cb; c++)
+    for (int j = 0; j < NB; j++) acc[c][j] = (v16){};
+  for (int dy = 0; dy < 3; dy++) {
+    const int yo = y - dy;
+    if (yo < 0 || yo >= Ho) continue;
+    for (int dx = 0; dx < 3; dx++) {
+      const int xo = x - dx;
+      if (xo < 0 || xo >= Wo) continue;
+      for (int co = 0; co < Co; co++) {
+        const float *src = gp + (((int64_t)co * Ho + yo) * Wo + xo) * N + n;
+        v16 v[2];
+        for (int j = 0; j < NB; j++) v[j] = LOAD(src + 16 * j);
+        const float *wk = wp + ((int64_t)co * Ci + ci0) * 9 + dy * 3 + dx;
+        for (int c = 0; c < cb; c++) {
+          const float weight = wk[c * 9];
+          for (int j = 0; j < NB; j++) acc[c][j] += weight * v[j];
+        }
+      }
+    }
+  }
+  for (int c = 0; c < cb; c++)
+    for (int j = 0; j < NB; j++)
+      STORE(ginp + (((int64_t)(ci0 + c) * H + y) * W + x) * N + n + 16 * j, acc[c][j]);
+}
+
 /* gin[p, ci, y, x] = sum over co, dy, dx of w[p, co, ci, dy, dx] * g[p, co, y - dy, x - dx] */
 void conv_backward_input(const float *g, const float *w, float *gin,
                          int P, int Ci, int Co, int H, int W, int N) {
@@ -54,62 +84,58 @@ void conv_backward_input(const float *g, const float *w, float *gin,
     for (int ci0 = 0; ci0 < Ci; ci0 += BLOCK) {
       const int cb = Ci - ci0 < BLOCK ? Ci - ci0 : BLOCK;
       for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-          for (int n = 0; n < N; n += 16) {
-            v16 acc[BLOCK];
-            for (int c = 0; c < cb; c++) acc[c] = (v16){};
-            for (int dy = 0; dy < 3; dy++) {
-              const int yo = y - dy;
-              if (yo < 0 || yo >= Ho) continue;
-              for (int dx = 0; dx < 3; dx++) {
-                const int xo = x - dx;
-                if (xo < 0 || xo >= Wo) continue;
-                for (int co = 0; co < Co; co++) {
-                  const v16 v = LOAD(gp + (((int64_t)co * Ho + yo) * Wo + xo) * N + n);
-                  const float *wk = wp + ((int64_t)co * Ci + ci0) * 9 + dy * 3 + dx;
-                  for (int c = 0; c < cb; c++) acc[c] += wk[c * 9] * v;
-                }
-              }
-            }
-            for (int c = 0; c < cb; c++)
-              STORE(ginp + (((int64_t)(ci0 + c) * H + y) * W + x) * N + n, acc[c]);
-          }
+        for (int x = 0; x < W; x++) {
+          int n = 0;
+          for (; n + 32 <= N; n += 32)
+            backward_input_at(gp, wp, ginp, ci0, cb, Ci, Co, H, W, Ho, Wo, N, y, x, n, 2);
+          if (n < N)
+            backward_input_at(gp, wp, ginp, ci0, cb, Ci, Co, H, W, Ho, Wo, N, y, x, n, 1);
+        }
     }
   }
 }
 
 /* gw[p, co, ci, dy, dx] = sum over y, x, n of g[p, co, y, x, n] * in[p, ci, y + dy, x + dx, n];
- * gb[p, co] = sum of g[p, co] */
+ * gb[p, co] = sum of g[p, co]. Two output channels at a time share each input load. */
 void conv_backward_weight(const float *g, const float *in, float *gw, float *gb,
                           int P, int Ci, int Co, int H, int W, int N) {
   const int Ho = H - 2, Wo = W - 2;
   for (int p = 0; p < P; p++) {
     const float *gp = g + (int64_t)p * Co * Ho * Wo * N;
     const float *inp = in + (int64_t)p * Ci * H * W * N;
-    for (int co = 0; co < Co; co++) {
-      v16 bias = (v16){};
+    for (int co0 = 0; co0 < Co; co0 += 2) {
+      const int cb = Co - co0 < 2 ? Co - co0 : 2;
+      v16 bias[2] = {(v16){}, (v16){}};
       for (int ci = 0; ci < Ci; ci++) {
-        v16 acc[9];
-        for (int k = 0; k < 9; k++) acc[k] = (v16){};
+        v16 acc[2][9];
+        for (int c = 0; c < 2; c++)
+          for (int k = 0; k < 9; k++) acc[c][k] = (v16){};
         for (int y = 0; y < Ho; y++)
           for (int x = 0; x < Wo; x++)
             for (int n = 0; n < N; n += 16) {
-              const v16 gv = LOAD(gp + (((int64_t)co * Ho + y) * Wo + x) * N + n);
-              if (ci == 0) bias += gv;
+              v16 gv[2];
+              for (int c = 0; c < cb; c++) {
+                gv[c] = LOAD(gp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n);
+                if (ci == 0) bias[c] += gv[c];
+              }
               for (int dy = 0; dy < 3; dy++)
-                for (int dx = 0; dx < 3; dx++)
-                  acc[dy * 3 + dx] +=
-                      gv * LOAD(inp + (((int64_t)ci * H + y + dy) * W + x + dx) * N + n);
+                for (int dx = 0; dx < 3; dx++) {
+                  const v16 v = LOAD(inp + (((int64_t)ci * H + y + dy) * W + x + dx) * N + n);
+                  for (int c = 0; c < cb; c++) acc[c][dy * 3 + dx] += gv[c] * v;
+                }
             }
-        for (int k = 0; k < 9; k++) {
-          float s = 0.0f;
-          for (int l = 0; l < 16; l++) s += acc[k][l];
-          gw[(((int64_t)p * Co + co) * Ci + ci) * 9 + k] = s;
-        }
+        for (int c = 0; c < cb; c++)
+          for (int k = 0; k < 9; k++) {
+            float s = 0.0f;
+            for (int l = 0; l < 16; l++) s += acc[c][k][l];
+            gw[(((int64_t)p * Co + co0 + c) * Ci + ci) * 9 + k] = s;
+          }
       }
-      float s = 0.0f;
-      for (int l = 0; l < 16; l++) s += bias[l];
-      gb[(int64_t)p * Co + co] = s;
+      for (int c = 0; c < cb; c++) {
+        float s = 0.0f;
+        for (int l = 0; l < 16; l++) s += bias[c][l];
+        gb[(int64_t)p * Co + co0 + c] = s;
+      }
     }
   }
 }

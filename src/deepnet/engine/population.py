@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -143,7 +144,7 @@ class Population:
             self._row(SeedNet(m.config, n_classes, self.image, g))
             for m, g in zip(self.members, self.gens, strict=True)
         ]
-        self.flat = torch.stack(rows).requires_grad_()
+        self._set_parameters(torch.stack(rows))
         self.slots: dict[str, torch.Tensor] = {}  # optimizer accumulators, (P, S) each
         self.scalars: dict[str, dict] = {}  # per-rule scalar state (Nadam's schedule)
         self.step_count = 0
@@ -183,11 +184,22 @@ class Population:
         if len(keep) == len(self.members):
             return
         rows = torch.tensor(keep, dtype=torch.int64)
-        self.flat = self.flat.detach()[rows].requires_grad_()
+        self._set_parameters(self.flat[rows])
         self.slots = {name: s[rows] for name, s in self.slots.items()}
         self.members = [self.members[i] for i in keep]
         self.gens = [self.gens[i] for i in keep]
         self._index_members()
+
+    def _set_parameters(self, flat: torch.Tensor) -> None:
+        """Parameters (P, S) in ``flat``, gradients in ``grad``, and per-layer leaf views of
+        both: autograd accumulates each layer's gradient in place into ``grad``, so one
+        zeroing per step replaces a (P, S) buffer per layer."""
+        self.flat, self.grad = flat.contiguous(), torch.zeros_like(flat)
+        self.params = {}
+        for name in self.layout.slices:
+            leaf = self.layout.view(self.flat, name).requires_grad_()
+            leaf.grad = self.layout.view(self.grad, name)
+            self.params[name] = leaf
 
     def _row(self, net: SeedNet) -> torch.Tensor:
         """A member's network as one padded parameter row."""
@@ -203,7 +215,7 @@ class Population:
         i = self.keys.index(key)
         member = self.members[i]
         net = SeedNet(member.config, self.n_classes, self.image)
-        row = self.flat.detach()[i : i + 1]
+        row = self.flat[i : i + 1]
         state = {}
         for name, tensor in net.state_dict().items():
             state[name] = self.layout.view(row, name)[0][tuple(slice(0, d) for d in tensor.shape)]
@@ -223,12 +235,12 @@ class Population:
         Feature maps are (P, C, H, W, b), images innermost, as ``kernels`` wants them;
         dim 1 is each member's own channels, so softmax there is SeedNet's softmax.
         """
-        lay, flat = self.layout, self.flat
+        param = self.params
         n, b = index.shape
         x = self.x[index].permute(0, 2, 3, 1).unsqueeze(1)  # (P, 1, H, W, b)
-        h = conv3x3(x, lay.view(flat, "conv1.weight"), lay.view(flat, "conv1.bias"))
+        h = conv3x3(x, param["conv1.weight"], param["conv1.bias"])
         h = _by_runs(h, self.conv_runs, lambda t, a, *_: ACTIVATIONS[a](t))
-        h = conv3x3(h, lay.view(flat, "conv2.weight"), lay.view(flat, "conv2.bias"))
+        h = conv3x3(h, param["conv2.weight"], param["conv2.bias"])
         h = _by_runs(h, self.conv_runs, lambda t, a, *_: pool_activate(t, a, max_pool2x2))
         if conv_scale is not None:  # (P, f2, h, w, b)
             h = h * conv_scale
@@ -237,14 +249,14 @@ class Population:
         def dense(t: torch.Tensor, key: tuple[str, int], s: int, e: int) -> torch.Tensor:
             """Hidden and output layers of members s:e, which share activation and width."""
             activation, units = key
-            weight = lay.view(flat, "dense.weight")[s:e, :units].transpose(1, 2)
-            bias = lay.view(flat, "dense.bias")[s:e, :units].unsqueeze(1)
+            weight = param["dense.weight"][s:e, :units].transpose(1, 2)
+            bias = param["dense.bias"][s:e, :units].unsqueeze(1)
             t = torch.baddbmm(bias, t, weight)  # (P', b, units)
             t = torch.softmax(t, 2) if activation == "softmax" else ACTIVATIONS[activation](t)
             if dense_scale is not None:
                 t = t * dense_scale[s:e, :, :units]
-            out = lay.view(flat, "out.weight")[s:e, :, :units].transpose(1, 2)
-            return torch.baddbmm(lay.view(flat, "out.bias")[s:e].unsqueeze(1), t, out)
+            out = param["out.weight"][s:e, :, :units].transpose(1, 2)
+            return torch.baddbmm(param["out.bias"][s:e].unsqueeze(1), t, out)
 
         return _by_runs(h, self.dense_runs, dense)
 
@@ -287,15 +299,17 @@ class Population:
             losses = categorical_crossentropy(logits.flatten(0, 1), labels.flatten()).view_as(
                 weight
             )
-            self.flat.grad = None
-            (losses * weight).sum().backward()
+            self.grad.zero_()
+            with warnings.catch_warnings():  # the leaves are strided views of self.flat, on purpose
+                warnings.filterwarnings("ignore", "grad and param do not obey", UserWarning)
+                (losses * weight).sum().backward()
             self._update()
             real = weight > 0
             loss_sum += (losses.detach() * real).sum(1, dtype=torch.float64)
             correct += ((logits.detach().argmax(2) == labels) & real).sum(1)
         sizes = torch.tensor([len(o) for o in orders], dtype=torch.float64)
         train_loss, train_acc = (loss_sum / sizes).tolist(), (correct / sizes).tolist()
-        finite = torch.isfinite(self.flat.detach()).all(1).tolist()
+        finite = torch.isfinite(self.flat).all(1).tolist()
         val = self._validate()
         seconds = (time.perf_counter() - start) / n
         results, done = [], set()
@@ -327,7 +341,7 @@ class Population:
     def _update(self) -> None:
         """One optimizer step per run of members sharing a rule, then the MaxNorm constraint."""
         self.step_count += 1
-        params, grads = self.flat.detach(), self.flat.grad
+        params, grads = self.flat, self.grad
         scalars = {}
         for s, e, name in self.optimizer_runs:
             rule = OPTIMIZERS[name]

@@ -85,7 +85,9 @@ def _recover(study: optuna.Study) -> None:
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         if t.user_attrs.get("interrupted")
     ]
-    _enqueue_missing(study, [t.params for t in interrupted])
+    # A queued trial keeps its whole configuration in fixed_params; its params may be partial
+    # if the process died while the trial was being asked.
+    _enqueue_missing(study, [t.system_attrs.get("fixed_params") or t.params for t in interrupted])
 
 
 def _enqueue_missing(study: optuna.Study, configs: list[dict[str, Any]]) -> None:
