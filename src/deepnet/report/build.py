@@ -20,6 +20,8 @@ import torch
 from deepnet import runs
 from deepnet.data import load_dataset
 from deepnet.errors import DeepNetError, RunFormatError
+from deepnet.evaluate import images_to_tensor, predict_logits
+from deepnet.nn import SeedNet
 from deepnet.report import figures, plots
 from deepnet.runs import SavedRun
 from deepnet.search.results import TrialRow
@@ -178,9 +180,7 @@ def _load_test(run: SavedRun) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def _probabilities(model, images: np.ndarray) -> np.ndarray:
-    from deepnet.evaluate import images_to_tensor, predict_logits
-
+def _probabilities(model: SeedNet, images: np.ndarray) -> np.ndarray:
     return torch.softmax(predict_logits(model, images_to_tensor(images)), 1).numpy()
 
 
