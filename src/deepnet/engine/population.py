@@ -288,27 +288,20 @@ class Population:
             idx[torch.randperm(len(idx), generator=g)]
             for idx, g in zip(self.train_idx, self.gens, strict=True)
         ]
-        loss_sum = torch.zeros(n, dtype=torch.float64)
-        correct = torch.zeros(n, dtype=torch.int64)
+        tally = _Tally(n)
         for step in range(self.shape.steps):
             parts = [o[step * batch : (step + 1) * batch] for o in orders]
             index, weight = _pad(parts)
-            conv_scale, dense_scale = self._dropout_scales([len(p) for p in parts], index.shape[1])
-            logits = self._logits(index, conv_scale, dense_scale)
-            labels = self.y[index]
-            losses = categorical_crossentropy(logits.flatten(0, 1), labels.flatten()).view_as(
-                weight
-            )
+            scales = self._dropout_scales([len(p) for p in parts], index.shape[1])
+            losses = self._losses(index, weight, tally, *scales)
             self.grad.zero_()
             with warnings.catch_warnings():  # the leaves are strided views of self.flat, on purpose
                 warnings.filterwarnings("ignore", "grad and param do not obey", UserWarning)
                 (losses * weight).sum().backward()
             self._update()
-            real = weight > 0
-            loss_sum += (losses.detach() * real).sum(1, dtype=torch.float64)
-            correct += ((logits.detach().argmax(2) == labels) & real).sum(1)
         sizes = torch.tensor([len(o) for o in orders], dtype=torch.float64)
-        train_loss, train_acc = (loss_sum / sizes).tolist(), (correct / sizes).tolist()
+        train_loss = (tally.loss / sizes).tolist()
+        train_acc = (tally.correct / sizes).tolist()
         finite = torch.isfinite(self.flat).all(1).tolist()
         val = self._validate()
         seconds = (time.perf_counter() - start) / n
@@ -365,24 +358,47 @@ class Population:
         longest = max(len(v) for v in self.val_idx)
         if longest == 0:
             return [None] * n
-        loss_sum = torch.zeros(n, dtype=torch.float64)
-        correct = torch.zeros(n, dtype=torch.int64)
+        tally = _Tally(n)
         chunk = max(LANES, EVAL_IMAGES // n // LANES * LANES)
         for start in range(0, longest, chunk):
             index, weight = _pad([v[start : start + chunk] for v in self.val_idx])
-            logits = self._logits(index)
-            labels = self.y[index]
-            losses = categorical_crossentropy(logits.flatten(0, 1), labels.flatten()).view_as(
-                weight
-            )
-            real = weight > 0
-            loss_sum += (losses * real).sum(1, dtype=torch.float64)
-            correct += ((logits.argmax(2) == labels) & real).sum(1)
+            self._losses(index, weight, tally)
         sizes = [len(v) for v in self.val_idx]
         return [
-            (loss_sum[i].item() / k, correct[i].item() / k) if k else None
+            (tally.loss[i].item() / k, tally.correct[i].item() / k) if k else None
             for i, k in enumerate(sizes)
         ]
+
+    def _losses(
+        self,
+        index: torch.Tensor,
+        weight: torch.Tensor,
+        tally: _Tally,
+        conv_scale: torch.Tensor | None = None,
+        dense_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-image losses (P, b) of images ``index``, counted into ``tally``."""
+        logits = self._logits(index, conv_scale, dense_scale)
+        labels = self.y[index]
+        losses = categorical_crossentropy(logits.flatten(0, 1), labels.flatten())
+        losses = losses.view_as(weight)
+        tally.add(losses, logits, labels, weight > 0)
+        return losses
+
+
+class _Tally:
+    """Each member's summed loss and count of correct predictions over padded chunks."""
+
+    def __init__(self, n: int):
+        self.loss = torch.zeros(n, dtype=torch.float64)
+        self.correct = torch.zeros(n, dtype=torch.int64)
+
+    @torch.no_grad()
+    def add(
+        self, losses: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, real: torch.Tensor
+    ) -> None:
+        self.loss += (losses * real).sum(1, dtype=torch.float64)
+        self.correct += ((logits.argmax(2) == labels) & real).sum(1)
 
 
 def _pad(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -400,7 +416,7 @@ def _pad(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 class PopulationEngine:
     """Trains members as populations of stacked tensors, ``max_members`` at most in each.
 
-    Members are grouped by StepShape and, within a shape, by activation and optimizer, so
+    Members are grouped by StepShape and, within a shape, by activation, width and optimizer, so
     that each population has few runs of rules; larger groups are chunked, which bounds
     memory (the activations of one step grow with the population).
     """
