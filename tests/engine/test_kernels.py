@@ -6,6 +6,7 @@ import torch
 
 from deepnet import Member, PopulationEngine, SequentialEngine, TrainConfig
 from deepnet.engine import kernels
+from deepnet.nn import ACTIVATIONS
 
 
 def grads(fn, *inputs):
@@ -46,6 +47,26 @@ def test_max_pool2x2_matches_torch_and_routes_gradients_to_the_maximum():
     theirs, (their_grad,) = grads(kernels.max_pool2x2_torch, x)
     assert torch.equal(ours, theirs) and torch.equal(our_grad, their_grad)
     assert (our_grad != 0).sum() == ours.numel()
+
+
+@pytest.mark.parametrize("activation", sorted(set(ACTIVATIONS) - {"softmax"}))
+def test_conv_stack_matches_torch_for_every_activation(activation):
+    x, w1, b1, w2, b2 = leaves((3, 1, 28, 28, 32), (3, 4, 1, 3, 3), (3, 4), (3, 8, 4, 3, 3), (3, 8))
+    x.requires_grad_(False)
+    ours, our_grads = grads(lambda *t: kernels.conv_stack(x, *t, activation), w1, b1, w2, b2)
+    theirs, their_grads = grads(
+        lambda *t: kernels.conv_stack_torch(x, *t, activation), w1, b1, w2, b2
+    )
+    assert ours.shape == (3, 8, 12, 12, 32)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    for a, c in zip(our_grads, their_grads, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=2e-3)
+
+
+def test_conv_stack_refuses_softmax_which_does_not_commute_with_pooling():
+    x, w1, b1, w2, b2 = leaves((1, 1, 8, 8, 16), (1, 2, 1, 3, 3), (1, 2), (1, 2, 2, 3, 3), (1, 2))
+    with pytest.raises(ValueError, match="cannot fuse softmax"):
+        kernels.conv_stack(x, w1, b1, w2, b2, "softmax")
 
 
 def test_without_a_compiler_the_engine_falls_back_to_torch(small27, monkeypatch, tmp_path):

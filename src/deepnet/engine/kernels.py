@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch.autograd import Function
 
+from deepnet.nn.activations import ACTIVATIONS
+
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
 LANES = 16  # floats per vector in kernels.c: the image count must be a multiple of it
@@ -32,12 +34,16 @@ LANES = 16  # floats per vector in kernels.c: the image count must be a multiple
 _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
 _SIGNATURES = {
-    "conv_forward": [_PTR] * 4 + [_INT] * 6,
-    "conv_backward_input": [_PTR] * 3 + [_INT] * 6,
+    "conv_forward": [_PTR] * 4 + [_INT] * 7,
+    "conv_pool_forward": [_PTR] * 5 + [_INT] * 6,
+    "conv_backward_input": [_PTR] * 3 + [_INT, _PTR] + [_INT] * 6,
     "conv_backward_weight": [_PTR] * 4 + [_INT] * 6,
     "pool_forward": [_PTR] * 3 + [_INT] * 4,
     "pool_backward": [_PTR] * 3 + [_INT] * 4,
+    "conv_pool_backward": [_PTR] * 4 + [_INT] + [_PTR] * 4 + [_INT] * 6,
 }
+# kernels.c's activation codes: derivatives it computes from the activation's output
+DERIVATIVES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "hard_sigmoid": 4, "softsign": 5}
 
 
 def _cpu_id() -> str:
@@ -112,53 +118,98 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, relu: bool) -> torch.Tensor:
+    p, ci, h, w_, n = x.shape
+    out = torch.empty(p, w.shape[1], h - 2, w_ - 2, n)
+    _library().conv_forward(_ptr(x), _ptr(w), _ptr(b), _ptr(out), relu, p, ci, w.shape[1], h, w_, n)
+    return out
+
+
+def _conv_backward(
+    g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, input_grad: bool
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Gradients of x (if ``input_grad``), w and b from the output's gradient g."""
+    lib = _library()
+    p, ci, h, w_, n = x.shape
+    co = w.shape[1]
+    grad_x = None
+    if input_grad:
+        grad_x = torch.empty_like(x)
+        lib.conv_backward_input(_ptr(g), _ptr(w), _ptr(x), 0, _ptr(grad_x), p, ci, co, h, w_, n)
+    grad_w, grad_b = torch.empty_like(w), torch.empty(p, co)
+    lib.conv_backward_weight(_ptr(g), _ptr(x), _ptr(grad_w), _ptr(grad_b), p, ci, co, h, w_, n)
+    return grad_x, grad_w, grad_b
+
+
 class _NativeConv(Function):
     @staticmethod
     def forward(ctx, x, w, b):
-        lib = _library()
-        p, ci, h, w_, n = x.shape
-        co = w.shape[1]
-        out = torch.empty(p, co, h - 2, w_ - 2, n)
-        lib.conv_forward(_ptr(x), _ptr(w), _ptr(b), _ptr(out), p, ci, co, h, w_, n)
         ctx.save_for_backward(x, w)
-        return out
+        return _conv(x, w, b, relu=False)
 
     @staticmethod
     def backward(ctx, g):
-        lib = _library()
         x, w = ctx.saved_tensors
-        g = g.contiguous()
-        p, ci, h, w_, n = x.shape
-        co = w.shape[1]
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.empty_like(x)
-            lib.conv_backward_input(_ptr(g), _ptr(w), _ptr(grad_x), p, ci, co, h, w_, n)
-        grad_w, grad_b = torch.empty_like(w), torch.empty(p, co)
-        lib.conv_backward_weight(_ptr(g), _ptr(x), _ptr(grad_w), _ptr(grad_b), p, ci, co, h, w_, n)
-        return grad_x, grad_w, grad_b
+        g = g.contiguous()  # held in a name: the C call must not see freed memory
+        return _conv_backward(g, x, w, ctx.needs_input_grad[0])
 
 
 class _NativePool(Function):
     @staticmethod
     def forward(ctx, x):
-        lib = _library()
         p, c, h, w, n = x.shape
         out = torch.empty(p, c, h // 2, w // 2, n)
-        idx = torch.empty(out.shape, dtype=torch.uint8)
-        lib.pool_forward(_ptr(x), _ptr(out), _ptr(idx), p * c, h, w, n)
+        idx = torch.empty(out.shape, dtype=torch.int32)
+        _library().pool_forward(_ptr(x), _ptr(out), _ptr(idx), p * c, h, w, n)
         ctx.save_for_backward(idx)
-        ctx.shape = x.shape
         return out
 
     @staticmethod
     def backward(ctx, g):
         (idx,) = ctx.saved_tensors
         g = g.contiguous()  # held in a name: the C call must not see freed memory
-        p, c, h, w, n = ctx.shape
-        grad = torch.empty(ctx.shape)
-        _library().pool_backward(_ptr(g), _ptr(idx), _ptr(grad), p * c, h, w, n)
+        p, c, h, w, n = g.shape
+        grad = torch.empty(p, c, 2 * h, 2 * w, n)
+        _library().pool_backward(_ptr(g), _ptr(idx), _ptr(grad), p * c, 2 * h, 2 * w, n)
         return grad
+
+
+class _NativeConvStack(Function):
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, activation):
+        lib = _library()
+        h = _conv(x, w1, b1, relu=activation == "relu")
+        if activation not in ("relu", "linear"):
+            h = ACTIVATIONS[activation](h)
+        p, ci, side, side_, n = h.shape
+        co = w2.shape[1]
+        out = torch.empty(p, co, (side - 2) // 2, (side_ - 2) // 2, n)
+        idx = torch.empty(out.shape, dtype=torch.int32)
+        lib.conv_pool_forward(
+            _ptr(h), _ptr(w2), _ptr(b2), _ptr(out), _ptr(idx), p, ci, co, side, side_, n
+        )
+        ctx.save_for_backward(x, w1, h, w2, idx)
+        ctx.activation = activation
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w1, h, w2, idx = ctx.saved_tensors
+        g = g.contiguous()
+        p, ci, side, side_, n = h.shape
+        co = w2.shape[1]
+        grad_h, grad_w2, grad_b2 = torch.empty_like(h), torch.empty_like(w2), torch.empty(p, co)
+        scratch = torch.empty(co, side - 2, side_ - 2, n)
+        _library().conv_pool_backward(
+            *map(_ptr, (g, idx, w2, h)),
+            DERIVATIVES.get(ctx.activation, DERIVATIVES["linear"]),
+            *map(_ptr, (grad_h, grad_w2, grad_b2, scratch)),
+            *(p, ci, co, side, side_, n),
+        )
+        if ctx.activation == "softplus":  # softplus'(z) = 1 - exp(-softplus(z))
+            grad_h *= -torch.expm1(-h)
+        _, grad_w1, grad_b1 = _conv_backward(grad_h, x, w1, False)
+        return None, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 
 def _to_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -184,6 +235,19 @@ def max_pool2x2_torch(x: torch.Tensor) -> torch.Tensor:
     return _from_nchw(torch.max_pool2d(_to_nchw(x), 2), x.shape[0])
 
 
+def conv_stack_torch(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    activation: str,
+) -> torch.Tensor:
+    """conv_stack from torch operations (the fallback, and the tests' reference)."""
+    h = ACTIVATIONS[activation](conv3x3_torch(x, w1, b1))
+    return max_pool2x2_torch(conv3x3_torch(h, w2, b2))
+
+
 def conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Each member's 3x3 valid convolution: x (P, Ci, H, W, N), w (P, Co, Ci, 3, 3), b (P, Co)
     -> (P, Co, H-2, W-2, N). N must be a multiple of LANES."""
@@ -197,3 +261,25 @@ def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
     if not native():
         return max_pool2x2_torch(x)
     return _NativePool.apply(x.contiguous())
+
+
+def conv_stack(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    activation: str,
+) -> torch.Tensor:
+    """max_pool2x2(conv3x3(activation(conv3x3(x, w1, b1)), w2, b2)) in fused kernels: the
+    second convolution's full-size output and gradient are never stored, and relu, the
+    gradient's activation derivatives and the pooling ride along the convolution loops.
+    ``activation`` is any of ACTIVATIONS but softmax, which mixes channels (compose
+    conv3x3 and max_pool2x2 for it); x has no gradient, as the network's images have none.
+    """
+    if activation == "softmax":
+        raise ValueError("conv_stack cannot fuse softmax; compose conv3x3 and max_pool2x2")
+    if not native():
+        return conv_stack_torch(x, w1, b1, w2, b2, activation)
+    tensors = (t.contiguous() for t in (x, w1, b1, w2, b2))
+    return _NativeConvStack.apply(*tensors, activation)

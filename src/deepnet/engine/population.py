@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from deepnet.engine.allocator import keep_freed_memory
-from deepnet.engine.kernels import LANES, conv3x3, max_pool2x2
+from deepnet.engine.kernels import LANES, conv3x3, conv_stack, max_pool2x2
 from deepnet.engine.member import EpochResult, Member, epoch_status
 from deepnet.engine.training import Training
 from deepnet.evaluate import images_to_tensor
@@ -44,6 +44,7 @@ from deepnet.nn import (
 from deepnet.nn.network import KERNEL, POOL
 
 EVAL_IMAGES = 4096  # member-images per evaluation chunk: bounds the memory of validation
+CONV_PARAMETERS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
 
 
 @dataclass(frozen=True)
@@ -238,44 +239,50 @@ class Population:
         param = self.params
         n, b = index.shape
         x = self.x[index].permute(0, 2, 3, 1).unsqueeze(1)  # (P, 1, H, W, b)
-        h = conv3x3(x, param["conv1.weight"], param["conv1.bias"])
-        h = _by_runs(h, self.conv_runs, lambda t, a, *_: ACTIVATIONS[a](t))
-        h = conv3x3(h, param["conv2.weight"], param["conv2.bias"])
-        h = _by_runs(h, self.conv_runs, lambda t, a, *_: pool_activate(t, a, max_pool2x2))
-        if conv_scale is not None:  # (P, f2, h, w, b)
+
+        def features(t: torch.Tensor, activation: str, s: int, e: int) -> torch.Tensor:
+            """Pooled, activated conv2 maps of members s:e, which share their activation."""
+            w1, b1, w2, b2 = (param[name][s:e] for name in CONV_PARAMETERS)
+            if activation == "softmax":  # mixes channels: activate, then pool (pool_activate)
+                t = ACTIVATIONS[activation](conv3x3(t, w1, b1))
+                return pool_activate(conv3x3(t, w2, b2), activation, max_pool2x2)
+            return ACTIVATIONS[activation](conv_stack(t, w1, b1, w2, b2, activation))
+
+        h = _by_runs(x, self.conv_runs, features)
+        if conv_scale is not None:
             h = h * conv_scale
-        h = h.reshape(n, -1, b).transpose(1, 2)  # (P, b, features) in SeedNet's flatten order
+        h = h.view(n, -1, b)  # (P, features, b): SeedNet's flatten order, images innermost
 
         def dense(t: torch.Tensor, key: tuple[str, int], s: int, e: int) -> torch.Tensor:
             """Hidden and output layers of members s:e, which share activation and width."""
             activation, units = key
-            weight = param["dense.weight"][s:e, :units].transpose(1, 2)
-            bias = param["dense.bias"][s:e, :units].unsqueeze(1)
-            t = torch.baddbmm(bias, t, weight)  # (P', b, units)
-            t = torch.softmax(t, 2) if activation == "softmax" else ACTIVATIONS[activation](t)
+            weight = param["dense.weight"][s:e, :units]
+            t = torch.baddbmm(param["dense.bias"][s:e, :units, None], weight, t)  # (P', units, b)
+            t = ACTIVATIONS[activation](t)  # softmax over dim 1: the units
             if dense_scale is not None:
-                t = t * dense_scale[s:e, :, :units]
-            out = param["out.weight"][s:e, :, :units].transpose(1, 2)
-            return torch.baddbmm(param["out.bias"][s:e].unsqueeze(1), t, out)
+                t = t * dense_scale[s:e, :units]
+            out = param["out.weight"][s:e, :, :units]
+            return torch.baddbmm(param["out.bias"][s:e, :, None], out, t)  # (P', classes, b)
 
-        return _by_runs(h, self.dense_runs, dense)
+        return _by_runs(h, self.dense_runs, dense).transpose(1, 2)
 
     def _dropout_scales(self, sizes: list[int], b: int) -> tuple[torch.Tensor | None, ...]:
-        """Each member's dropout multipliers for a step, drawn from its own generator."""
+        """Each member's dropout multipliers for a step, drawn from its own generator and laid
+        out as the feature maps they scale: (P, f2, h, w, b) and (P, units, b)."""
         cfgs = [m.config for m in self.members]
         f2, (ph, pw) = self.shape.conv2_filters, self.layout.pooled
         conv = dense = None
         if any(c.conv_dropout for c in cfgs):
-            conv = torch.ones(len(cfgs), b, f2, ph, pw)
+            conv = torch.ones(len(cfgs), f2, ph, pw, b)
         if any(c.dropout_rate for c in cfgs):
-            dense = torch.ones(len(cfgs), b, self.units)
+            dense = torch.ones(len(cfgs), self.units, b)
         for i, (c, gen, n) in enumerate(zip(cfgs, self.gens, sizes, strict=True)):
             if c.conv_dropout:  # the sequential engine's order: conv mask, then dense mask
-                conv[i, :n] = dropout_scale((n, f2, ph, pw), c.conv_dropout, gen)
+                mask = dropout_scale((n, f2, ph, pw), c.conv_dropout, gen)
+                conv[i, ..., :n] = mask.permute(1, 2, 3, 0)
             if c.dropout_rate:
-                dense[i, :n, : c.neurons] = dropout_scale((n, c.neurons), c.dropout_rate, gen)
-        if conv is not None:
-            conv = conv.permute(0, 2, 3, 4, 1)  # (P, f2, h, w, b), as the feature maps
+                mask = dropout_scale((n, c.neurons), c.dropout_rate, gen)
+                dense[i, : c.neurons, :n] = mask.T
         return conv, dense
 
     # --- training ---------------------------------------------------------------------
