@@ -63,6 +63,17 @@ def test_conv_stack_matches_torch_for_every_activation(activation):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=2e-3)
 
 
+@pytest.mark.parametrize("activation", sorted(kernels.ACTIVATION_CODES))
+def test_compiled_activations_match_torch_from_zero_to_saturation(activation):
+    """Centre-tap kernels make conv_stack activate the images themselves, -40..40."""
+    images = torch.linspace(-40, 40, 6 * 6 * 4096).view(1, 1, 6, 6, 4096)
+    w = torch.zeros(1, 1, 1, 3, 3)
+    w[..., 1, 1] = 1.0
+    args = (images, w, torch.zeros(1, 1), w, torch.zeros(1, 1), activation)
+    ours, theirs = kernels.conv_stack(*args), kernels.conv_stack_torch(*args)
+    torch.testing.assert_close(ours, theirs, rtol=3e-7, atol=1e-7)
+
+
 def test_conv_stack_refuses_softmax_which_does_not_commute_with_pooling():
     x, w1, b1, w2, b2 = leaves((1, 1, 8, 8, 16), (1, 2, 1, 3, 3), (1, 2), (1, 2, 2, 3, 3), (1, 2))
     with pytest.raises(ValueError, match="cannot fuse softmax"):

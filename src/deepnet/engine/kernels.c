@@ -20,12 +20,60 @@ typedef int32_t v16i __attribute__((vector_size(64), aligned(4)));
 #define BLOCK 8
 #define INLINE static inline __attribute__((always_inline))
 
-/* Activation codes (kernels.py's DERIVATIVES): each derivative as a function of the
- * activation's output a. */
+/* Activation codes (kernels.py's ACTIVATION_CODES). Each activation runs inside the loop
+ * that produced its input, and its derivative is computed from its output a. */
 enum { LINEAR, RELU, TANH, SIGMOID, HARD_SIGMOID, SOFTSIGN };
 
 INLINE v16 select(v16i mask, v16 a, v16 b) {
   return (v16)(((v16i)a & mask) | ((v16i)b & ~mask));
+}
+
+INLINE v16 clamp(v16 x, float low, float high) {
+  x = select(x < (v16){} + low, (v16){} + low, x);
+  return select(x > (v16){} + high, (v16){} + high, x);
+}
+
+/* exp(x) to about 1 ulp (Cephes' expf): 2^n * e^r with |r| <= ln(2)/2 */
+INLINE v16 exp16(v16 x) {
+  x = clamp(x, -87.3f, 88.7f);
+  const v16 t = x * 1.44269504088896341f;
+  const v16i n = __builtin_convertvector(t + select(t < (v16){}, (v16){} - 0.5f, (v16){} + 0.5f), v16i);
+  const v16 f = __builtin_convertvector(n, v16);
+  const v16 r = x - f * 0.693359375f + f * 2.12194440e-4f;
+  v16 y = 1.9875691500e-4f * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  return (v16)((v16i)y + (n << 23));
+}
+
+/* tanh(x) (Cephes' tanhf): an odd polynomial below |x| = 0.625, 1 - 2 / (e^2|x| + 1) above */
+INLINE v16 tanh16(v16 x) {
+  const v16 z = x * x;
+  v16 small = -5.70498872745e-3f * z + 2.06390887954e-2f;
+  small = small * z - 5.37397155531e-2f;
+  small = small * z + 1.33314422036e-1f;
+  small = small * z - 3.33332819422e-1f;
+  small = small * z * x + x;
+  const v16i negative = x < (v16){};
+  const v16 magnitude = select(negative, -x, x);
+  v16 large = 1.0f - 2.0f / (exp16(magnitude + magnitude) + 1.0f);
+  large = select(negative, -large, large);
+  return select(magnitude < (v16){} + 0.625f, small, large);
+}
+
+INLINE v16 activate(int act, v16 x) {
+  const v16 zero = {}, one = zero + 1.0f;
+  switch (act) {
+    case RELU: return select(x > zero, x, zero);
+    case TANH: return tanh16(x);
+    case SIGMOID: return one / (one + exp16(-x));
+    case HARD_SIGMOID: return clamp(0.2f * x + 0.5f, 0.0f, 1.0f);
+    case SOFTSIGN: return x / (one + select(x < zero, -x, x));
+    default: return x;
+  }
 }
 
 INLINE v16 derivative(int act, v16 a) {
@@ -43,6 +91,17 @@ INLINE v16 derivative(int act, v16 a) {
   }
 }
 
+/* Calls name(..., act) with act a compile-time constant, so that the loops inline it. */
+#define DISPATCH(act, name, ...)                              \
+  switch (act) {                                              \
+    case RELU: name(__VA_ARGS__, RELU); break;                \
+    case TANH: name(__VA_ARGS__, TANH); break;                \
+    case SIGMOID: name(__VA_ARGS__, SIGMOID); break;          \
+    case HARD_SIGMOID: name(__VA_ARGS__, HARD_SIGMOID); break; \
+    case SOFTSIGN: name(__VA_ARGS__, SOFTSIGN); break;        \
+    default: name(__VA_ARGS__, LINEAR);                       \
+  }
+
 /* The accumulators of output channels co0..co0+cb at (y, x), images n..n+15. */
 INLINE void conv_at(const float *inp, const float *wp, const float *bp, v16 *acc, int co0,
                     int cb, int Ci, int H, int W, int N, int y, int x, int n) {
@@ -56,9 +115,8 @@ INLINE void conv_at(const float *inp, const float *wp, const float *bp, v16 *acc
       }
 }
 
-/* out = conv(in, w) + b, then max(out, 0) where relu is set */
-void conv_forward(const float *in, const float *w, const float *b, float *out, int relu,
-                  int P, int Ci, int Co, int H, int W, int N) {
+INLINE void forward(const float *in, const float *w, const float *b, float *out, int P, int Ci,
+                    int Co, int H, int W, int N, const int act) {
   const int Ho = H - 2, Wo = W - 2;
   for (int p = 0; p < P; p++) {
     const float *inp = in + (int64_t)p * Ci * H * W * N;
@@ -71,20 +129,26 @@ void conv_forward(const float *in, const float *w, const float *b, float *out, i
           for (int n = 0; n < N; n += 16) {
             v16 acc[BLOCK];
             conv_at(inp, wp, b + (int64_t)p * Co, acc, co0, cb, Ci, H, W, N, y, x, n);
-            for (int c = 0; c < cb; c++) {
-              if (relu) acc[c] = select(acc[c] > (v16){}, acc[c], (v16){});
-              STORE(outp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n, acc[c]);
-            }
+            for (int c = 0; c < cb; c++)
+              STORE(outp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n,
+                    activate(act, acc[c]));
           }
     }
   }
 }
 
-/* out = 2x2 max pooling of conv(in, w) + b; idx = which of the window's four won (0-3,
- * the first maximum in row-major order, as torch picks it), one int per output value.
+/* out = act(conv(in, w) + b) */
+void conv_forward(const float *in, const float *w, const float *b, int act, float *out, int P,
+                  int Ci, int Co, int H, int W, int N) {
+  DISPATCH(act, forward, in, w, b, out, P, Ci, Co, H, W, N)
+}
+
+/* out = act(2x2 max pooling of conv(in, w) + b); idx = which of the window's four won
+ * (0-3, the first maximum in row-major order, as torch picks it), one int per output value.
+ * Pooling first is the same as activating first: every coded activation is non-decreasing.
  * A window's four positions read one 4x4 patch of each input channel, loaded row by row. */
 #define PBLOCK 4
-void conv_pool_forward(const float *in, const float *w, const float *b, float *out,
+void conv_pool_forward(const float *in, const float *w, const float *b, int act, float *out,
                        int32_t *idx, int P, int Ci, int Co, int H, int W, int N) {
   const int Hp = (H - 2) / 2, Wp = (W - 2) / 2;
   for (int p = 0; p < P; p++) {
@@ -122,7 +186,7 @@ void conv_pool_forward(const float *in, const float *w, const float *b, float *o
                 which = (wins & ((v16i){} + k)) | (which & ~wins);
               }
               const int64_t o = ((((int64_t)p * Co + co0 + c) * Hp + y) * Wp + x) * N + n;
-              STORE(out + o, best);
+              STORE(out + o, activate(act, best));
               STOREI(idx + o, which);
             }
           }
@@ -191,14 +255,7 @@ INLINE void backward_input(const float *g, const float *w, const float *in, floa
  * output and act its code (LINEAR: the gradient of in itself). */
 void conv_backward_input(const float *g, const float *w, const float *in, int act, float *gin,
                          int P, int Ci, int Co, int H, int W, int N) {
-  switch (act) {
-    case RELU: backward_input(g, w, in, gin, P, Ci, Co, H, W, N, RELU); break;
-    case TANH: backward_input(g, w, in, gin, P, Ci, Co, H, W, N, TANH); break;
-    case SIGMOID: backward_input(g, w, in, gin, P, Ci, Co, H, W, N, SIGMOID); break;
-    case HARD_SIGMOID: backward_input(g, w, in, gin, P, Ci, Co, H, W, N, HARD_SIGMOID); break;
-    case SOFTSIGN: backward_input(g, w, in, gin, P, Ci, Co, H, W, N, SOFTSIGN); break;
-    default: backward_input(g, w, in, gin, P, Ci, Co, H, W, N, LINEAR);
-  }
+  DISPATCH(act, backward_input, g, w, in, gin, P, Ci, Co, H, W, N)
 }
 
 /* gw[p, co, ci, dy, dx] = sum over y, x, n of g[p, co, y, x, n] * in[p, ci, y + dy, x + dx, n];
@@ -270,15 +327,18 @@ void pool_forward(const float *in, float *out, int32_t *idx, int M, int H, int W
         }
 }
 
-/* gin = the pooled gradient g routed back to each window's winner idx, zero elsewhere */
-void pool_backward(const float *g, const int32_t *idx, float *gin, int M, int H, int W, int N) {
+/* gin = the pooled gradient g, times act'(out) where out holds the activated pooled maps,
+ * routed back to each window's winner idx, zero elsewhere */
+void pool_backward(const float *g, const int32_t *idx, const float *out, int act, float *gin,
+                   int M, int H, int W, int N) {
   const int Ho = H / 2, Wo = W / 2;
   for (int m = 0; m < M; m++)
     for (int y = 0; y < Ho; y++)
       for (int x = 0; x < Wo; x++)
         for (int n = 0; n < N; n += 16) {
           const int64_t o = (((int64_t)m * Ho + y) * Wo + x) * N + n;
-          const v16 gv = LOAD(g + o);
+          v16 gv = LOAD(g + o);
+          if (act != LINEAR) gv *= derivative(act, LOAD(out + o));
           const v16i which = LOADI(idx + o);
           float *a = gin + (((int64_t)m * H + 2 * y) * W + 2 * x) * N + n;
           float *window[4] = {a, a + N, a + (int64_t)W * N, a + (int64_t)W * N + N};
@@ -289,15 +349,17 @@ void pool_backward(const float *g, const int32_t *idx, float *gin, int M, int H,
 
 /* The backward pass of conv_pool_forward, a member at a time: its full-size gradient is
  * unpooled into scratch (Co * (H - 2) * (W - 2) * N floats), which stays in cache for the
- * two convolution gradients that read it. Arguments as conv_backward_input's and
- * conv_backward_weight's, with g and idx pooled. */
-void conv_pool_backward(const float *g, const int32_t *idx, const float *w, const float *in,
-                        int act, float *gin, float *gw, float *gb, float *scratch, int P,
-                        int Ci, int Co, int H, int W, int N) {
+ * two convolution gradients that read it. g, idx and out (the forward's output) are pooled;
+ * act2 is the pooled maps' activation, act the one that produced in; the rest as in
+ * conv_backward_input and conv_backward_weight. */
+void conv_pool_backward(const float *g, const int32_t *idx, const float *out, int act2,
+                        const float *w, const float *in, int act, float *gin, float *gw,
+                        float *gb, float *scratch, int P, int Ci, int Co, int H, int W, int N) {
   const int64_t pooled = (int64_t)Co * ((H - 2) / 2) * ((W - 2) / 2) * N;
   const int64_t image = (int64_t)Ci * H * W * N, weights = (int64_t)Co * Ci * 9;
   for (int p = 0; p < P; p++) {
-    pool_backward(g + p * pooled, idx + p * pooled, scratch, Co, H - 2, W - 2, N);
+    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, act2, scratch, Co, H - 2,
+                  W - 2, N);
     conv_backward_input(scratch, w + p * weights, in + p * image, act, gin + p * image, 1, Ci,
                         Co, H, W, N);
     conv_backward_weight(scratch, in + p * image, gw + p * weights, gb + (int64_t)p * Co, 1,

@@ -34,16 +34,24 @@ LANES = 16  # floats per vector in kernels.c: the image count must be a multiple
 _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
 _SIGNATURES = {
-    "conv_forward": [_PTR] * 4 + [_INT] * 7,
-    "conv_pool_forward": [_PTR] * 5 + [_INT] * 6,
+    "conv_forward": [_PTR] * 3 + [_INT, _PTR] + [_INT] * 6,
+    "conv_pool_forward": [_PTR] * 3 + [_INT] + [_PTR] * 2 + [_INT] * 6,
     "conv_backward_input": [_PTR] * 3 + [_INT, _PTR] + [_INT] * 6,
     "conv_backward_weight": [_PTR] * 4 + [_INT] * 6,
     "pool_forward": [_PTR] * 3 + [_INT] * 4,
-    "pool_backward": [_PTR] * 3 + [_INT] * 4,
-    "conv_pool_backward": [_PTR] * 4 + [_INT] + [_PTR] * 4 + [_INT] * 6,
+    "pool_backward": [_PTR] * 3 + [_INT, _PTR] + [_INT] * 4,
+    "conv_pool_backward": [_PTR] * 3 + [_INT] + [_PTR] * 2 + [_INT] + [_PTR] * 4 + [_INT] * 6,
 }
-# kernels.c's activation codes: derivatives it computes from the activation's output
-DERIVATIVES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "hard_sigmoid": 4, "softsign": 5}
+# the activations kernels.c computes inside its loops (derivatives from their outputs);
+# conv_stack runs softplus through torch
+ACTIVATION_CODES = {
+    "linear": 0,
+    "relu": 1,
+    "tanh": 2,
+    "sigmoid": 3,
+    "hard_sigmoid": 4,
+    "softsign": 5,
+}
 
 
 def _cpu_id() -> str:
@@ -118,10 +126,11 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, relu: bool) -> torch.Tensor:
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, activation: int) -> torch.Tensor:
     p, ci, h, w_, n = x.shape
-    out = torch.empty(p, w.shape[1], h - 2, w_ - 2, n)
-    _library().conv_forward(_ptr(x), _ptr(w), _ptr(b), _ptr(out), relu, p, ci, w.shape[1], h, w_, n)
+    co = w.shape[1]
+    out = torch.empty(p, co, h - 2, w_ - 2, n)
+    _library().conv_forward(_ptr(x), _ptr(w), _ptr(b), activation, _ptr(out), p, ci, co, h, w_, n)
     return out
 
 
@@ -145,7 +154,7 @@ class _NativeConv(Function):
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
-        return _conv(x, w, b, relu=False)
+        return _conv(x, w, b, ACTIVATION_CODES["linear"])
 
     @staticmethod
     def backward(ctx, g):
@@ -167,42 +176,45 @@ class _NativePool(Function):
     @staticmethod
     def backward(ctx, g):
         (idx,) = ctx.saved_tensors
-        g = g.contiguous()  # held in a name: the C call must not see freed memory
+        g = g.contiguous()
         p, c, h, w, n = g.shape
         grad = torch.empty(p, c, 2 * h, 2 * w, n)
-        _library().pool_backward(_ptr(g), _ptr(idx), _ptr(grad), p * c, 2 * h, 2 * w, n)
+        linear = ACTIVATION_CODES["linear"]
+        _library().pool_backward(_ptr(g), _ptr(idx), 0, linear, _ptr(grad), p * c, 2 * h, 2 * w, n)
         return grad
 
 
 class _NativeConvStack(Function):
+    """activation(pool(conv(activation(conv(x))))) for a coded activation; for another
+    (softplus) the same without the last activation, which the caller applies."""
+
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, activation):
-        lib = _library()
-        h = _conv(x, w1, b1, relu=activation == "relu")
-        if activation not in ("relu", "linear"):
+        code = ACTIVATION_CODES.get(activation, ACTIVATION_CODES["linear"])
+        h = _conv(x, w1, b1, code)
+        if activation not in ACTIVATION_CODES:
             h = ACTIVATIONS[activation](h)
         p, ci, side, side_, n = h.shape
         co = w2.shape[1]
         out = torch.empty(p, co, (side - 2) // 2, (side_ - 2) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
-        lib.conv_pool_forward(
-            _ptr(h), _ptr(w2), _ptr(b2), _ptr(out), _ptr(idx), p, ci, co, side, side_, n
+        _library().conv_pool_forward(
+            _ptr(h), _ptr(w2), _ptr(b2), code, _ptr(out), _ptr(idx), p, ci, co, side, side_, n
         )
-        ctx.save_for_backward(x, w1, h, w2, idx)
-        ctx.activation = activation
+        ctx.save_for_backward(x, w1, h, w2, idx, out)
+        ctx.activation, ctx.code = activation, code
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, w1, h, w2, idx = ctx.saved_tensors
+        x, w1, h, w2, idx, out = ctx.saved_tensors
         g = g.contiguous()
         p, ci, side, side_, n = h.shape
         co = w2.shape[1]
         grad_h, grad_w2, grad_b2 = torch.empty_like(h), torch.empty_like(w2), torch.empty(p, co)
         scratch = torch.empty(co, side - 2, side_ - 2, n)
         _library().conv_pool_backward(
-            *map(_ptr, (g, idx, w2, h)),
-            DERIVATIVES.get(ctx.activation, DERIVATIVES["linear"]),
+            *(_ptr(g), _ptr(idx), _ptr(out), ctx.code, _ptr(w2), _ptr(h), ctx.code),
             *map(_ptr, (grad_h, grad_w2, grad_b2, scratch)),
             *(p, ci, co, side, side_, n),
         )
@@ -244,8 +256,8 @@ def conv_stack_torch(
     activation: str,
 ) -> torch.Tensor:
     """conv_stack from torch operations (the fallback, and the tests' reference)."""
-    h = ACTIVATIONS[activation](conv3x3_torch(x, w1, b1))
-    return max_pool2x2_torch(conv3x3_torch(h, w2, b2))
+    act = ACTIVATIONS[activation]
+    return act(max_pool2x2_torch(conv3x3_torch(act(conv3x3_torch(x, w1, b1)), w2, b2)))
 
 
 def conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -271,15 +283,17 @@ def conv_stack(
     b2: torch.Tensor,
     activation: str,
 ) -> torch.Tensor:
-    """max_pool2x2(conv3x3(activation(conv3x3(x, w1, b1)), w2, b2)) in fused kernels: the
-    second convolution's full-size output and gradient are never stored, and relu, the
-    gradient's activation derivatives and the pooling ride along the convolution loops.
-    ``activation`` is any of ACTIVATIONS but softmax, which mixes channels (compose
-    conv3x3 and max_pool2x2 for it); x has no gradient, as the network's images have none.
+    """activation(max_pool2x2(conv3x3(activation(conv3x3(x, w1, b1)), w2, b2))) in fused
+    kernels: the activations run inside the convolution loops and their derivatives inside
+    the gradient loops (softplus aside), the second convolution is pooled as it is computed,
+    and its full-size gradient lives only in cache, a member at a time. ``activation`` is
+    any of ACTIVATIONS but softmax, which mixes channels and does not commute with pooling
+    (compose conv3x3 and max_pool2x2 for it); x has no gradient, as images have none.
     """
     if activation == "softmax":
         raise ValueError("conv_stack cannot fuse softmax; compose conv3x3 and max_pool2x2")
     if not native():
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
     tensors = (t.contiguous() for t in (x, w1, b1, w2, b2))
-    return _NativeConvStack.apply(*tensors, activation)
+    out = _NativeConvStack.apply(*tensors, activation)
+    return out if activation in ACTIVATION_CODES else ACTIVATIONS[activation](out)

@@ -246,7 +246,7 @@ class Population:
             if activation == "softmax":  # mixes channels: activate, then pool (pool_activate)
                 t = ACTIVATIONS[activation](conv3x3(t, w1, b1))
                 return pool_activate(conv3x3(t, w2, b2), activation, max_pool2x2)
-            return ACTIVATIONS[activation](conv_stack(t, w1, b1, w2, b2, activation))
+            return conv_stack(t, w1, b1, w2, b2, activation)
 
         h = _by_runs(x, self.conv_runs, features)
         if conv_scale is not None:
