@@ -73,13 +73,16 @@ class InlineWorker:
         self._training = None
 
 
-def _serve(
-    conn: Connection, images: np.ndarray, labels: np.ndarray, n_classes: int, threads: int
-) -> None:
-    """Worker process main loop: ("submit", members) | ("advance", stops) | ("close", None)."""
+def _serve(conn: Connection, threads: int) -> None:
+    """Worker process main loop: first ("data", (images, labels, n_classes)), then
+    ("submit", members) | ("advance", stops) | ("close", None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and closes us
     torch.set_num_threads(threads)
-    worker = InlineWorker(images, labels, n_classes)
+    try:
+        _, data = conn.recv()
+    except EOFError:
+        return
+    worker = InlineWorker(*data)
     while True:
         try:
             command, payload = conn.recv()
@@ -98,16 +101,21 @@ def _serve(
 
 
 class ProcessWorker:
-    """Trains in a spawned process with its own torch thread pool (1 thread by default)."""
+    """Trains in a spawned process with its own torch thread pool (1 thread by default).
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, threads: int = 1):
+    The process starts with nothing but a pipe, so that starting several costs one
+    interpreter start-up, not one each; ``load`` then sends it the training images.
+    """
+
+    def __init__(self, threads: int = 1):
         context = mp.get_context("spawn")  # fork after torch has threads can deadlock
         self.conn, child = context.Pipe()
-        self.process = context.Process(
-            target=_serve, args=(child, images, labels, n_classes, threads), daemon=True
-        )
+        self.process = context.Process(target=_serve, args=(child, threads), daemon=True)
         self.process.start()
         child.close()
+
+    def load(self, images: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
+        self.conn.send(("data", (images, labels, n_classes)))
 
     def submit(self, members: Sequence[Member]) -> None:
         self.conn.send(("submit", list(members)))
@@ -145,7 +153,10 @@ def start_workers(
     n = resolve_n_jobs(n_jobs)
     if n == 1:
         return [InlineWorker(images, labels, n_classes)]
-    return [ProcessWorker(images, labels, n_classes) for _ in range(n)]
+    workers = [ProcessWorker() for _ in range(n)]  # all start up at once
+    for worker in workers:
+        worker.load(images, labels, n_classes)
+    return workers
 
 
 def resolve_n_jobs(n_jobs: int | None) -> int:
