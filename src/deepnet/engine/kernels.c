@@ -22,7 +22,7 @@ typedef int32_t v16i __attribute__((vector_size(64), aligned(4)));
 
 /* Activation codes (kernels.py's ACTIVATION_CODES). Each activation runs inside the loop
  * that produced its input, and its derivative is computed from its output a. */
-enum { LINEAR, RELU, TANH, SIGMOID, HARD_SIGMOID, SOFTSIGN };
+enum { LINEAR, RELU, TANH, SIGMOID, HARD_SIGMOID, SOFTSIGN, SOFTPLUS };
 
 INLINE v16 select(v16i mask, v16 a, v16 b) {
   return (v16)(((v16i)a & mask) | ((v16i)b & ~mask));
@@ -64,6 +64,40 @@ INLINE v16 tanh16(v16 x) {
   return select(magnitude < (v16){} + 0.625f, small, large);
 }
 
+/* log(x) for x > 0 (Cephes' logf): x = m * 2^e with m in [sqrt(1/2), sqrt(2)) */
+INLINE v16 log16(v16 x) {
+  v16i bits = (v16i)x;
+  v16i e = ((bits >> 23) & 0xff) - 126;
+  v16 m = (v16)((bits & 0x807fffff) | 0x3f000000); /* in [0.5, 1) */
+  const v16i low = m < (v16){} + 0.707106781186547524f;
+  e -= low & 1;
+  m = select(low, m + m, m) - 1.0f;
+  const v16 z = m * m;
+  v16 y = 7.0376836292e-2f * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  const v16 f = __builtin_convertvector(e, v16);
+  y = y * m * z + f * -2.12194440e-4f - 0.5f * z;
+  return m + y + f * 0.693359375f;
+}
+
+/* log(1 + u) for u >= 0, accurate for small u: log(w) * u / (w - 1) with w = 1 + u */
+INLINE v16 log1p16(v16 u) {
+  const v16 w = u + 1.0f;
+  const v16i exact = w == (v16){} + 1.0f;
+  return select(exact, u, log16(w) * (u / select(exact, (v16){} + 1.0f, w - 1.0f)));
+}
+
+/* softplus as torch computes it: log(1 + e^x), and x itself above 20 */
+INLINE v16 softplus16(v16 x) {
+  return select(x > (v16){} + 20.0f, x, log1p16(exp16(x)));
+}
+
 INLINE v16 activate(int act, v16 x) {
   const v16 zero = {}, one = zero + 1.0f;
   switch (act) {
@@ -72,6 +106,7 @@ INLINE v16 activate(int act, v16 x) {
     case SIGMOID: return one / (one + exp16(-x));
     case HARD_SIGMOID: return clamp(0.2f * x + 0.5f, 0.0f, 1.0f);
     case SOFTSIGN: return x / (one + select(x < zero, -x, x));
+    case SOFTPLUS: return softplus16(x);
     default: return x;
   }
 }
@@ -87,6 +122,8 @@ INLINE v16 derivative(int act, v16 a) {
       const v16 r = one - select(a < zero, -a, a);
       return r * r;
     }
+    case SOFTPLUS: /* sigmoid(x) = 1 - e^-a; a Taylor series where that would cancel */
+      return select(a < zero + 0.01f, a * (one - a * (0.5f - a * (1.0f / 6.0f))), one - exp16(-a));
     default: return one;
   }
 }
@@ -99,6 +136,7 @@ INLINE v16 derivative(int act, v16 a) {
     case SIGMOID: name(__VA_ARGS__, SIGMOID); break;          \
     case HARD_SIGMOID: name(__VA_ARGS__, HARD_SIGMOID); break; \
     case SOFTSIGN: name(__VA_ARGS__, SOFTSIGN); break;        \
+    case SOFTPLUS: name(__VA_ARGS__, SOFTPLUS); break;        \
     default: name(__VA_ARGS__, LINEAR);                       \
   }
 
@@ -148,7 +186,7 @@ void conv_forward(const float *in, const float *w, const float *b, int act, floa
  * Pooling first is the same as activating first: every coded activation is non-decreasing.
  * A window's four positions read one 4x4 patch of each input channel, loaded row by row. */
 #define PBLOCK 4
-void conv_pool_forward(const float *in, const float *w, const float *b, int act, float *out,
+static void conv_pool_forward(const float *in, const float *w, const float *b, int act, float *out,
                        int32_t *idx, int P, int Ci, int Co, int H, int W, int N) {
   const int Hp = (H - 2) / 2, Wp = (W - 2) / 2;
   for (int p = 0; p < P; p++) {
@@ -347,22 +385,43 @@ void pool_backward(const float *g, const int32_t *idx, const float *out, int act
         }
 }
 
-/* The backward pass of conv_pool_forward, a member at a time: its full-size gradient is
- * unpooled into scratch (Co * (H - 2) * (W - 2) * N floats), which stays in cache for the
- * two convolution gradients that read it. g, idx and out (the forward's output) are pooled;
- * act2 is the pooled maps' activation, act the one that produced in; the rest as in
- * conv_backward_input and conv_backward_weight. */
-void conv_pool_backward(const float *g, const int32_t *idx, const float *out, int act2,
-                        const float *w, const float *in, int act, float *gin, float *gw,
-                        float *gb, float *scratch, int P, int Ci, int Co, int H, int W, int N) {
-  const int64_t pooled = (int64_t)Co * ((H - 2) / 2) * ((W - 2) / 2) * N;
-  const int64_t image = (int64_t)Ci * H * W * N, weights = (int64_t)Co * Ci * 9;
+/* The whole convolution stack, a member at a time, so that its intermediate maps stay in
+ * cache: out = act(pool(conv(act(conv(x, w1) + b1), w2) + b2)), idx as conv_pool_forward's.
+ * x is (P, C0, H, W, N); h is scratch for one member's first maps (C1 * (H-2) * (W-2) * N). */
+void stack_forward(const float *x, const float *w1, const float *b1, const float *w2,
+                   const float *b2, int act, float *out, int32_t *idx, float *h, int P, int C0,
+                   int C1, int C2, int H, int W, int N) {
+  const int64_t image = (int64_t)C0 * H * W * N;
+  const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   for (int p = 0; p < P; p++) {
-    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, act2, scratch, Co, H - 2,
-                  W - 2, N);
-    conv_backward_input(scratch, w + p * weights, in + p * image, act, gin + p * image, 1, Ci,
-                        Co, H, W, N);
-    conv_backward_weight(scratch, in + p * image, gw + p * weights, gb + (int64_t)p * Co, 1,
-                         Ci, Co, H, W, N);
+    conv_forward(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1, act, h, 1,
+                 C0, C1, H, W, N);
+    conv_pool_forward(h, w2 + (int64_t)p * C2 * C1 * 9, b2 + (int64_t)p * C2, act,
+                      out + p * pooled, idx + p * pooled, 1, C1, C2, H - 2, W - 2, N);
+  }
+}
+
+/* The weight and bias gradients of stack_forward from g, the gradient of its output, a
+ * member at a time: its first maps are recomputed into scratch rather than stored, the
+ * second's full-size gradient is unpooled into scratch, and the first's gradient too;
+ * scratch holds (2 * C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
+void stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
+                    const float *w1, const float *b1, const float *w2, int act, float *gw1,
+                    float *gb1, float *gw2, float *gb2, float *scratch, int P, int C0, int C1,
+                    int C2, int H, int W, int N) {
+  const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
+  const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
+  float *h = scratch, *gh = scratch + first, *g2 = scratch + 2 * first;
+  for (int p = 0; p < P; p++) {
+    const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
+    const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
+    conv_forward(xp, w1p, b1 + (int64_t)p * C1, act, h, 1, C0, C1, H, W, N);
+    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, act, g2, C2, H - 4, W - 4,
+                  N);
+    conv_backward_input(g2, w2p, h, act, gh, 1, C1, C2, H - 2, W - 2, N);
+    conv_backward_weight(g2, h, gw2 + (int64_t)p * C2 * C1 * 9, gb2 + (int64_t)p * C2, 1, C1,
+                         C2, H - 2, W - 2, N);
+    conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, gb1 + (int64_t)p * C1, 1, C0,
+                         C1, H, W, N);
   }
 }

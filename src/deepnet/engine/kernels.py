@@ -35,15 +35,15 @@ _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
 _SIGNATURES = {
     "conv_forward": [_PTR] * 3 + [_INT, _PTR] + [_INT] * 6,
-    "conv_pool_forward": [_PTR] * 3 + [_INT] + [_PTR] * 2 + [_INT] * 6,
     "conv_backward_input": [_PTR] * 3 + [_INT, _PTR] + [_INT] * 6,
     "conv_backward_weight": [_PTR] * 4 + [_INT] * 6,
     "pool_forward": [_PTR] * 3 + [_INT] * 4,
     "pool_backward": [_PTR] * 3 + [_INT, _PTR] + [_INT] * 4,
-    "conv_pool_backward": [_PTR] * 3 + [_INT] + [_PTR] * 2 + [_INT] + [_PTR] * 4 + [_INT] * 6,
+    "stack_forward": [_PTR] * 5 + [_INT] + [_PTR] * 3 + [_INT] * 7,
+    "stack_backward": [_PTR] * 7 + [_INT] + [_PTR] * 5 + [_INT] * 7,
 }
-# the activations kernels.c computes inside its loops (derivatives from their outputs);
-# conv_stack runs softplus through torch
+# kernels.c's codes for the activations it computes inside its loops (derivatives from
+# their outputs): every activation but softmax
 ACTIVATION_CODES = {
     "linear": 0,
     "relu": 1,
@@ -51,6 +51,7 @@ ACTIVATION_CODES = {
     "sigmoid": 3,
     "hard_sigmoid": 4,
     "softsign": 5,
+    "softplus": 6,
 }
 
 
@@ -122,45 +123,37 @@ def native() -> bool:
     return _library() is not None
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
-
-
-def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, activation: int) -> torch.Tensor:
-    p, ci, h, w_, n = x.shape
-    co = w.shape[1]
-    out = torch.empty(p, co, h - 2, w_ - 2, n)
-    _library().conv_forward(_ptr(x), _ptr(w), _ptr(b), activation, _ptr(out), p, ci, co, h, w_, n)
-    return out
-
-
-def _conv_backward(
-    g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, input_grad: bool
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """Gradients of x (if ``input_grad``), w and b from the output's gradient g."""
-    lib = _library()
-    p, ci, h, w_, n = x.shape
-    co = w.shape[1]
-    grad_x = None
-    if input_grad:
-        grad_x = torch.empty_like(x)
-        lib.conv_backward_input(_ptr(g), _ptr(w), _ptr(x), 0, _ptr(grad_x), p, ci, co, h, w_, n)
-    grad_w, grad_b = torch.empty_like(w), torch.empty(p, co)
-    lib.conv_backward_weight(_ptr(g), _ptr(x), _ptr(grad_w), _ptr(grad_b), p, ci, co, h, w_, n)
-    return grad_x, grad_w, grad_b
+def _pointers(args: tuple) -> list:
+    """Tensors as their data pointers, the rest as they are, for a C call."""
+    return [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]
 
 
 class _NativeConv(Function):
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
-        return _conv(x, w, b, ACTIVATION_CODES["linear"])
+        p, ci, h, w_, n = x.shape
+        co = w.shape[1]
+        out = torch.empty(p, co, h - 2, w_ - 2, n)
+        linear = ACTIVATION_CODES["linear"]
+        _library().conv_forward(*_pointers((x, w, b, linear, out)), p, ci, co, h, w_, n)
+        return out
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         g = g.contiguous()  # held in a name: the C call must not see freed memory
-        return _conv_backward(g, x, w, ctx.needs_input_grad[0])
+        p, ci, h, w_, n = x.shape
+        co = w.shape[1]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(x)
+            args = (g, w, x, ACTIVATION_CODES["linear"], grad_x)
+            _library().conv_backward_input(*_pointers(args), p, ci, co, h, w_, n)
+        grad_w, grad_b = torch.empty_like(w), torch.empty(p, co)
+        args = (g, x, grad_w, grad_b)
+        _library().conv_backward_weight(*_pointers(args), p, ci, co, h, w_, n)
+        return grad_x, grad_w, grad_b
 
 
 class _NativePool(Function):
@@ -169,7 +162,7 @@ class _NativePool(Function):
         p, c, h, w, n = x.shape
         out = torch.empty(p, c, h // 2, w // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
-        _library().pool_forward(_ptr(x), _ptr(out), _ptr(idx), p * c, h, w, n)
+        _library().pool_forward(*_pointers((x, out, idx)), p * c, h, w, n)
         ctx.save_for_backward(idx)
         return out
 
@@ -179,49 +172,37 @@ class _NativePool(Function):
         g = g.contiguous()
         p, c, h, w, n = g.shape
         grad = torch.empty(p, c, 2 * h, 2 * w, n)
-        linear = ACTIVATION_CODES["linear"]
-        _library().pool_backward(_ptr(g), _ptr(idx), 0, linear, _ptr(grad), p * c, 2 * h, 2 * w, n)
+        args = (g, idx, None, ACTIVATION_CODES["linear"], grad)  # linear: no output to read
+        _library().pool_backward(*_pointers(args), p * c, 2 * h, 2 * w, n)
         return grad
 
 
 class _NativeConvStack(Function):
-    """activation(pool(conv(activation(conv(x))))) for a coded activation; for another
-    (softplus) the same without the last activation, which the caller applies."""
-
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, activation):
-        code = ACTIVATION_CODES.get(activation, ACTIVATION_CODES["linear"])
-        h = _conv(x, w1, b1, code)
-        if activation not in ACTIVATION_CODES:
-            h = ACTIVATIONS[activation](h)
-        p, ci, side, side_, n = h.shape
-        co = w2.shape[1]
-        out = torch.empty(p, co, (side - 2) // 2, (side_ - 2) // 2, n)
+        p, c0, h, w, n = x.shape
+        c1, c2 = w1.shape[1], w2.shape[1]
+        out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
-        _library().conv_pool_forward(
-            _ptr(h), _ptr(w2), _ptr(b2), code, _ptr(out), _ptr(idx), p, ci, co, side, side_, n
-        )
-        ctx.save_for_backward(x, w1, h, w2, idx, out)
-        ctx.activation, ctx.code = activation, code
+        scratch = torch.empty(c1, h - 2, w - 2, n)
+        code = ACTIVATION_CODES[activation]
+        args = (x, w1, b1, w2, b2, code, out, idx, scratch)
+        _library().stack_forward(*_pointers(args), p, c0, c1, c2, h, w, n)
+        ctx.save_for_backward(x, w1, b1, w2, idx, out)
+        ctx.code = code
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, w1, h, w2, idx, out = ctx.saved_tensors
+        x, w1, b1, w2, idx, out = ctx.saved_tensors
         g = g.contiguous()
-        p, ci, side, side_, n = h.shape
-        co = w2.shape[1]
-        grad_h, grad_w2, grad_b2 = torch.empty_like(h), torch.empty_like(w2), torch.empty(p, co)
-        scratch = torch.empty(co, side - 2, side_ - 2, n)
-        _library().conv_pool_backward(
-            *(_ptr(g), _ptr(idx), _ptr(out), ctx.code, _ptr(w2), _ptr(h), ctx.code),
-            *map(_ptr, (grad_h, grad_w2, grad_b2, scratch)),
-            *(p, ci, co, side, side_, n),
-        )
-        if ctx.activation == "softplus":  # softplus'(z) = 1 - exp(-softplus(z))
-            grad_h *= -torch.expm1(-h)
-        _, grad_w1, grad_b1 = _conv_backward(grad_h, x, w1, False)
-        return None, grad_w1, grad_b1, grad_w2, grad_b2, None
+        p, c0, h, w, n = x.shape
+        c1, c2 = w1.shape[1], w2.shape[1]
+        grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
+        scratch = torch.empty((2 * c1 * (h - 2) * (w - 2) + c2 * (h - 4) * (w - 4)) * n)
+        args = (g, idx, out, x, w1, b1, w2, ctx.code, *grads, scratch)
+        _library().stack_backward(*_pointers(args), p, c0, c1, c2, h, w, n)
+        return None, *grads, None
 
 
 def _to_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -283,17 +264,18 @@ def conv_stack(
     b2: torch.Tensor,
     activation: str,
 ) -> torch.Tensor:
-    """activation(max_pool2x2(conv3x3(activation(conv3x3(x, w1, b1)), w2, b2))) in fused
-    kernels: the activations run inside the convolution loops and their derivatives inside
-    the gradient loops (softplus aside), the second convolution is pooled as it is computed,
-    and its full-size gradient lives only in cache, a member at a time. ``activation`` is
-    any of ACTIVATIONS but softmax, which mixes channels and does not commute with pooling
-    (compose conv3x3 and max_pool2x2 for it); x has no gradient, as images have none.
+    """activation(max_pool2x2(conv3x3(activation(conv3x3(x, w1, b1)), w2, b2))), fused.
+
+    A member at a time, the activations run inside the convolution loops and the second
+    convolution is pooled as it is computed; the backward pass recomputes the first maps
+    and unpools the gradient into scratch space that stays in cache, so nothing but the
+    images, the pooled output and the winners' positions is ever stored for all members.
+    ``activation`` is any of ACTIVATIONS but softmax, which mixes channels and does not
+    commute with pooling (compose conv3x3 and max_pool2x2 for it). x has no gradient.
     """
     if activation == "softmax":
         raise ValueError("conv_stack cannot fuse softmax; compose conv3x3 and max_pool2x2")
     if not native():
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
     tensors = (t.contiguous() for t in (x, w1, b1, w2, b2))
-    out = _NativeConvStack.apply(*tensors, activation)
-    return out if activation in ACTIVATION_CODES else ACTIVATIONS[activation](out)
+    return _NativeConvStack.apply(*tensors, activation)
