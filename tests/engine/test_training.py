@@ -99,3 +99,28 @@ def test_no_validation_indices_no_validation_metrics(engine, small27):
 def test_member_keys_must_be_unique(engine, small27):
     with pytest.raises(ValueError, match="unique"):
         run(engine, small27, ("a", FAST, 0), ("a", FAST, 1))
+
+
+def test_extend_adds_members_that_start_with_the_next_round(engine, small27):
+    training = engine.train(small27.x_train, small27.y_train, 2, members(small27, ("a", FAST, 0)))
+    first = training.step()
+    training.extend(
+        engine.train(small27.x_train, small27.y_train, 2, members(small27, ("b", FAST, 1)))
+    )
+    rest = list(training)
+    assert [(r.key, r.epoch) for r in first + rest] == [
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+        ("a", 3),
+        ("b", 2),
+        ("b", 3),
+    ]
+    _, alone = run(engine, small27, ("b", FAST, 1))  # joining changes nothing of b's own run
+    assert [r.val_loss for r in rest if r.key == "b"] == pytest.approx(
+        [r.val_loss for r in alone], rel=1e-6
+    )
+    with pytest.raises(ValueError, match="already training"):
+        training.extend(
+            engine.train(small27.x_train, small27.y_train, 2, members(small27, ("a", FAST, 2)))
+        )

@@ -57,6 +57,26 @@ def test_halving_prunes_hopeless_configurations(tiny):
     assert out.best.params["optimizer"] != "SGD"  # plain SGD at lr 0.01 learns slowest
 
 
+def test_new_trials_join_a_batch_that_pruning_thinned(tiny):
+    s = spec(
+        {"optimizer": ["SGD", "Adadelta", "Adagrad", "Adam", "Nadam", "RMSprop"], "epochs": [4]},
+        "halving",
+        min_epochs=1,
+        reduction_factor=3,
+    )
+    rows = search(tiny, s).rows  # one inline worker: batches of 4 trials x 3 folds
+    # j was asked after trial p was pruned, while r, already training then, trained on
+    joined = [
+        (p, r, j)
+        for p in rows
+        for r in rows
+        for j in rows
+        if r.started_at < p.finished_at <= j.started_at < r.finished_at
+    ]
+    assert joined
+    assert sum(r.state == "complete" for r in rows) >= 1 and len(rows) == 6
+
+
 def test_hyperband_and_tpe_run(tiny):
     hb = search(tiny, spec({"optimizer": ["SGD", "Adam", "Nadam"], "epochs": [3]}, "hyperband"))
     assert len(hb.rows) == 3 and hb.best.ok

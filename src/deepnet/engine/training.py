@@ -36,8 +36,9 @@ class Training:
 
     Members advance in lockstep rounds of one epoch each (epoch 1 of every member, then
     epoch 2, ...), so a caller can compare members, or average a trial's folds, after
-    every round. A stop takes effect before the member's next epoch. ``model(key)``
-    returns a member's network as its last epoch left it.
+    every round. A stop takes effect before the member's next epoch; ``extend`` adds
+    members that start training with the next round. ``model(key)`` returns a member's
+    network as its last epoch left it.
     """
 
     def __init__(self, groups: Sequence[Group], keys: Sequence[str]):
@@ -60,6 +61,18 @@ class Training:
 
     def stop(self, key: str) -> None:
         self._stopped.add(key)
+
+    def extend(self, other: Training) -> None:
+        """Train ``other``'s members alongside these from the next round on (they start at
+        their own epoch 1; groups never mix members that joined at different rounds)."""
+        clash = set(self._order) & set(other._order)
+        if clash:
+            raise ValueError(f"member keys already training: {sorted(clash)[:3]}")
+        self._groups += other._groups
+        for key in sorted(other._order, key=other._order.__getitem__):
+            self._order[key] = len(self._order)
+        self._owner.update(other._owner)
+        self._stopped |= other._stopped
 
     def model(self, key: str) -> SeedNet:
         return self._owner[key].model(key)

@@ -92,24 +92,28 @@ class _Batch:
     """The trials one worker trains together: one member per fold per shared run."""
 
     runs: dict[str, list[_TrialRun]] = field(default_factory=dict)  # run id -> its trials
-    keys: dict[tuple, str] = field(default_factory=dict)  # shared_run_key -> run id
+    keys: dict[tuple, str] = field(default_factory=dict)  # shared_run_key -> unstarted run id
+    started: int = 0  # runs handed out as members so far (the first ``started`` of runs)
 
     def add(self, run: _TrialRun) -> None:
-        """Add a trial to the run of an equal config, or to a new run."""
+        """Add a trial to the unstarted run of an equal config, or to a new run."""
         key = shared_run_key(run.trial.params)
         rid = self.keys.setdefault(key, f"r{len(self.runs)}")
         self.runs.setdefault(rid, []).append(run)
 
     def members(self, folds: Sequence[Split], seed: int) -> list[Member]:
-        """One member per fold per run, trained for the longest of its trials' epochs."""
+        """One member per fold for each run not handed out yet, trained for the longest of
+        its trials' epochs. A trial added later never joins these runs."""
         out = []
-        for rid, trials in self.runs.items():
+        for rid, trials in list(self.runs.items())[self.started :]:
             epochs = max(t.config.epochs for t in trials)
             config = trials[0].config.replace(epochs=epochs)
             out += [
                 Member(f"{rid}/{i}", config, train, val, seed + i)
                 for i, (train, val) in enumerate(folds)
             ]
+        self.started = len(self.runs)
+        self.keys.clear()
         return out
 
     def open_trials(self) -> list[_TrialRun]:
@@ -118,6 +122,9 @@ class _Batch:
     def finished_runs(self) -> list[str]:
         """Runs none of whose trials still wants epochs (their members can stop)."""
         return [rid for rid, trials in self.runs.items() if all(t.state for t in trials)]
+
+    def training_runs(self) -> int:
+        return len(self.runs) - len(self.finished_runs())
 
 
 def run_stage(
@@ -133,7 +140,8 @@ def run_stage(
     """Run the stage's trials until its queue (or, for TPE, its n_iter) is used up.
 
     Each idle worker gets a batch of trials (at most ``members_per_worker`` members: trials
-    times folds, and an even share of the queue), trained together as a population.
+    times folds, and an even share of the queue), trained together as a population. When
+    pruning leaves half of a batch or less still training, new trials join it.
     Trials that differ only in epochs share their members: the longer one reports the
     shorter one's result on the way.
     """
@@ -150,16 +158,19 @@ def run_stage(
             return None
         return study.ask(distributions)
 
-    def fill() -> _Batch | None:
-        """A batch for the next idle worker: the idle workers share the queue evenly."""
-        runs = max(1, members_per_worker // len(folds))
+    def fill(batch: _Batch, members: int, sharers: int) -> bool:
+        """Add trials to the batch for up to ``members`` more members (in a fixed queue,
+        at most an even share of it among ``sharers`` workers); whether any were added."""
+        runs = max(1, members // len(folds))
         if not stage.adaptive:
             waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            runs = min(runs, math.ceil(waiting / len(idle)))
-        batch = _Batch()
-        while len(batch.runs) < runs and (trial := next_trial()):
+            runs = min(runs, math.ceil(waiting / sharers))
+        target = len(batch.runs) + runs
+        added = False
+        while len(batch.runs) < target and (trial := next_trial()):
             batch.add(_TrialRun(trial, TrainConfig.from_dict(trial.params)))
-        return batch if batch.runs else None
+            added = True
+        return added
 
     def finish(run: _TrialRun, state: TrialState) -> None:
         run.state = state
@@ -173,7 +184,7 @@ def run_stage(
 
     try:
         while True:
-            while idle and (batch := fill()) is not None:
+            while idle and fill(batch := _Batch(), members_per_worker, len(idle)):
                 worker = idle.pop()
                 worker.submit(batch.members(folds, seed))
                 worker.advance()
@@ -200,6 +211,12 @@ def run_stage(
                                 finish(run, state)
                     if batch.open_trials():
                         done = batch.finished_runs()
+                        # pruning thinned the batch: new trials join it, a population of their own
+                        training = batch.training_runs() * len(folds)
+                        if training <= members_per_worker // 2 and fill(
+                            batch, members_per_worker - training, len(workers)
+                        ):
+                            worker.join(batch.members(folds, seed))
                         worker.advance(stop=[f"{r}/{i}" for r in done for i in range(len(folds))])
                         continue
                 del busy[worker]

@@ -7,6 +7,7 @@ driver never touches tensors and a worker never touches the study. Both kinds of
 offer the same calls:
 
     submit(members)      start a new batch (replacing the previous one)
+    join(members)        add members to the batch; they start with the next round
     advance(stop)        stop these members, then train the others one more epoch
     receive()            that round's results (waits for them)
     alive()              whether the worker can take more work
@@ -31,6 +32,7 @@ from deepnet.errors import ConfigError
 
 class Worker(Protocol):
     def submit(self, members: Sequence[Member]) -> None: ...
+    def join(self, members: Sequence[Member]) -> None: ...
     def advance(self, stop: Sequence[str] = ()) -> None: ...
     def alive(self) -> bool: ...
     def receive(self) -> list[EpochResult]: ...
@@ -51,6 +53,11 @@ class InlineWorker:
 
     def submit(self, members: Sequence[Member]) -> None:
         self._training = self.engine.train(self.images, self.labels, self.n_classes, members)
+
+    def join(self, members: Sequence[Member]) -> None:
+        if self._training is None:
+            raise WorkerCrashError("join() before submit()")
+        self._training.extend(self.engine.train(self.images, self.labels, self.n_classes, members))
 
     def advance(self, stop: Sequence[str] = ()) -> None:
         """Record the stops; the epoch is trained when the round is received."""
@@ -75,7 +82,7 @@ class InlineWorker:
 
 def _serve(conn: Connection, threads: int) -> None:
     """Worker process main loop: first ("data", (images, labels, n_classes)), then
-    ("submit", members) | ("advance", stops) | ("close", None)."""
+    ("submit" | "join", members) | ("advance", stops) | ("close", None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and closes us
     torch.set_num_threads(threads)
     try:
@@ -90,8 +97,8 @@ def _serve(conn: Connection, threads: int) -> None:
             return
         if command == "close":
             return
-        if command == "submit":
-            worker.submit(payload)
+        if command in ("submit", "join"):
+            getattr(worker, command)(payload)
             continue
         worker.advance(payload)
         try:
@@ -119,6 +126,9 @@ class ProcessWorker:
 
     def submit(self, members: Sequence[Member]) -> None:
         self.conn.send(("submit", list(members)))
+
+    def join(self, members: Sequence[Member]) -> None:
+        self.conn.send(("join", list(members)))
 
     def advance(self, stop: Sequence[str] = ()) -> None:
         self.conn.send(("advance", list(stop)))
