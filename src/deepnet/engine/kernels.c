@@ -1,13 +1,16 @@
-/* Direct 3x3 "valid" convolutions and 2x2 max pooling for a population of networks.
+/* The seed network's convolution stack for a population: direct 3x3 "valid" convolutions,
+ * activations and 2x2 max pooling, forward and backward (stack_forward, stack_backward).
  *
  * Layout: images innermost. A feature map is (P, C, H, W, N): member, channel, row, column,
  * image; N is a multiple of 16 so that each (p, c, y, x) holds whole 16-float vectors.
  * A weight is (P, Co, Ci, 3, 3) and a bias (P, Co), as torch stores them per member.
  * Every loop keeps a block of channels in vector registers and streams the images, which
  * is what makes these faster than grouped convolutions with 4-16 channels per group.
- * Two fusions save whole passes over memory: the second convolution with its pooling
- * (its full-size output is never stored) and the input gradient with the derivative of
- * the activation that produced the input. Compiled at first use by deepnet/engine/kernels.py.
+ * Fusions save whole passes over memory: elementwise activations run inside the loops
+ * that produce their inputs (derivatives inside the gradient loops), the second
+ * convolution is pooled as it is computed, and the stack runs a member at a time with
+ * its maps recomputed into scratch space that stays in cache.
+ * Compiled at first use by deepnet/engine/kernels.py.
  */
 #include <stdint.h>
 
@@ -20,9 +23,10 @@ typedef int32_t v16i __attribute__((vector_size(64), aligned(4)));
 #define BLOCK 8
 #define INLINE static inline __attribute__((always_inline))
 
-/* Activation codes (kernels.py's ACTIVATION_CODES). Each activation runs inside the loop
- * that produced its input, and its derivative is computed from its output a. */
-enum { LINEAR, RELU, TANH, SIGMOID, HARD_SIGMOID, SOFTSIGN, SOFTPLUS };
+/* Activation codes (kernels.py's ACTIVATION_CODES). Each elementwise activation runs inside
+ * the loop that produced its input, and its derivative is computed from its output a.
+ * SOFTMAX mixes the channels of a pixel: the stack functions run it as passes of its own. */
+enum { LINEAR, RELU, TANH, SIGMOID, HARD_SIGMOID, SOFTSIGN, SOFTPLUS, SOFTMAX };
 
 INLINE v16 select(v16i mask, v16 a, v16 b) {
   return (v16)(((v16i)a & mask) | ((v16i)b & ~mask));
@@ -176,7 +180,7 @@ INLINE void forward(const float *in, const float *w, const float *b, float *out,
 }
 
 /* out = act(conv(in, w) + b) */
-void conv_forward(const float *in, const float *w, const float *b, int act, float *out, int P,
+static void conv_forward(const float *in, const float *w, const float *b, int act, float *out, int P,
                   int Ci, int Co, int H, int W, int N) {
   DISPATCH(act, forward, in, w, b, out, P, Ci, Co, H, W, N)
 }
@@ -291,14 +295,14 @@ INLINE void backward_input(const float *g, const float *w, const float *in, floa
  *   w[p, co, ci, dy, dx] * g[p, co, y - dy, x - dx],
  * the gradient of the layer's input before its activation: in holds that activation's
  * output and act its code (LINEAR: the gradient of in itself). */
-void conv_backward_input(const float *g, const float *w, const float *in, int act, float *gin,
+static void conv_backward_input(const float *g, const float *w, const float *in, int act, float *gin,
                          int P, int Ci, int Co, int H, int W, int N) {
   DISPATCH(act, backward_input, g, w, in, gin, P, Ci, Co, H, W, N)
 }
 
 /* gw[p, co, ci, dy, dx] = sum over y, x, n of g[p, co, y, x, n] * in[p, ci, y + dy, x + dx, n];
  * gb[p, co] = sum of g[p, co]. Two output channels at a time share each input load. */
-void conv_backward_weight(const float *g, const float *in, float *gw, float *gb,
+static void conv_backward_weight(const float *g, const float *in, float *gw, float *gb,
                           int P, int Ci, int Co, int H, int W, int N) {
   const int Ho = H - 2, Wo = W - 2;
   for (int p = 0; p < P; p++) {
@@ -343,7 +347,7 @@ void conv_backward_weight(const float *g, const float *in, float *gw, float *gb,
 
 
 /* 2x2 max pooling over (M, H, W, N) maps (M = P * C), with idx as conv_pool_forward's. */
-void pool_forward(const float *in, float *out, int32_t *idx, int M, int H, int W, int N) {
+static void pool_forward(const float *in, float *out, int32_t *idx, int M, int H, int W, int N) {
   const int Ho = H / 2, Wo = W / 2;
   for (int m = 0; m < M; m++)
     for (int y = 0; y < Ho; y++)
@@ -367,7 +371,7 @@ void pool_forward(const float *in, float *out, int32_t *idx, int M, int H, int W
 
 /* gin = the pooled gradient g, times act'(out) where out holds the activated pooled maps,
  * routed back to each window's winner idx, zero elsewhere */
-void pool_backward(const float *g, const int32_t *idx, const float *out, int act, float *gin,
+static void pool_backward(const float *g, const int32_t *idx, const float *out, int act, float *gin,
                    int M, int H, int W, int N) {
   const int Ho = H / 2, Wo = W / 2;
   for (int m = 0; m < M; m++)
@@ -385,40 +389,98 @@ void pool_backward(const float *g, const int32_t *idx, const float *out, int act
         }
 }
 
+/* softmax over the C channel planes of (C, M) maps, in place, as torch computes it:
+ * exp(z - max) / sum; M is a multiple of 16 */
+static void softmax_channels(float *z, int C, int64_t M) {
+  for (int64_t i = 0; i < M; i += 16) {
+    v16 top = LOAD(z + i);
+    for (int c = 1; c < C; c++) {
+      const v16 v = LOAD(z + c * M + i);
+      top = select(v > top, v, top);
+    }
+    v16 sum = {};
+    for (int c = 0; c < C; c++) {
+      const v16 e = exp16(LOAD(z + c * M + i) - top);
+      STORE(z + c * M + i, e);
+      sum += e;
+    }
+    for (int c = 0; c < C; c++) STORE(z + c * M + i, LOAD(z + c * M + i) / sum);
+  }
+}
+
+/* softmax's backward pass from its output a, in place: g = a * (g - sum over c of g * a) */
+static void softmax_backward(float *g, const float *a, int C, int64_t M) {
+  for (int64_t i = 0; i < M; i += 16) {
+    v16 dot = {};
+    for (int c = 0; c < C; c++) dot += LOAD(g + c * M + i) * LOAD(a + c * M + i);
+    for (int c = 0; c < C; c++)
+      STORE(g + c * M + i, LOAD(a + c * M + i) * (LOAD(g + c * M + i) - dot));
+  }
+}
+
+/* One member's first maps: h = act(conv(x, w1) + b1) */
+static void first_maps(const float *x, const float *w1, const float *b1, int act, float *h,
+                       int C0, int C1, int H, int W, int N) {
+  conv_forward(x, w1, b1, act == SOFTMAX ? LINEAR : act, h, 1, C0, C1, H, W, N);
+  if (act == SOFTMAX) softmax_channels(h, C1, (int64_t)(H - 2) * (W - 2) * N);
+}
+
+/* One member's second maps before pooling, softmax's: a = softmax(conv(h, w2) + b2) */
+static void second_softmax(const float *h, const float *w2, const float *b2, float *a, int C1,
+                           int C2, int H, int W, int N) {
+  conv_forward(h, w2, b2, LINEAR, a, 1, C1, C2, H - 2, W - 2, N);
+  softmax_channels(a, C2, (int64_t)(H - 4) * (W - 4) * N);
+}
+
 /* The whole convolution stack, a member at a time, so that its intermediate maps stay in
- * cache: out = act(pool(conv(act(conv(x, w1) + b1), w2) + b2)), idx as conv_pool_forward's.
- * x is (P, C0, H, W, N); h is scratch for one member's first maps (C1 * (H-2) * (W-2) * N). */
+ * cache: out = act(pool(conv(act(conv(x, w1) + b1), w2) + b2)), idx as conv_pool_forward's
+ * (softmax: pool(softmax(...)), as it does not commute with pooling). x is (P, C0, H, W, N);
+ * scratch holds (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
 void stack_forward(const float *x, const float *w1, const float *b1, const float *w2,
-                   const float *b2, int act, float *out, int32_t *idx, float *h, int P, int C0,
-                   int C1, int C2, int H, int W, int N) {
-  const int64_t image = (int64_t)C0 * H * W * N;
+                   const float *b2, int act, float *out, int32_t *idx, float *scratch, int P,
+                   int C0, int C1, int C2, int H, int W, int N) {
+  const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
+  float *h = scratch, *a = scratch + first;
   for (int p = 0; p < P; p++) {
-    conv_forward(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1, act, h, 1,
-                 C0, C1, H, W, N);
-    conv_pool_forward(h, w2 + (int64_t)p * C2 * C1 * 9, b2 + (int64_t)p * C2, act,
-                      out + p * pooled, idx + p * pooled, 1, C1, C2, H - 2, W - 2, N);
+    const float *w2p = w2 + (int64_t)p * C2 * C1 * 9, *b2p = b2 + (int64_t)p * C2;
+    first_maps(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1, act, h, C0,
+               C1, H, W, N);
+    if (act == SOFTMAX) {
+      second_softmax(h, w2p, b2p, a, C1, C2, H, W, N);
+      pool_forward(a, out + p * pooled, idx + p * pooled, C2, H - 4, W - 4, N);
+    } else {
+      conv_pool_forward(h, w2p, b2p, act, out + p * pooled, idx + p * pooled, 1, C1, C2, H - 2,
+                        W - 2, N);
+    }
   }
 }
 
 /* The weight and bias gradients of stack_forward from g, the gradient of its output, a
- * member at a time: its first maps are recomputed into scratch rather than stored, the
- * second's full-size gradient is unpooled into scratch, and the first's gradient too;
- * scratch holds (2 * C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
+ * member at a time: its maps are recomputed into scratch rather than stored, and the
+ * gradients of both layers' outputs live there too; scratch holds
+ * 2 * (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
 void stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
-                    const float *w1, const float *b1, const float *w2, int act, float *gw1,
-                    float *gb1, float *gw2, float *gb2, float *scratch, int P, int C0, int C1,
-                    int C2, int H, int W, int N) {
+                    const float *w1, const float *b1, const float *w2, const float *b2, int act,
+                    float *gw1, float *gb1, float *gw2, float *gb2, float *scratch, int P, int C0,
+                    int C1, int C2, int H, int W, int N) {
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
+  const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
-  float *h = scratch, *gh = scratch + first, *g2 = scratch + 2 * first;
+  const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
+  float *h = scratch, *gh = h + first, *g2 = gh + first, *a = g2 + second;
   for (int p = 0; p < P; p++) {
     const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
-    conv_forward(xp, w1p, b1 + (int64_t)p * C1, act, h, 1, C0, C1, H, W, N);
-    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, act, g2, C2, H - 4, W - 4,
-                  N);
-    conv_backward_input(g2, w2p, h, act, gh, 1, C1, C2, H - 2, W - 2, N);
+    first_maps(xp, w1p, b1 + (int64_t)p * C1, act, h, C0, C1, H, W, N);
+    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2, C2,
+                  H - 4, W - 4, N);
+    if (softmax) {
+      second_softmax(h, w2p, b2 + (int64_t)p * C2, a, C1, C2, H, W, N);
+      softmax_backward(g2, a, C2, second / C2);
+    }
+    conv_backward_input(g2, w2p, h, elementwise, gh, 1, C1, C2, H - 2, W - 2, N);
+    if (softmax) softmax_backward(gh, h, C1, first / C1);
     conv_backward_weight(g2, h, gw2 + (int64_t)p * C2 * C1 * 9, gb2 + (int64_t)p * C2, 1, C1,
                          C2, H - 2, W - 2, N);
     conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, gb1 + (int64_t)p * C1, 1, C0,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from deepnet.engine.allocator import keep_freed_memory
-from deepnet.engine.kernels import LANES, conv3x3, conv_stack, max_pool2x2
+from deepnet.engine.kernels import LANES, conv_stack
 from deepnet.engine.member import EpochResult, Member, epoch_status
 from deepnet.engine.training import Training
 from deepnet.evaluate import images_to_tensor
@@ -39,7 +39,6 @@ from deepnet.nn import (
     categorical_crossentropy,
     dropout_scale,
     max_norm_,
-    pool_activate,
 )
 from deepnet.nn.network import KERNEL, POOL
 
@@ -242,11 +241,7 @@ class Population:
 
         def features(t: torch.Tensor, activation: str, s: int, e: int) -> torch.Tensor:
             """Pooled, activated conv2 maps of members s:e, which share their activation."""
-            w1, b1, w2, b2 = (param[name][s:e] for name in CONV_PARAMETERS)
-            if activation == "softmax":  # mixes channels: activate, then pool (pool_activate)
-                t = ACTIVATIONS[activation](conv3x3(t, w1, b1))
-                return pool_activate(conv3x3(t, w2, b2), activation, max_pool2x2)
-            return conv_stack(t, w1, b1, w2, b2, activation)
+            return conv_stack(t, *(param[name][s:e] for name in CONV_PARAMETERS), activation)
 
         h = _by_runs(x, self.conv_runs, features)
         if conv_scale is not None:

@@ -146,16 +146,22 @@ def run_stage(
     shorter one's result on the way.
     """
     idle, busy = list(workers), {}
+    # the queue of a fixed stage, counted once: this loop is the only one that asks from it
+    # (reading it from the storage again costs every waiting trial's row, each time)
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def next_trial() -> optuna.Trial | None:
+        nonlocal queued
         if stage.adaptive:
             counted = [
                 t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted")
             ]
             if len(counted) >= stage.n_iter:
                 return None
-        elif not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        elif queued == 0:
             return None
+        else:
+            queued -= 1
         return study.ask(distributions)
 
     def fill(batch: _Batch, members: int, sharers: int) -> bool:
@@ -163,8 +169,7 @@ def run_stage(
         at most an even share of it among ``sharers`` workers); whether any were added."""
         runs = max(1, members // len(folds))
         if not stage.adaptive:
-            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            runs = min(runs, math.ceil(waiting / sharers))
+            runs = min(runs, math.ceil(queued / sharers))
         target = len(batch.runs) + runs
         added = False
         while len(batch.runs) < target and (trial := next_trial()):
