@@ -21,15 +21,18 @@ def test_single_stage_toml(tmp_path):
     assert spec.stages[0].strategy == "halving" and spec.stages[0].n_iter == 5
 
 
-@pytest.mark.parametrize("name", ["seed-grid.toml", "coarse-to-fine.toml"])
+@pytest.mark.parametrize("name", ["seed-grid.toml", "seed-grid-full.toml", "coarse-to-fine.toml"])
 def test_shipped_search_files_parse(name, request):
     spec = SearchSpec.from_toml(request.config.rootpath / "searches" / name)
     assert spec.cv == 3
 
 
-def test_seed_grid_file_is_the_seeds_280_configurations(request):
-    spec = SearchSpec.from_toml(request.config.rootpath / "searches" / "seed-grid.toml")
-    assert spec.stages[0].n_trials == 7 * 8 * 5
+@pytest.mark.parametrize(
+    ("name", "strategy"), [("seed-grid", "halving"), ("seed-grid-full", "grid")]
+)
+def test_seed_grid_files_are_the_seeds_280_configurations(request, name, strategy):
+    spec = SearchSpec.from_toml(request.config.rootpath / "searches" / f"{name}.toml")
+    assert spec.stages[0].n_trials == 7 * 8 * 5 and spec.stages[0].strategy == strategy
 
 
 def test_unknown_key_gets_a_hint():
