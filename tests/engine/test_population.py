@@ -113,3 +113,25 @@ def test_different_batch_sizes_train_in_separate_populations(small27):
 def test_max_members_must_be_positive():
     with pytest.raises(ValueError, match="max_members"):
         PopulationEngine(max_members=0)
+
+
+def test_members_that_join_a_running_population_match_themselves_trained_alone(mixed, small27):
+    """The narrower mixed members start; the widest join after one round and train in the
+    same population (relaid out wider), each at its own epoch and optimizer step."""
+    members, alone, *_ = mixed
+    args = (small27.x_train, small27.y_train, 2)
+    engine = PopulationEngine()
+    first = [m for m in members if m.config.neurons < 30]
+    later = [m for m in members if m.config.neurons == 30]
+    training = engine.train(*args, first)
+    results = training.step()
+    training.extend(engine.train(*args, later))
+    assert len(training._groups) == 1  # absorbed: one population, not two
+    results += list(training)
+    together = {}
+    for r in results:
+        together.setdefault(r.key, []).append(r)
+    for m in members:
+        assert [r.epoch for r in together[m.key]] == [r.epoch for r in alone[m.key]]
+        for a, b in zip(alone[m.key], together[m.key], strict=True):
+            assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4, abs=1e-6), m.key

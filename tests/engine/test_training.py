@@ -118,7 +118,7 @@ def test_extend_adds_members_that_start_with_the_next_round(engine, small27):
     ]
     _, alone = run(engine, small27, ("b", FAST, 1))  # joining changes nothing of b's own run
     assert [r.val_loss for r in rest if r.key == "b"] == pytest.approx(
-        [r.val_loss for r in alone], rel=1e-6
+        [r.val_loss for r in alone], rel=1e-4
     )
     with pytest.raises(ValueError, match="already training"):
         training.extend(

@@ -66,6 +66,7 @@ class _Layout:
     """Where each of SeedNet's tensors sits in a member's row of the parameter matrix."""
 
     def __init__(self, shape: StepShape, units: int, n_classes: int, image: tuple[int, int]):
+        self.units = units
         f1, f2 = shape.conv1_filters, shape.conv2_filters
         self.pooled = tuple((side - 2 * (KERNEL - 1)) // POOL for side in image)
         features = f2 * self.pooled[0] * self.pooled[1]
@@ -91,6 +92,14 @@ class _Layout:
         """(P, *dims) view of every member's tensor ``name``."""
         columns, dims = self.slices[name]
         return flat[:, columns].view(flat.shape[0], *dims)
+
+    def convert(self, flat: torch.Tensor, old: _Layout) -> torch.Tensor:
+        """Rows laid out by ``old`` (as wide or narrower) in this layout, zero-padded."""
+        out = torch.zeros(flat.shape[0], self.size)
+        for name, (_, dims) in old.slices.items():
+            target = self.view(out, name)
+            target[(slice(None), *(slice(0, d) for d in dims))] = old.view(flat, name)
+        return out
 
 
 def _runs(keys: Sequence[Hashable]) -> list[tuple[int, int, Hashable]]:
@@ -129,6 +138,7 @@ class Population:
         y: torch.Tensor,
         n_classes: int,
         keep_models: bool = True,
+        capacity: int | None = None,
     ):
         shape = StepShape.of(members[0])
         if any(StepShape.of(m) != shape for m in members):
@@ -136,7 +146,9 @@ class Population:
         self.shape, self.x, self.y, self.n_classes = shape, x[:, 0], y, n_classes
         self.image = tuple(x.shape[2:])
         self.keep_models = keep_models
+        self.capacity = capacity or len(members)  # how many members absorb() may bring it to
         self.members = sorted(members, key=_sort_key)  # contiguous runs of rules
+        self.joined = [0] * len(self.members)  # the round each member joined in
         self.units = max(m.config.neurons for m in self.members)
         self.layout = _Layout(shape, self.units, n_classes, self.image)
         self.gens = [torch.Generator().manual_seed(m.seed) for m in self.members]
@@ -146,9 +158,9 @@ class Population:
         ]
         self._set_parameters(torch.stack(rows))
         self.slots: dict[str, torch.Tensor] = {}  # optimizer accumulators, (P, S) each
-        self.scalars: dict[str, dict] = {}  # per-rule scalar state (Nadam's schedule)
+        self.scalars: dict[tuple, dict] = {}  # per (rule, join round) scalars (Nadam's schedule)
         self.step_count = 0
-        self.epoch = 0
+        self.epoch = 0  # rounds trained; a member's own epoch is epoch - its join round
         self.finished: dict[str, SeedNet] = {}
         self._index_members()
 
@@ -171,7 +183,9 @@ class Population:
         ).view(-1, 1, 1)
         self.conv_runs = _runs([c.conv_activation or c.activation for c in cfgs])
         self.dense_runs = _runs([(c.dense_activation or c.activation, c.neurons) for c in cfgs])
-        self.optimizer_runs = _runs([c.optimizer for c in cfgs])
+        self.optimizer_runs = _runs(
+            [(c.optimizer, j) for c, j in zip(cfgs, self.joined, strict=True)]
+        )
         self.train_idx = [
             torch.as_tensor(np.asarray(m.train_idx, dtype=np.int64)) for m in self.members
         ]
@@ -188,7 +202,37 @@ class Population:
         self.slots = {name: s[rows] for name, s in self.slots.items()}
         self.members = [self.members[i] for i in keep]
         self.gens = [self.gens[i] for i in keep]
+        self.joined = [self.joined[i] for i in keep]
         self._index_members()
+
+    def absorb(self, other: Population) -> bool:
+        """Take in ``other``'s members, which have not trained yet, if they fit: from the
+        next round they train here, each at its own epoch and optimizer step, exactly as
+        they would have apart. Returns whether it took them."""
+        if (
+            other.shape != self.shape
+            or other.epoch
+            or other.x.data_ptr() != self.x.data_ptr()
+            or len(self.members) + len(other.members) > self.capacity
+        ):
+            return False
+        layout = _Layout(self.shape, max(self.units, other.units), self.n_classes, self.image)
+        members = self.members + other.members
+        order = sorted(range(len(members)), key=lambda i: (_sort_key(members[i]), i))
+        rows = torch.tensor(order, dtype=torch.int64)
+        flat = torch.cat(
+            [layout.convert(self.flat, self.layout), layout.convert(other.flat, other.layout)]
+        )
+        for name, slot in self.slots.items():
+            fresh = torch.zeros(len(other.members), layout.size)
+            self.slots[name] = torch.cat([layout.convert(slot, self.layout), fresh])[rows]
+        self.layout, self.units = layout, layout.units
+        self._set_parameters(flat[rows])
+        self.members = [members[i] for i in order]
+        self.gens = [(self.gens + other.gens)[i] for i in order]
+        self.joined = [(self.joined + [self.epoch] * len(other.members))[i] for i in order]
+        self._index_members()
+        return True
 
     def _set_parameters(self, flat: torch.Tensor) -> None:
         """Parameters (P, S) in ``flat``, gradients in ``grad``, and per-layer leaf views of
@@ -310,12 +354,13 @@ class Population:
         results, done = [], set()
         for i, member in enumerate(self.members):
             diverged = not (math.isfinite(train_loss[i]) and finite[i])
-            status, reason = epoch_status(self.epoch, member.config.epochs, diverged)
+            epoch = self.epoch - self.joined[i]
+            status, reason = epoch_status(epoch, member.config.epochs, diverged)
             val_loss, val_acc = val[i] if val[i] and not diverged else (None, None)
             results.append(
                 EpochResult(
                     member.key,
-                    self.epoch,
+                    epoch,
                     train_loss[i],
                     train_acc[i],
                     val_loss,
@@ -338,15 +383,17 @@ class Population:
         self.step_count += 1
         params, grads = self.flat, self.grad
         scalars = {}
-        for s, e, name in self.optimizer_runs:
+        for s, e, run in self.optimizer_runs:
+            name, joined = run
             rule = OPTIMIZERS[name]
             for slot in rule.slots:
                 if slot not in self.slots:
                     self.slots[slot] = torch.zeros_like(params)
-            state = {"step": self.step_count, **self.scalars.get(name, {})}
+            step = self.step_count - joined * self.shape.steps  # the members' own step
+            state = {"step": step, **self.scalars.get(run, {})}
             state.update({slot: self.slots[slot][s:e] for slot in rule.slots})
             rule.update(params[s:e], grads[s:e], state, {**rule.hyper, "lr": self.lr[s:e]})
-            scalars[name] = {k: v for k, v in state.items() if k != "step" and k not in rule.slots}
+            scalars[run] = {k: v for k, v in state.items() if k != "step" and k not in rule.slots}
         self.scalars.update(scalars)
         if len(self.constrained):
             dense = self.layout.view(params, "dense.weight")
@@ -428,18 +475,28 @@ class PopulationEngine:
             raise ValueError(f"max_members must be >= 1, got {max_members}")
         self.max_members = max_members
         self.keep_models = keep_models
+        self._data: tuple | None = None  # the last images and labels, as tensors
         keep_freed_memory()
+
+    def _tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The data as tensors, converted once per array pair: populations trained on the
+        same arrays share them, which lets a running population absorb a new one."""
+        if self._data is None or self._data[0] is not images or self._data[1] is not labels:
+            y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+            self._data = (images, labels, images_to_tensor(images), y)
+        return self._data[2:]
 
     def train(
         self, images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
     ) -> Training:
-        x = images_to_tensor(images)
-        y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        x, y = self._tensors(images, labels)
         by_shape: dict[StepShape, list[Member]] = {}
         for m in sorted(members, key=_sort_key):
             by_shape.setdefault(StepShape.of(m), []).append(m)
         groups = [
-            Population(same[i : i + self.max_members], x, y, n_classes, self.keep_models)
+            Population(
+                same[i : i + self.max_members], x, y, n_classes, self.keep_models, self.max_members
+            )
             for same in by_shape.values()
             for i in range(0, len(same), self.max_members)
         ]

@@ -40,6 +40,9 @@ class _MemberRun:
         if self.member.key in keys:
             self.keys = []
 
+    def absorb(self, other: object) -> bool:
+        return False  # one model per run
+
     def model(self, key: str) -> SeedNet:
         return self._model
 

@@ -30,6 +30,10 @@ class Group(Protocol):
     def model(self, key: str) -> SeedNet:
         """The member's network as its last epoch left it."""
 
+    def absorb(self, other: Group) -> bool:
+        """Take in the members of ``other``, a group that has not trained yet, if this
+        group can train them alongside its own; whether it did."""
+
 
 class Training:
     """An iterator of EpochResult over a population; ``stop(key)`` ends a member early.
@@ -63,15 +67,18 @@ class Training:
         self._stopped.add(key)
 
     def extend(self, other: Training) -> None:
-        """Train ``other``'s members alongside these from the next round on (they start at
-        their own epoch 1; groups never mix members that joined at different rounds)."""
+        """Train ``other``'s members alongside these from the next round on, each from its
+        own epoch 1, in a running group that can absorb them or in their own."""
         clash = set(self._order) & set(other._order)
         if clash:
             raise ValueError(f"member keys already training: {sorted(clash)[:3]}")
-        self._groups += other._groups
+        for group in other._groups:
+            host = next((g for g in self._groups if g.absorb(group)), group)
+            if host is group:
+                self._groups.append(group)
+            self._owner.update(dict.fromkeys(group.keys, host))
         for key in sorted(other._order, key=other._order.__getitem__):
             self._order[key] = len(self._order)
-        self._owner.update(other._owner)
         self._stopped |= other._stopped
 
     def model(self, key: str) -> SeedNet:

@@ -141,7 +141,7 @@ def run_stage(
 
     Each idle worker gets a batch of trials (at most ``members_per_worker`` members: trials
     times folds, and an even share of the queue), trained together as a population. When
-    pruning leaves half of a batch or less still training, new trials join it.
+    pruning makes room for a trial in a batch, new trials join it, and its population.
     Trials that differ only in epochs share their members: the longer one reports the
     shorter one's result on the way.
     """
@@ -216,11 +216,9 @@ def run_stage(
                                 finish(run, state)
                     if batch.open_trials():
                         done = batch.finished_runs()
-                        # pruning thinned the batch: new trials join it, a population of their own
-                        training = batch.training_runs() * len(folds)
-                        if training <= members_per_worker // 2 and fill(
-                            batch, members_per_worker - training, len(workers)
-                        ):
+                        # pruning made room: new trials join the batch (and its population)
+                        room = members_per_worker - batch.training_runs() * len(folds)
+                        if room >= len(folds) and fill(batch, room, len(workers)):
                             worker.join(batch.members(folds, seed))
                         worker.advance(stop=[f"{r}/{i}" for r in done for i in range(len(folds))])
                         continue
