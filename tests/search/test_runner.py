@@ -44,27 +44,27 @@ def test_worker_processes_give_the_inline_results(tiny):
         assert a[4] == b[4] and a[1] == pytest.approx(b[1], abs=1e-9)
 
 
-def test_halving_prunes_hopeless_configurations(tiny):
+@pytest.fixture(scope="module")
+def halving(tiny):
+    """Six optimizers, 4 epochs, halving from epoch 1, on one inline worker: batches of 4
+    trials x 3 folds."""
     s = spec(
         {"optimizer": ["SGD", "Adadelta", "Adagrad", "Adam", "Nadam", "RMSprop"], "epochs": [4]},
         "halving",
         min_epochs=1,
         reduction_factor=3,
     )
-    out = search(tiny, s)
-    pruned = [r for r in out.rows if r.state == "pruned"]
+    return search(tiny, s)
+
+
+def test_halving_prunes_hopeless_configurations(halving):
+    pruned = [r for r in halving.rows if r.state == "pruned"]
     assert pruned and all(r.epochs < 4 and r.score is None for r in pruned)
-    assert out.best.params["optimizer"] != "SGD"  # plain SGD at lr 0.01 learns slowest
+    assert halving.best.params["optimizer"] != "SGD"  # plain SGD at lr 0.01 learns slowest
 
 
-def test_new_trials_join_a_batch_that_pruning_thinned(tiny):
-    s = spec(
-        {"optimizer": ["SGD", "Adadelta", "Adagrad", "Adam", "Nadam", "RMSprop"], "epochs": [4]},
-        "halving",
-        min_epochs=1,
-        reduction_factor=3,
-    )
-    rows = search(tiny, s).rows  # one inline worker: batches of 4 trials x 3 folds
+def test_new_trials_join_a_batch_that_pruning_thinned(halving):
+    rows = halving.rows
     # j was asked after trial p was pruned, while r, already training then, trained on
     joined = [
         (p, r, j)

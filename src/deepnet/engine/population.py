@@ -44,6 +44,7 @@ from deepnet.nn.network import KERNEL, POOL
 
 EVAL_IMAGES = 4096  # member-images per evaluation chunk: bounds the memory of validation
 CONV_PARAMETERS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
+DENSE_PARAMETERS = ("dense.weight", "dense.bias", "out.weight", "out.bias")
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,12 @@ def _runs(keys: Sequence[Hashable]) -> list[tuple[int, int, Hashable]]:
 
 
 def _by_runs(x: torch.Tensor, runs: list, fn: Callable[..., torch.Tensor]) -> torch.Tensor:
-    """Apply fn(x[start:end], key, start, end) to each run of members (dim 0), one call on
-    the whole of x when there is one run (no copies then)."""
+    """Apply fn(x[start:end], key, start) to each run of members (dim 0), one call on the
+    whole of x when there is one run (no copies then)."""
     if len(runs) == 1:
-        start, end, key = runs[0]
-        return fn(x, key, start, end)
-    return torch.cat([fn(x[s:e], key, s, e) for s, e, key in runs])
+        start, _, key = runs[0]
+        return fn(x, key, start)
+    return torch.cat([fn(x[s:e], key, s) for s, e, key in runs])
 
 
 def _sort_key(member: Member) -> tuple:
@@ -192,6 +193,7 @@ class Population:
         self.val_idx = [
             torch.as_tensor(np.asarray(m.val_idx, dtype=np.int64)) for m in self.members
         ]
+        self._make_leaves()
 
     def drop(self, keys: set[str]) -> None:
         keep = [i for i, m in enumerate(self.members) if m.key not in keys]
@@ -235,15 +237,21 @@ class Population:
         return True
 
     def _set_parameters(self, flat: torch.Tensor) -> None:
-        """Parameters (P, S) in ``flat``, gradients in ``grad``, and per-layer leaf views of
-        both: autograd accumulates each layer's gradient in place into ``grad``, so one
-        zeroing per step replaces a (P, S) buffer per layer."""
+        """Parameters (P, S) in ``flat``, gradients in ``grad`` (leaves: ``_index_members``)."""
         self.flat, self.grad = flat.contiguous(), torch.zeros_like(flat)
-        self.params = {}
-        for name in self.layout.slices:
-            leaf = self.layout.view(self.flat, name).requires_grad_()
-            leaf.grad = self.layout.view(self.grad, name)
-            self.params[name] = leaf
+
+    def _make_leaves(self) -> None:
+        """A leaf per layer and run of members that use it together, a view of those rows of
+        ``flat`` whose ``.grad`` is the same view of ``grad``: autograd accumulates each
+        gradient in place, so one zeroing per step replaces a buffer per layer, and no run's
+        gradient is scattered into a full-size zero tensor."""
+        self.params: dict[tuple[str, int], torch.Tensor] = {}
+        for names, runs in ((CONV_PARAMETERS, self.conv_runs), (DENSE_PARAMETERS, self.dense_runs)):
+            for name in names:
+                for s, e, _ in runs:
+                    leaf = self.layout.view(self.flat[s:e], name).requires_grad_()
+                    leaf.grad = self.layout.view(self.grad[s:e], name)
+                    self.params[name, s] = leaf
 
     def _row(self, net: SeedNet) -> torch.Tensor:
         """A member's network as one padded parameter row."""
@@ -283,25 +291,25 @@ class Population:
         n, b = index.shape
         x = self.x[index].permute(0, 2, 3, 1).unsqueeze(1)  # (P, 1, H, W, b)
 
-        def features(t: torch.Tensor, activation: str, s: int, e: int) -> torch.Tensor:
-            """Pooled, activated conv2 maps of members s:e, which share their activation."""
-            return conv_stack(t, *(param[name][s:e] for name in CONV_PARAMETERS), activation)
+        def features(t: torch.Tensor, activation: str, s: int) -> torch.Tensor:
+            """Pooled, activated conv2 maps of the run of members from row s."""
+            return conv_stack(t, *(param[name, s] for name in CONV_PARAMETERS), activation)
 
         h = _by_runs(x, self.conv_runs, features)
         if conv_scale is not None:
             h = h * conv_scale
         h = h.view(n, -1, b)  # (P, features, b): SeedNet's flatten order, images innermost
 
-        def dense(t: torch.Tensor, key: tuple[str, int], s: int, e: int) -> torch.Tensor:
-            """Hidden and output layers of members s:e, which share activation and width."""
+        def dense(t: torch.Tensor, key: tuple[str, int], s: int) -> torch.Tensor:
+            """Hidden and output layers of the run of members from s (same activation and width)."""
             activation, units = key
-            weight = param["dense.weight"][s:e, :units]
-            t = torch.baddbmm(param["dense.bias"][s:e, :units, None], weight, t)  # (P', units, b)
+            weight = param["dense.weight", s][:, :units]
+            t = torch.baddbmm(param["dense.bias", s][:, :units, None], weight, t)  # (P', units, b)
             t = ACTIVATIONS[activation](t)  # softmax over dim 1: the units
             if dense_scale is not None:
-                t = t * dense_scale[s:e, :units]
-            out = param["out.weight"][s:e, :, :units]
-            return torch.baddbmm(param["out.bias"][s:e, :, None], out, t)  # (P', classes, b)
+                t = t * dense_scale[s : s + len(t), :units]
+            out = param["out.weight", s][:, :, :units]
+            return torch.baddbmm(param["out.bias", s][:, :, None], out, t)  # (P', classes, b)
 
         return _by_runs(h, self.dense_runs, dense).transpose(1, 2)
 
