@@ -77,7 +77,7 @@ def _library() -> ctypes.CDLL | None:
     if compiler is None:
         warnings.warn(
             "no C compiler found (cc or gcc): the population engine uses torch's grouped "
-            "convolutions, about 2x slower. Install gcc to speed it up.",
+            "convolutions, several times slower. Install gcc to speed it up.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -101,7 +101,7 @@ def _library() -> ctypes.CDLL | None:
         except subprocess.CalledProcessError as exc:
             warnings.warn(
                 f"compiling {SOURCE.name} failed ({exc.stderr.strip()[:300]}); the population "
-                "engine uses torch's grouped convolutions instead, about 2x slower.",
+                "engine uses torch's grouped convolutions instead, several times slower.",
                 RuntimeWarning,
                 stacklevel=3,
             )
