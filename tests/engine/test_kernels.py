@@ -77,3 +77,17 @@ def test_without_a_compiler_the_engine_falls_back_to_torch(small27, monkeypatch,
         assert pop.val_loss == pytest.approx(seq.val_loss, rel=1e-5)
     finally:
         kernels._library.cache_clear()
+
+
+def test_dropout_scales_match_the_numpy_reference():
+    keys = [0, 2**64 - 1, 0x0123456789ABCDEF, 7]
+    rates, counts, features = [0.25, 0.5, 0.0, 0.9], [48, 30, 48, 1], [1152, 1152, 100, 1152]
+    ours = kernels.dropout_scales(keys, rates, counts, features, 1152, 48)
+    reference = kernels.dropout_scales_numpy(keys, rates, counts, features, 1152, 48)
+    assert torch.equal(ours, reference)
+    for p, (rate, count, f) in enumerate(zip(rates, counts, features, strict=True)):
+        block = ours[p, :f, :count]
+        assert block[block > 0].eq(torch.tensor(1 / (1 - rate))).all()
+        kept = (block > 0).float().mean().item()
+        assert kept == pytest.approx(1 - rate, abs=4 / np.sqrt(block.numel()))
+        assert not ours[p, f:].any() and not ours[p, :, count:].any()  # no unit or image there

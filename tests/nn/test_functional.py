@@ -1,9 +1,11 @@
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from deepnet.nn import categorical_crossentropy, dropout, max_norm_
+from deepnet.nn import categorical_crossentropy, dropout, dropout_scale, max_norm_
+from deepnet.nn.functional import DropoutScales
 
 
 def test_dropout_is_identity_at_eval():
@@ -13,18 +15,21 @@ def test_dropout_is_identity_at_eval():
 
 def test_dropout_is_inverted_and_keeps_the_expected_fraction():
     x = torch.ones(200_000)
-    y = dropout(x, 0.25, training=True, generator=torch.Generator().manual_seed(0))
+    y = dropout(x, 0.25, training=True)
     kept = y != 0
     assert kept.float().mean().item() == pytest.approx(0.75, abs=0.005)
     assert torch.allclose(y[kept], torch.tensor(1 / 0.75))
 
 
-def test_dropout_masks_follow_the_generator():
+def test_dropout_takes_its_multipliers_from_scales():
     x = torch.ones(1000)
-    a = dropout(x, 0.5, True, torch.Generator().manual_seed(3))
-    b = dropout(x, 0.5, True, torch.Generator().manual_seed(3))
-    c = dropout(x, 0.5, True, torch.Generator().manual_seed(4))
+
+    def scales(seed: int) -> DropoutScales:
+        return partial(dropout_scale, generator=torch.Generator().manual_seed(seed))
+
+    a, b, c = (dropout(x, 0.5, True, scales(seed)) for seed in (3, 3, 4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(dropout(x, 0.5, True, lambda shape, rate: torch.full(shape, 2.0)), 2 * x)
 
 
 def test_max_norm_caps_each_units_incoming_weights():

@@ -1,10 +1,11 @@
 import math
+from functools import partial
 
 import pytest
 import torch
 
 from deepnet import TrainConfig
-from deepnet.nn import SeedNet
+from deepnet.nn import SeedNet, dropout_scale
 
 
 def net(**params):
@@ -58,9 +59,12 @@ def test_eval_is_deterministic_and_train_mode_drops_out():
     model.eval()
     assert torch.equal(model(x), model(x))
     model.train()
-    a = model(x, torch.Generator().manual_seed(1))
-    b = model(x, torch.Generator().manual_seed(2))
+    a = model(x, partial(dropout_scale, generator=torch.Generator().manual_seed(1)))
+    b = model(x, partial(dropout_scale, generator=torch.Generator().manual_seed(2)))
     assert not torch.equal(a, b)
+    kept = model(x, lambda shape, rate: torch.ones(shape))  # masks that keep every unit
+    model.eval()
+    assert torch.equal(kept, model(x))
 
 
 def test_feature_maps_shapes():

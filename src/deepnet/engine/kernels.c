@@ -487,3 +487,36 @@ void stack_backward(const float *g, const int32_t *idx, const float *out, const 
                          C1, H, W, N);
   }
 }
+
+/* A 32-bit integer hash with full avalanche (Wellons' lowbias32). */
+static inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+/* Inverted-dropout multipliers for P members, images innermost: out (P, F, N) holds in
+ * out[p, k, j] scale[p] where element e = j * features[p] + k of the draw with 64-bit key
+ * key[p] is kept, 0 where it is dropped, and 0 where k >= features[p] or j >= count[p].
+ * Element e is kept when mix32(mix32(e ^ lo) ^ hi) >= threshold[p], lo and hi the halves of
+ * the key: a pure function of key and element, so every engine draws the same masks in
+ * whatever layout it wants them (kernels.py's dropout_scales_numpy is the reference). */
+void dropout_scales(float *out, const uint64_t *key, const uint32_t *threshold,
+                    const float *scale, const int32_t *count, const int32_t *features, int P,
+                    int F, int N) {
+  for (int p = 0; p < P; p++) {
+    const uint32_t lo = (uint32_t)key[p], hi = (uint32_t)(key[p] >> 32), thr = threshold[p];
+    const uint32_t f = (uint32_t)features[p];
+    const float s = scale[p];
+    for (int k = 0; k < F; k++) {
+      float *o = out + ((int64_t)p * F + k) * N;
+      const int n = k < features[p] ? count[p] : 0;
+      for (int j = 0; j < n; j++)
+        o[j] = mix32(mix32(((uint32_t)j * f + (uint32_t)k) ^ lo) ^ hi) >= thr ? s : 0.0f;
+      for (int j = n; j < N; j++) o[j] = 0.0f;
+    }
+  }
+}

@@ -20,8 +20,10 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.autograd import Function
 
@@ -37,6 +39,7 @@ _PTR = ctypes.c_void_p
 _SIGNATURES = {
     "stack_forward": [_PTR] * 5 + [_INT] + [_PTR] * 3 + [_INT] * 7,
     "stack_backward": [_PTR] * 8 + [_INT] + [_PTR] * 5 + [_INT] * 7,
+    "dropout_scales": [_PTR] * 6 + [_INT] * 3,
 }
 # kernels.c's codes for the activations it computes in its loops
 ACTIVATION_CODES = {
@@ -215,3 +218,67 @@ def conv_stack(
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
     tensors = (t.contiguous() for t in (x, w1, b1, w2, b2))
     return _NativeConvStack.apply(*tensors, activation)
+
+
+def dropout_scales(
+    keys: Sequence[int],
+    rates: Sequence[float],
+    counts: Sequence[int],
+    features: Sequence[int],
+    width: int,
+    n: int,
+) -> torch.Tensor:
+    """Inverted-dropout multipliers (P, width, n), images innermost: member p's draw with
+    64-bit key ``keys[p]`` drops each of its ``counts[p]`` x ``features[p]`` elements with
+    probability ``rates[p]`` and scales the rest by 1 / (1 - rate); the rest of its rows
+    and columns are 0. Element e = image * features + unit of a draw is a pure function of
+    its key and e, so every layout gets the same masks (dropout_scales_numpy: the reference).
+    """
+    if not native():
+        return dropout_scales_numpy(keys, rates, counts, features, width, n)
+    out = torch.empty(len(keys), width, n)
+    arrays = (
+        np.asarray(keys, dtype=np.uint64),
+        _thresholds(rates),
+        np.asarray([1.0 / (1.0 - r) for r in rates], dtype=np.float32),
+        np.asarray(counts, dtype=np.int32),
+        np.asarray(features, dtype=np.int32),
+    )
+    pointers = [a.ctypes.data for a in arrays]
+    _library().dropout_scales(out.data_ptr(), *pointers, len(keys), width, n)
+    return out
+
+
+def dropout_scales_numpy(
+    keys: Sequence[int],
+    rates: Sequence[float],
+    counts: Sequence[int],
+    features: Sequence[int],
+    width: int,
+    n: int,
+) -> torch.Tensor:
+    """dropout_scales in numpy: the fallback without a compiler, and the tests' reference."""
+    out = np.zeros((len(keys), width, n), dtype=np.float32)
+    for p, (key, threshold, rate, count, f) in enumerate(
+        zip(keys, _thresholds(rates), rates, counts, features, strict=True)
+    ):
+        lo, hi = np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
+        unit, image = np.arange(f, dtype=np.uint32)[:, None], np.arange(count, dtype=np.uint32)
+        e = image * np.uint32(f) + unit  # (f, count): element index of (image, unit)
+        kept = _mix32(_mix32(e ^ lo) ^ hi) >= threshold
+        out[p, :f, :count] = np.where(kept, np.float32(1.0 / (1.0 - rate)), np.float32(0.0))
+    return torch.from_numpy(out)
+
+
+def _thresholds(rates: Sequence[float]) -> np.ndarray:
+    """The 32-bit hash value below which an element is dropped, for each rate in [0, 1)."""
+    return np.asarray([min(round(r * 2**32), 2**32 - 1) for r in rates], dtype=np.uint32)
+
+
+def _mix32(x: np.ndarray) -> np.ndarray:
+    """kernels.c's mix32 (uint32 arithmetic wraps as C's does)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))

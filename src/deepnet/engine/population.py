@@ -9,9 +9,9 @@ the same hidden width, then one backward pass; each member's loss is the mean ov
 own batch, so gradients never mix. Each optimizer rule runs once per run
 of members that use it, on a slice of rows, with a learning rate per row.
 
-Every member keeps its own torch.Generator and draws from it in the sequential engine's
-order (init, then per epoch the shuffle, then per step the dropout masks), so it ends with
-the metrics it would reach alone, within float tolerance. Stopped and finished members are
+Every member keeps its own torch.Generator (init, then per epoch the shuffle) and
+MaskStream (per step the dropout masks), drawn in the sequential engine's order, so it
+ends with the metrics it would reach alone, within float tolerance. Stopped and finished members are
 cut out of the matrices after the epoch, so pruning frees their compute at once.
 """
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from deepnet.engine.allocator import keep_freed_memory
+from deepnet.engine.dropout import MaskStream, draw
 from deepnet.engine.kernels import LANES, conv_stack
 from deepnet.engine.member import EpochResult, Member, epoch_status
 from deepnet.engine.training import Training
@@ -37,7 +38,6 @@ from deepnet.nn import (
     OPTIMIZERS,
     SeedNet,
     categorical_crossentropy,
-    dropout_scale,
     max_norm_,
 )
 from deepnet.nn.network import KERNEL, POOL
@@ -153,6 +153,7 @@ class Population:
         self.units = max(m.config.neurons for m in self.members)
         self.layout = _Layout(shape, self.units, n_classes, self.image)
         self.gens = [torch.Generator().manual_seed(m.seed) for m in self.members]
+        self.masks = [MaskStream(m.seed) for m in self.members]
         rows = [
             self._row(SeedNet(m.config, n_classes, self.image, g))
             for m, g in zip(self.members, self.gens, strict=True)
@@ -204,6 +205,7 @@ class Population:
         self.slots = {name: s[rows] for name, s in self.slots.items()}
         self.members = [self.members[i] for i in keep]
         self.gens = [self.gens[i] for i in keep]
+        self.masks = [self.masks[i] for i in keep]
         self.joined = [self.joined[i] for i in keep]
         self._index_members()
 
@@ -232,6 +234,7 @@ class Population:
         self._set_parameters(flat[rows])
         self.members = [members[i] for i in order]
         self.gens = [(self.gens + other.gens)[i] for i in order]
+        self.masks = [(self.masks + other.masks)[i] for i in order]
         self.joined = [(self.joined + [self.epoch] * len(other.members))[i] for i in order]
         self._index_members()
         return True
@@ -314,22 +317,19 @@ class Population:
         return _by_runs(h, self.dense_runs, dense).transpose(1, 2)
 
     def _dropout_scales(self, sizes: list[int], b: int) -> tuple[torch.Tensor | None, ...]:
-        """Each member's dropout multipliers for a step, drawn from its own generator and laid
-        out as the feature maps they scale: (P, f2, h, w, b) and (P, units, b)."""
+        """Each member's dropout multipliers for a step, from its own mask stream (conv mask,
+        then dense mask, as in the sequential engine), laid out as the feature maps they
+        scale: (P, f2, h, w, b) and (P, units, b)."""
         cfgs = [m.config for m in self.members]
         f2, (ph, pw) = self.shape.conv2_filters, self.layout.pooled
         conv = dense = None
         if any(c.conv_dropout for c in cfgs):
-            conv = torch.ones(len(cfgs), f2, ph, pw, b)
+            rates = [c.conv_dropout for c in cfgs]
+            conv = draw(self.masks, rates, sizes, [f2 * ph * pw] * len(cfgs), b)
+            conv = conv.view(len(cfgs), f2, ph, pw, b)
         if any(c.dropout_rate for c in cfgs):
-            dense = torch.ones(len(cfgs), self.units, b)
-        for i, (c, gen, n) in enumerate(zip(cfgs, self.gens, sizes, strict=True)):
-            if c.conv_dropout:  # the sequential engine's order: conv mask, then dense mask
-                mask = dropout_scale((n, f2, ph, pw), c.conv_dropout, gen)
-                conv[i, ..., :n] = mask.permute(1, 2, 3, 0)
-            if c.dropout_rate:
-                mask = dropout_scale((n, c.neurons), c.dropout_rate, gen)
-                dense[i, : c.neurons, :n] = mask.T
+            rates = [c.dropout_rate for c in cfgs]
+            dense = draw(self.masks, rates, sizes, [c.neurons for c in cfgs], b)
         return conv, dense
 
     # --- training ---------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The reference engine: trains the members of a population one model at a time.
 
 Faster engines must give each member the same results (within float tolerance); this one
-defines them. The per-member random stream (init, shuffling, dropout masks) is one
-``torch.Generator`` seeded with the member's seed, so the same seed gives the same
-model bit for bit on the same machine.
+defines them. A member's random streams are a ``torch.Generator`` (init, shuffling) and a
+``MaskStream`` (dropout masks), both seeded with the member's seed, so the same seed gives
+the same model bit for bit on the same machine.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from deepnet.engine.dropout import MaskStream
 from deepnet.engine.member import EpochResult, Member, Status, epoch_status
 from deepnet.engine.training import Training
 from deepnet.evaluate import images_to_tensor, loss_and_accuracy, predict_logits
@@ -29,6 +30,7 @@ class _MemberRun:
         self.keys = [member.key]
         self.epoch = 0
         self.gen = torch.Generator().manual_seed(member.seed)
+        self.masks = MaskStream(member.seed)
         self._model = SeedNet(member.config, n_classes, tuple(x.shape[2:]), generator=self.gen)
         self.optimizer = OPTIMIZERS[member.config.optimizer](
             self._model.parameters(), lr=member.config.learn_rate
@@ -54,7 +56,7 @@ class _MemberRun:
         order = self.train_idx[torch.randperm(len(self.train_idx), generator=self.gen)]
         loss_sum, correct = 0.0, 0
         for batch in order.split(cfg.batch_size):
-            logits = model(x[batch], self.gen)
+            logits = model(x[batch], self.masks.scale)
             losses = categorical_crossentropy(logits, y[batch])
             self.optimizer.zero_grad(set_to_none=True)
             losses.mean().backward()

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 EPSILON = 1e-7  # Keras' K.epsilon(): the probability clip and the MaxNorm guard
 
 
+DropoutScales = Callable[[Sequence[int], float], torch.Tensor]
+
+
 def dropout(
-    x: torch.Tensor, rate: float, training: bool, generator: torch.Generator | None = None
+    x: torch.Tensor, rate: float, training: bool, scales: DropoutScales | None = None
 ) -> torch.Tensor:
     """Inverted dropout x*mask/(1-rate) while training, identity otherwise.
 
-    The mask is drawn from ``generator`` so that each member of a population owns its
-    random stream and the same seed gives the same masks wherever the member trains.
+    ``scales(shape, rate)`` gives the multipliers (the engines pass each member's own mask
+    stream, so the same seed gives the same masks in every engine); by default they are
+    drawn from torch's global generator.
     """
     if not training or rate == 0.0:
         return x
-    return x * dropout_scale(x.shape, rate, generator)
+    return x * (scales or dropout_scale)(x.shape, rate)
 
 
 def dropout_scale(

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from deepnet.nn.activations import ACTIVATIONS
-from deepnet.nn.functional import dropout, max_norm_
+from deepnet.nn.functional import DropoutScales, dropout, max_norm_
 from deepnet.nn.initializers import INITIALIZERS
 
 if TYPE_CHECKING:
@@ -67,14 +67,15 @@ class SeedNet(nn.Module):
             init(layer.weight, generator)
             layer.bias.zero_()
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Logits (N, n_classes) for images x (N, 1, H, W) scaled to [0, 1]."""
+    def forward(self, x: torch.Tensor, scales: DropoutScales | None = None) -> torch.Tensor:
+        """Logits (N, n_classes) for images x (N, 1, H, W) scaled to [0, 1]; ``scales`` draws
+        the dropout multipliers while training (see ``dropout``)."""
         cfg = self.config
         x = self.conv_activation(self.conv1(x))
         x = pool_activate(self.conv2(x), self.conv_activation_name)
-        x = dropout(x, cfg.conv_dropout, self.training, generator).flatten(1)
+        x = dropout(x, cfg.conv_dropout, self.training, scales).flatten(1)
         x = self.dense_activation(self.dense(x))
-        x = dropout(x, cfg.dropout_rate, self.training, generator)
+        x = dropout(x, cfg.dropout_rate, self.training, scales)
         return self.out(x)
 
     def apply_constraints(self) -> None:
