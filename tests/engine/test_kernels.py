@@ -91,3 +91,10 @@ def test_dropout_scales_match_the_numpy_reference():
         kept = (block > 0).float().mean().item()
         assert kept == pytest.approx(1 - rate, abs=4 / np.sqrt(block.numel()))
         assert not ours[p, f:].any() and not ours[p, :, count:].any()  # no unit or image there
+
+
+def test_gather_images_lays_out_each_members_batch_images_innermost():
+    x = torch.randn(500, 28, 28)
+    index = torch.randint(0, 500, (3, 48), generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([x[row].permute(1, 2, 0) for row in index]).unsqueeze(1)
+    assert torch.equal(kernels.gather_images(x, index), expected)

@@ -488,6 +488,19 @@ void stack_backward(const float *g, const int32_t *idx, const float *out, const 
   }
 }
 
+/* The images of each member's batch as stack_forward's input: out (P, HW, N) holds pixel q
+ * of image index[p, j] of x (M, HW) in out[p, q, j]. N is a multiple of 16. */
+void gather_images(float *out, const float *x, const int64_t *index, int P, int HW, int N) {
+  for (int p = 0; p < P; p++) {
+    for (int j0 = 0; j0 < N; j0 += 16) {
+      const int64_t *ix = index + (int64_t)p * N + j0;
+      float *o = out + (int64_t)p * HW * N + j0;
+      for (int q = 0; q < HW; q++)
+        for (int l = 0; l < 16; l++) o[(int64_t)q * N + l] = x[ix[l] * HW + q];
+    }
+  }
+}
+
 /* A 32-bit integer hash with full avalanche (Wellons' lowbias32). */
 static inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;

@@ -39,6 +39,7 @@ _PTR = ctypes.c_void_p
 _SIGNATURES = {
     "stack_forward": [_PTR] * 5 + [_INT] + [_PTR] * 3 + [_INT] * 7,
     "stack_backward": [_PTR] * 8 + [_INT] + [_PTR] * 5 + [_INT] * 7,
+    "gather_images": [_PTR] * 3 + [_INT] * 3,
     "dropout_scales": [_PTR] * 6 + [_INT] * 3,
 }
 # kernels.c's codes for the activations it computes in its loops
@@ -218,6 +219,18 @@ def conv_stack(
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
     tensors = (t.contiguous() for t in (x, w1, b1, w2, b2))
     return _NativeConvStack.apply(*tensors, activation)
+
+
+def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """conv_stack's input (P, 1, H, W, N) from images x (M, H, W): member p's images
+    ``index[p]`` (N a multiple of LANES)."""
+    if not native():
+        return x[index].permute(0, 2, 3, 1).unsqueeze(1).contiguous()
+    (p, n), (_, h, w) = index.shape, x.shape
+    x, index = x.contiguous(), index.contiguous()  # held in names: the C call reads them
+    out = torch.empty(p, 1, h, w, n)
+    _library().gather_images(*_pointers((out, x, index)), p, h * w, n)
+    return out
 
 
 def dropout_scales(

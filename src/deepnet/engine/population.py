@@ -29,7 +29,7 @@ import torch
 
 from deepnet.engine.allocator import keep_freed_memory
 from deepnet.engine.dropout import MaskStream, draw
-from deepnet.engine.kernels import LANES, conv_stack
+from deepnet.engine.kernels import LANES, conv_stack, gather_images
 from deepnet.engine.member import EpochResult, Member, epoch_status
 from deepnet.engine.training import Training
 from deepnet.evaluate import images_to_tensor
@@ -292,7 +292,7 @@ class Population:
         """
         param = self.params
         n, b = index.shape
-        x = self.x[index].permute(0, 2, 3, 1).unsqueeze(1)  # (P, 1, H, W, b)
+        x = gather_images(self.x, index)  # (P, 1, H, W, b)
 
         def features(t: torch.Tensor, activation: str, s: int) -> torch.Tensor:
             """Pooled, activated conv2 maps of the run of members from row s."""
