@@ -3,26 +3,55 @@
 from optuna.trial import TrialState
 
 from deepnet import Space, Stage
-from deepnet.search.study import open_study
+from deepnet.search.strategies import candidates
+from deepnet.search.study import Queue, open_study
 
 SPACE = Space.from_dict({"optimizer": ["Adam", "Nadam"], "neurons": [8, 16]})
 
 
+STAGE = Stage(SPACE, "grid")
+
+
 def reopen(storage):
-    return open_study(storage, "s", Stage(SPACE, "grid"), {"k": 1}, seed=0, max_epochs=2)
+    return open_study(storage, "s", STAGE, {"k": 1}, seed=0, max_epochs=2)
+
+
+def configs(queue):
+    return sorted(map(str, queue.configs))
+
+
+CONFIGS = sorted(str({"optimizer": o, "neurons": n}) for o in ("Adam", "Nadam") for n in (8, 16))
+
+
+def test_the_queue_holds_the_candidates_no_trial_holds(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    queue = Queue(reopen(storage), candidates(STAGE, 0))
+    assert len(queue) == 4 and configs(queue) == CONFIGS
+    first = queue.ask(SPACE.distributions())
+    assert len(queue) == 3 and first.params == candidates(STAGE, 0)[0]
+    first.study.tell(first, 0.5)
+    asked = queue.ask(SPACE.distributions())  # running when the process dies
+    study = reopen(storage)
+    assert study.trials[asked.number].state is TrialState.FAIL  # failed, and queued again
+    queue = Queue(study, candidates(STAGE, 0))
+    assert len(queue) == 3 and str(first.params) not in configs(queue)
+    assert [queue.ask(SPACE.distributions()) for _ in range(3)][-1] is not None
+    assert queue.ask(SPACE.distributions()) is None and len(queue) == 0
 
 
 def test_a_trial_killed_while_being_asked_is_queued_once_with_its_whole_config(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = reopen(storage)
-    assert len(study.get_trials(states=(TrialState.WAITING,))) == 4
+    study.enqueue_trial(candidates(STAGE, 0)[0])
     killed = study.ask()  # popped from the queue; the process dies before any suggest
     assert killed.params == {}
-    study = reopen(storage)
-    queued = [
-        t.system_attrs["fixed_params"] for t in study.get_trials(states=(TrialState.WAITING,))
-    ]
-    assert len(queued) == 4
-    assert sorted(map(str, queued)) == sorted(
-        str(c) for c in [{"optimizer": o, "neurons": n} for o in ("Adam", "Nadam") for n in (8, 16)]
-    )
+    queue = Queue(reopen(storage), candidates(STAGE, 0))
+    assert len(queue) == 4 and configs(queue) == CONFIGS
+
+
+def test_a_trial_left_waiting_is_asked_first(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    reopen(storage).enqueue_trial(candidates(STAGE, 0)[2])  # the process dies before asking
+    queue = Queue(reopen(storage), candidates(STAGE, 0))
+    assert len(queue) == 4 and queue.waiting == 1 and len(queue.configs) == 3
+    assert queue.ask(SPACE.distributions()).params == candidates(STAGE, 0)[2]

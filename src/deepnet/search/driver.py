@@ -28,7 +28,8 @@ from deepnet.data.folds import Split
 from deepnet.engine import EpochResult, Member, Status
 from deepnet.errors import SearchError
 from deepnet.search.executor import Worker, WorkerCrashError
-from deepnet.search.strategies import Stage, shared_run_key
+from deepnet.search.strategies import Stage, candidates, shared_run_key
+from deepnet.search.study import Queue
 
 OnTrial = Callable[[FrozenTrial], None]
 HISTORY_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
@@ -146,30 +147,22 @@ def run_stage(
     shorter one's result on the way.
     """
     idle, busy = list(workers), {}
-    # the queue of a fixed stage, counted once: this loop is the only one that asks from it
-    # (reading it from the storage again costs every waiting trial's row, each time)
-    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    queue = None if stage.adaptive else Queue(study, candidates(stage, seed))
 
     def next_trial() -> optuna.Trial | None:
-        nonlocal queued
-        if stage.adaptive:
-            counted = [
-                t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted")
-            ]
-            if len(counted) >= stage.n_iter:
-                return None
-        elif queued == 0:
-            return None
-        else:
-            queued -= 1
-        return study.ask(distributions)
+        if queue is not None:
+            return queue.ask(distributions)
+        counted = [
+            t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted")
+        ]
+        return study.ask(distributions) if len(counted) < stage.n_iter else None
 
     def fill(batch: _Batch, members: int, sharers: int) -> bool:
         """Add trials to the batch for up to ``members`` more members (in a fixed queue,
         at most an even share of it among ``sharers`` workers); whether any were added."""
         runs = max(1, members // len(folds))
-        if not stage.adaptive:
-            runs = min(runs, math.ceil(queued / sharers))
+        if queue is not None:
+            runs = min(runs, math.ceil(len(queue) / sharers))
         target = len(batch.runs) + runs
         added = False
         while len(batch.runs) < target and (trial := next_trial()):

@@ -7,8 +7,9 @@
     hyperband   grid or random candidates, pruned by Hyperband on epochs
     tpe         n_iter configurations proposed one after another by Optuna's TPE sampler
 
-Candidate lists are fixed by the seed before any training and queued in the study, so an
-interrupted search resumes with exactly the configurations it would have run.
+Candidate lists are fixed by the seed before any training (and queued in the study one at
+a time as they start), so an interrupted search resumes with exactly the configurations it
+would have run.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 A study remembers what it is for (its spec: space, strategy, folds, seed, data) in a user
 attribute, so reopening it with a different space is refused rather than mixed. Reopening
 it with the same spec resumes: trials that were running when the process died (or were
-interrupted) are failed and queued again, and queued candidates that are missing are
-queued, so no finished trial is ever trained twice.
+interrupted) are failed, and a fixed stage's ``Queue`` holds every candidate that no trial
+holds yet (those among them), so no finished trial is ever trained twice.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import json
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from deepnet.errors import SearchError
-from deepnet.search.strategies import Stage, candidates, pruner_for, sampler_for
+from deepnet.search.strategies import Stage, pruner_for, sampler_for
 
 SPEC_ATTR = "deepnet_spec"
 
@@ -48,8 +49,6 @@ def open_study(
             "--study-name or --out, or delete that study."
         )
     _recover(study)
-    if not stage.adaptive:
-        _enqueue_missing(study, candidates(stage, seed))
     return study
 
 
@@ -76,32 +75,47 @@ def _create_or_load(
 
 
 def _recover(study: optuna.Study) -> None:
-    """Fail trials left running by a dead process; queue interrupted ones again."""
+    """Fail the trials left running by a dead process (a Queue runs them again)."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=TrialState.FAIL)
-    interrupted = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if t.user_attrs.get("interrupted")
-    ]
-    # A queued trial keeps its whole configuration in fixed_params; its params may be partial
-    # if the process died while the trial was being asked.
-    _enqueue_missing(study, [t.system_attrs.get("fixed_params") or t.params for t in interrupted])
 
 
-def _enqueue_missing(study: optuna.Study, configs: list[dict[str, Any]]) -> None:
-    """Queue each configuration that no trial holds yet (except interrupted ones)."""
-    present = {
-        _canonical(t.params or t.system_attrs.get("fixed_params", {}))  # queued: fixed_params
-        for t in study.get_trials(deepcopy=False)
-        if not (t.state is TrialState.FAIL and t.user_attrs.get("interrupted"))
-    }
-    for config in configs:
-        key = _canonical(config)
-        if key not in present:
-            study.enqueue_trial(config)
-            present.add(key)
+class Queue:
+    """A fixed stage's configurations still to run, in order: trials already waiting in the
+    study (a process died between queueing and asking one), then the candidates that no
+    trial holds (interrupted trials hold none). Each is queued in the study just before it
+    is asked: every read of a study re-reads all its waiting trials, so few should wait."""
+
+    def __init__(self, study: optuna.Study, configs: list[dict[str, Any]]):
+        self.study = study
+        trials = study.get_trials(deepcopy=False)
+        self.waiting = sum(t.state is TrialState.WAITING for t in trials)
+        present = {
+            # a queued trial keeps its whole configuration in fixed_params; its params may be
+            # partial if the process died while the trial was being asked
+            _canonical(t.params or t.system_attrs.get("fixed_params", {}))
+            for t in trials
+            if not (t.state is TrialState.FAIL and t.user_attrs.get("interrupted"))
+        }
+        self.configs = []
+        for config in configs:
+            if (key := _canonical(config)) not in present:
+                self.configs.append(config)
+                present.add(key)
+
+    def __len__(self) -> int:
+        return self.waiting + len(self.configs)
+
+    def ask(self, distributions: dict[str, BaseDistribution]) -> optuna.Trial | None:
+        """The next configuration as a running trial; None when the queue is empty."""
+        if self.waiting:
+            self.waiting -= 1
+        elif self.configs:
+            self.study.enqueue_trial(self.configs.pop(0))
+        else:
+            return None
+        return self.study.ask(distributions)
 
 
 def _canonical(value: Any) -> str:
