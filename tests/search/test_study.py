@@ -55,3 +55,15 @@ def test_a_trial_left_waiting_is_asked_first(tmp_path):
     queue = Queue(reopen(storage), candidates(STAGE, 0))
     assert len(queue) == 4 and queue.waiting == 1 and len(queue.configs) == 3
     assert queue.ask(SPACE.distributions()).params == candidates(STAGE, 0)[2]
+
+
+def test_an_sqlite_study_commits_without_an_fsync_per_transaction(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = reopen(storage)
+    with study._storage._backend.engine.connect() as connection:
+        pragma = connection.exec_driver_sql
+        modes = [pragma(f"PRAGMA {p}").scalar() for p in ("journal_mode", "synchronous")]
+    assert modes == ["wal", 1]  # synchronous=NORMAL is 1
+    study.enqueue_trial(candidates(STAGE, 0)[0])
+    study.tell(study.ask(), 0.5)
+    assert reopen(storage).trials[0].value == 0.5  # and reopening it reads what was written

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
@@ -56,11 +57,12 @@ def _create_or_load(
     storage: str, name: str, stage: Stage, seed: int, pruner: optuna.pruners.BasePruner
 ) -> optuna.Study:
     try:
-        resumed = name in optuna.study.get_all_study_names(storage)
+        rdb = _open_storage(storage)
+        resumed = name in {s.study_name for s in rdb.get_all_studies()}
         # TPE restarts its random stream after the trials it has seen, not at the start
-        n_before = len(optuna.load_study(study_name=name, storage=storage).trials) if resumed else 0
+        n_before = len(optuna.load_study(study_name=name, storage=rdb).trials) if resumed else 0
         return optuna.create_study(
-            storage=storage,
+            storage=rdb,
             study_name=name,
             direction="maximize",
             load_if_exists=True,
@@ -72,6 +74,25 @@ def _create_or_load(
             f"cannot open the study storage {storage!r}: {type(exc).__name__}: {exc}. Give a "
             "database URL that Optuna accepts, e.g. sqlite:///runs/my-search/study.db."
         ) from exc
+
+
+def _open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The storage at ``url``; an SQLite file in WAL mode with synchronous=NORMAL, so that a
+    commit (several per trial and epoch) writes without an fsync: about 1.4 ms instead of 4.
+    A killed process loses nothing; a power cut may lose the last commits, whose trials a
+    resumed search runs again."""
+    rdb = optuna.storages.RDBStorage(url)
+    if rdb.engine.dialect.name == "sqlite":
+        sqlalchemy.event.listen(rdb.engine, "connect", _fast_sqlite)
+        rdb.engine.dispose()  # reconnect: the pooled connections predate the listener
+    return rdb
+
+
+def _fast_sqlite(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _recover(study: optuna.Study) -> None:
