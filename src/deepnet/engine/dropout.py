@@ -4,7 +4,8 @@ Each member owns a ``MaskStream`` seeded with its seed. Every draw (one dropout 
 training step) takes the stream's next 64-bit key, and its mask is a pure function of that
 key and each element's index (``kernels.dropout_scales``). So the population engine computes
 all its members' masks in one call, laid out as its feature maps, while the sequential
-engine gets the same masks in its own layout, and no engine pays for a generator's state.
+engine gets the same masks in its own layout; an element costs a hash, computed in C, not a
+step of a sequential generator.
 """
 
 from __future__ import annotations
