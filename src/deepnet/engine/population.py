@@ -10,9 +10,9 @@ own batch, so gradients never mix. Each optimizer rule runs once per run
 of members that use it, on a slice of rows, with a learning rate per row.
 
 Every member keeps its own torch.Generator (init, then per epoch the shuffle) and
-MaskStream (per step the dropout masks), drawn in the sequential engine's order, so it
-ends with the metrics it would reach alone, within float tolerance. Stopped and finished members are
-cut out of the matrices after the epoch, so pruning frees their compute at once.
+MaskStream (per step the dropout masks), drawn in the sequential engine's order, so it ends
+with the metrics it would reach alone, within float tolerance. Stopped and finished members
+are cut out of the matrices after the epoch, so pruning frees their compute at once.
 """
 
 from __future__ import annotations
