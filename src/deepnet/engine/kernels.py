@@ -253,7 +253,7 @@ def dropout_scales(
     arrays = (
         np.asarray(keys, dtype=np.uint64),
         _thresholds(rates),
-        np.asarray([1.0 / (1.0 - r) for r in rates], dtype=np.float32),
+        _multipliers(rates),
         np.asarray(counts, dtype=np.int32),
         np.asarray(features, dtype=np.int32),
     )
@@ -272,20 +272,25 @@ def dropout_scales_numpy(
 ) -> torch.Tensor:
     """dropout_scales in numpy: the fallback without a compiler, and the tests' reference."""
     out = np.zeros((len(keys), width, n), dtype=np.float32)
-    for p, (key, threshold, rate, count, f) in enumerate(
-        zip(keys, _thresholds(rates), rates, counts, features, strict=True)
+    for p, (key, threshold, scale, count, f) in enumerate(
+        zip(keys, _thresholds(rates), _multipliers(rates), counts, features, strict=True)
     ):
         lo, hi = np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
         unit, image = np.arange(f, dtype=np.uint32)[:, None], np.arange(count, dtype=np.uint32)
         e = image * np.uint32(f) + unit  # (f, count): element index of (image, unit)
         kept = _mix32(_mix32(e ^ lo) ^ hi) >= threshold
-        out[p, :f, :count] = np.where(kept, np.float32(1.0 / (1.0 - rate)), np.float32(0.0))
+        out[p, :f, :count] = np.where(kept, scale, np.float32(0.0))
     return torch.from_numpy(out)
 
 
 def _thresholds(rates: Sequence[float]) -> np.ndarray:
     """The 32-bit hash value below which an element is dropped, for each rate in [0, 1)."""
     return np.asarray([min(round(r * 2**32), 2**32 - 1) for r in rates], dtype=np.uint32)
+
+
+def _multipliers(rates: Sequence[float]) -> np.ndarray:
+    """What inverted dropout scales a kept element by, 1 / (1 - rate), as float32."""
+    return np.asarray([1.0 / (1.0 - r) for r in rates], dtype=np.float32)
 
 
 def _mix32(x: np.ndarray) -> np.ndarray:
