@@ -1,12 +1,16 @@
 import inspect
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import sklearn.exceptions
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV as SklearnGridSearchCV
 from sklearn.model_selection import cross_val_score
 
-from deepnet import PARAMS, ConfigError, DeepNetClassifier, DivergedError, TrainConfig
+from deepnet import PARAMS, ConfigError, DataError, DeepNetClassifier, DivergedError, TrainConfig
+from deepnet.estimator import NotFittedError
 
 FAST = {"epochs": 2, "batch_size": 64}
 
@@ -78,12 +82,119 @@ def test_divergence_raises_a_named_error(xy):
         wild.fit(*xy)
 
 
-@pytest.mark.parametrize("shape", [(10, 28, 28, 3), (10, 783), (10,)])
+@pytest.mark.parametrize("shape", [(10, 28, 28, 3), (10, 783), (10,), (0, 28, 28)])
 def test_bad_image_shapes(shape):
-    with pytest.raises(ConfigError, match="X has"):
-        DeepNetClassifier(**FAST).fit(np.zeros(shape), np.arange(10) % 2)
+    with pytest.raises(DataError, match="X has"):
+        DeepNetClassifier(**FAST).fit(np.zeros(shape), np.arange(shape[0]) % 2)
 
 
 def test_one_class_is_refused():
     with pytest.raises(ConfigError, match="one class"):
         DeepNetClassifier(**FAST).fit(np.zeros((10, 28, 28)), np.zeros(10))
+
+
+@pytest.fixture(scope="module")
+def fitted(xy):
+    return DeepNetClassifier(**FAST).fit(*xy)
+
+
+SEGFAULT_CASE = """
+import sys
+import numpy as np
+from deepnet import DataError, DeepNetClassifier
+
+data = np.load(sys.argv[1])
+X, y = data["x"], data["y"]
+try:
+    DeepNetClassifier(epochs=1).fit(X[:300], y)
+except DataError as exc:
+    print(exc)
+"""
+
+
+def test_fewer_images_than_labels_is_refused_not_a_segfault(small27, tmp_path):
+    """The report's case, in a fresh interpreter so that a segfault fails this test."""
+    path = tmp_path / "xy.npz"
+    np.savez(path, x=small27.x_train[:613], y=small27.y_train[:613])
+    done = subprocess.run(
+        [sys.executable, "-c", SEGFAULT_CASE, str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(
+        "Found input variables with inconsistent numbers of samples: X has 300 images but y "
+        "has 613 labels"
+    )
+
+
+@pytest.mark.parametrize("n_images", [600, 700])
+def test_images_and_labels_of_other_lengths_are_refused(small27, n_images):
+    x, y = small27.x_train[:n_images], small27.y_train[:613]
+    with pytest.raises(DataError, match=f"X has {n_images} images but y has 613 labels"):
+        DeepNetClassifier(**FAST).fit(x, y)
+
+
+def test_score_checks_lengths_too(fitted, small27):
+    with pytest.raises(DataError, match="X has 400 images but y has 399 labels"):
+        fitted.score(small27.x_test, small27.y_test[:-1])
+
+
+def test_non_finite_pixels_are_refused(xy):
+    x = xy[0].copy()
+    x[41, 3, 5, 0] = np.nan
+    x[60, 0, 0, 0] = np.inf
+    with pytest.raises(DataError, match=r"X\[41\] holds nan \(2 images are not finite"):
+        DeepNetClassifier(**FAST).fit(x, xy[1])
+
+
+@pytest.mark.parametrize(("bad", "shown"), [(np.nan, "nan"), (0.5, "0.5")])
+def test_nan_and_fractional_labels_are_refused(small27, bad, shown):
+    y = small27.y_train[:600].astype(np.float64)
+    y[7] = bad
+    with pytest.raises(DataError, match=rf"y\[7\] is {shown}: class labels must be whole"):
+        DeepNetClassifier(**FAST).fit(small27.x_train[:600], y)
+
+
+def test_a_matrix_that_is_not_one_hot_is_refused(small27):
+    y = np.eye(2)[small27.y_train[:600]]
+    y[3] = [0.3, 0.7]
+    with pytest.raises(DataError, match=r"not one-hot: row 3 is \[0.3, 0.7\]"):
+        DeepNetClassifier(**FAST).fit(small27.x_train[:600], y)
+
+
+def test_labels_of_mixed_kinds_are_refused(small27):
+    y = np.array([1, "two", None] * 200, dtype=object)
+    with pytest.raises(DataError, match="numbers mixed with strings or None"):
+        DeepNetClassifier(**FAST).fit(small27.x_train[:600], y)
+
+
+def test_predict_before_fit_raises_not_fitted(small27):
+    model = DeepNetClassifier()
+    for use in (model.predict, model.predict_proba):
+        with pytest.raises(NotFittedError, match=r"not fitted yet: call fit\(X, y\) before"):
+            use(small27.x_test)
+    with pytest.raises(sklearn.exceptions.NotFittedError, match="before score"):
+        model.score(small27.x_test, small27.y_test)
+    with pytest.raises(NotFittedError, match="before classes_"):
+        _ = model.classes_
+    assert not hasattr(model, "model_")
+
+
+def test_predict_refuses_images_of_another_size(fitted, small27):
+    with pytest.raises(DataError, match=r"X holds 14x14 images .* fitted on 28x28 images"):
+        fitted.predict(small27.x_test[:, ::2, ::2])
+
+
+@pytest.mark.parametrize("side", [5, 4])
+def test_images_smaller_than_the_network_takes_are_refused(small27, side):
+    with pytest.raises(
+        DataError, match=rf"the images in X are {side}x{side} pixels, .* minimum of 6x6"
+    ):
+        DeepNetClassifier(**FAST).fit(
+            small27.x_train[:600, 11 : 11 + side, 11 : 11 + side], small27.y_train[:600]
+        )
+
+
+def test_the_smallest_images_the_network_takes_train_and_predict(small27):
+    crop = np.s_[:, 11:17, 11:17]
+    model = DeepNetClassifier(**FAST).fit(small27.x_train[crop], small27.y_train)
+    assert model.score(small27.x_test[crop], small27.y_test) > 0.6

@@ -1,10 +1,12 @@
-"""The seed's GridSearchCV / RandomizedSearchCV code, with only its imports changed."""
+"""The seed's GridSearchCV / RandomizedSearchCV code, with only its imports changed, and what
+the search classes refuse."""
 
 import numpy as np
 import pytest
 from sklearn.model_selection import KFold
 
-from deepnet import ConfigError, DeepNetClassifier, GridSearchCV, RandomizedSearchCV
+from deepnet import ConfigError, DataError, DeepNetClassifier, GridSearchCV, RandomizedSearchCV
+from deepnet.estimator import NotFittedError
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +77,65 @@ def test_halving_through_the_same_api(seed_data):
     assert np.isnan(search.cv_results_["mean_test_score"][states.index("pruned")])
 
 
-def test_a_scikit_learn_splitter_as_cv(seed_data):
+@pytest.fixture(scope="module")
+def unrefitted(seed_data):
     search = GridSearchCV(
         DeepNetClassifier(epochs=1, batch_size=64),
         {"neurons": [16, 30]},
         cv=KFold(2, shuffle=True, random_state=0),
         refit=False,
     )
-    assert search.fit(*seed_data).n_splits_ == 2
+    return search.fit(*seed_data)
+
+
+def test_a_scikit_learn_splitter_as_cv(unrefitted):
+    assert unrefitted.n_splits_ == 2
+
+
+def test_predict_without_refit_says_so(unrefitted, seed_data):
+    with pytest.raises(NotFittedError, match="fitted with refit=False, so it has no"):
+        unrefitted.predict(seed_data[0][:5])
+    assert set(unrefitted.best_params_) == {"neurons"}
+
+
+@pytest.mark.parametrize("search_class", [GridSearchCV, RandomizedSearchCV])
+def test_a_search_used_before_fit_raises_not_fitted(search_class, seed_data):
+    search = search_class(DeepNetClassifier(), {"neurons": [16, 30]})
+    x, y = seed_data
+    uses = {
+        "predict": lambda: search.predict(x),
+        "predict_proba": lambda: search.predict_proba(x),
+        "score": lambda: search.score(x, y),
+        "best_params_": lambda: search.best_params_,
+        "best_score_": lambda: search.best_score_,
+        "best_estimator_": lambda: search.best_estimator_,
+        "cv_results_": lambda: search.cv_results_,
+    }
+    for name, use in uses.items():
+        with pytest.raises(
+            NotFittedError, match=rf"not fitted yet: call fit\(X, y\) before {name}"
+        ):
+            use()
+    assert not hasattr(search, "best_index_")
+
+
+@pytest.mark.parametrize("n_images", [300, 600, 700])
+def test_search_refuses_images_and_labels_of_other_lengths(small27, tmp_path, n_images):
+    storage = tmp_path / "study.db"
+    search = GridSearchCV(
+        DeepNetClassifier(epochs=1), {"neurons": [16, 30]}, storage=f"sqlite:///{storage}"
+    )
+    with pytest.raises(DataError, match=f"X has {n_images} images but y has 613 labels"):
+        search.fit(small27.x_train[:n_images], small27.y_train[:613])
+    assert not storage.exists()  # refused before a study was created
+
+
+def test_search_refuses_folds_outside_the_images(seed_data):
+    x, y = seed_data
+    folds = [(np.arange(0, 600), np.arange(600, 900)), (np.arange(300, 900), np.arange(0, 950))]
+    search = GridSearchCV(DeepNetClassifier(epochs=1), {"neurons": [16, 30]}, cv=folds)
+    with pytest.raises(DataError, match=r"cv fold 1 has validation index 900 but there are 900"):
+        search.fit(x, y)
 
 
 @pytest.mark.parametrize(

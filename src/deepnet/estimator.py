@@ -8,19 +8,52 @@ seed's hyperparameter names with the same defaults as ``TrainConfig``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.metrics import accuracy_score
-from sklearn.utils.validation import check_is_fitted
 
 from deepnet.config import PARAMS, TrainConfig
+from deepnet.data.arrays import as_images, as_images_and_labels
 from deepnet.engine import EpochResult, Member, PopulationEngine, Status
-from deepnet.errors import ConfigError, DivergedError
+from deepnet.errors import ConfigError, DataError, DeepNetError, DivergedError
 from deepnet.evaluate import images_to_tensor, predict_logits
 
 
-class DeepNetClassifier(ClassifierMixin, BaseEstimator):
+class NotFittedError(DeepNetError, SklearnNotFittedError):
+    """An estimator was used before ``fit``; also scikit-learn's NotFittedError (and so a
+    ValueError and an AttributeError, which keeps ``hasattr`` working).
+
+    It lives here, not in ``deepnet.errors``, because its base class imports scikit-learn,
+    which ``deepnet.errors`` must not pay for.
+    """
+
+
+class FittedState:
+    """Fitted attributes (public names ending in "_") read before ``fit`` raise
+    NotFittedError naming the fix, as scikit-learn's ``check_is_fitted`` does, rather than
+    a bare AttributeError."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.endswith("_") and not name.startswith("_") and not self._is_fitted():
+            raise NotFittedError(self._not_fitted(name))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _is_fitted(self) -> bool:
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
+    def _require_fitted(self, use: str) -> None:
+        if not self._is_fitted():
+            raise NotFittedError(self._not_fitted(use))
+
+    def _not_fitted(self, use: str) -> str:
+        return f"this {type(self).__name__} is not fitted yet: call fit(X, y) before {use}."
+
+
+class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
     """Train the seed's CNN on images X (n, h, w[, 1]) or flattened (n, h*w); labels y.
 
     ``y`` may be class labels or a one-hot matrix (the seed used ``to_categorical``).
@@ -69,13 +102,12 @@ class DeepNetClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> DeepNetClassifier:
         config = self.config()
-        images = as_images(X)
-        labels = as_labels(y)
-        self.classes_, encoded = np.unique(labels, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ConfigError(f"y holds one class ({self.classes_[0]!r}); a classifier needs two.")
+        images, labels = as_images_and_labels(X, y)
+        classes, encoded = np.unique(labels, return_inverse=True)
+        if len(classes) < 2:
+            raise ConfigError(f"y holds one class ({classes[0]!r}); a classifier needs two.")
         member = Member("model", config, np.arange(len(encoded)), np.arange(0), self.seed)
-        training = PopulationEngine().train(images, encoded, len(self.classes_), [member])
+        training = PopulationEngine().train(images, encoded, len(classes), [member])
         history: list[EpochResult] = []
         for result in training:
             history.append(result)
@@ -89,50 +121,35 @@ class DeepNetClassifier(ClassifierMixin, BaseEstimator):
                 f"training diverged: {history[-1].reason}; try a smaller "
                 "learn_rate or weight_constraint=3."
             )
+        self.classes_ = classes
         self.model_ = training.model("model").eval()
         self.history_ = history
-        self.n_features_in_ = int(np.prod(images.shape[1:]))
+        self.image_shape_ = images.shape[1:]
+        self.n_features_in_ = int(np.prod(self.image_shape_))
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "model_")
-        logits = predict_logits(self.model_, images_to_tensor(as_images(X)))
-        return torch.softmax(logits, dim=1).numpy()
+        self._require_fitted("predict_proba")
+        return self._proba(as_images(X))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        self._require_fitted("predict")
+        return self.classes_[self._proba(as_images(X)).argmax(axis=1)]
 
     def score(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
         """Accuracy; ``y`` may be one-hot, as the seed passed it to ``evaluate``."""
-        return float(accuracy_score(as_labels(y), self.predict(X), sample_weight=sample_weight))
+        self._require_fitted("score")
+        images, labels = as_images_and_labels(X, y)
+        predicted = self.classes_[self._proba(images).argmax(axis=1)]
+        return float(accuracy_score(labels, predicted, sample_weight=sample_weight))
 
-
-def as_images(X: np.ndarray) -> np.ndarray:
-    """(n, h, w) images from (n, h, w), (n, h, w, 1), (n, 1, h, w) or square (n, h*w)."""
-    x = np.asarray(X)
-    if x.ndim == 4 and 1 in (x.shape[1], x.shape[3]):
-        x = x[:, 0] if x.shape[1] == 1 else x[..., 0]
-    elif x.ndim == 2:
-        side = round(np.sqrt(x.shape[1]))
-        if side * side != x.shape[1]:
-            raise ConfigError(
-                f"X has {x.shape[1]} features per row, which is not a square "
-                "image; pass images as (n, height, width)."
+    def _proba(self, images: np.ndarray) -> np.ndarray:
+        if images.shape[1:] != self.image_shape_:
+            h, w = images.shape[1:]
+            raise DataError(
+                f"X holds {h}x{w} images ({h * w} features) but this DeepNetClassifier was "
+                f"fitted on {self.image_shape_[0]}x{self.image_shape_[1]} images "
+                f"({self.n_features_in_} features); pass images of the fitted size."
             )
-        x = x.reshape(len(x), side, side)
-    if x.ndim != 3:
-        raise ConfigError(
-            f"X has shape {np.asarray(X).shape}; expected grey images (n, height, "
-            "width), (n, height, width, 1) or (n, 1, height, width)."
-        )
-    if x.dtype != np.uint8:
-        x = x.astype(np.float32)
-    return x
-
-
-def as_labels(y: np.ndarray) -> np.ndarray:
-    """Class labels from labels or a one-hot matrix."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return y.argmax(axis=1)
-    return y.ravel()
+        logits = predict_logits(self.model_, images_to_tensor(images))
+        return torch.softmax(logits, dim=1).numpy()

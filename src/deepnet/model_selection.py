@@ -22,17 +22,17 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.model_selection import check_cv
-from sklearn.utils.validation import check_is_fitted
 
 from deepnet.config import PARAMS
-from deepnet.data import stratified_folds
+from deepnet.data.arrays import as_images_and_labels
+from deepnet.data.folds import Split, check_folds, stratified_folds
 from deepnet.errors import ConfigError
-from deepnet.estimator import DeepNetClassifier, as_images, as_labels
+from deepnet.estimator import DeepNetClassifier, FittedState, NotFittedError
 from deepnet.search import SearchSpec, Space, Stage, cv_results, run_search
 from deepnet.search.results import row_of
 
 
-class _SearchCV(MetaEstimatorMixin, BaseEstimator):
+class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
     """What GridSearchCV and RandomizedSearchCV share; subclasses name the space."""
 
     _space_arg: str
@@ -76,8 +76,8 @@ class _SearchCV(MetaEstimatorMixin, BaseEstimator):
             )
         if self.scoring not in (None, "accuracy"):
             raise ConfigError(f"scoring={self.scoring!r}: deepnet scores by accuracy only.")
-        images = as_images(X)
-        classes, labels = np.unique(as_labels(y), return_inverse=True)
+        images, original = as_images_and_labels(X, y)
+        classes, labels = np.unique(original, return_inverse=True)
         seed = 0 if self.random_state is None else int(self.random_state)
         searched = Space.from_dict(self._space())
         base = {k: v for k, v in self.estimator.get_params().items() if k in PARAMS}
@@ -114,15 +114,17 @@ class _SearchCV(MetaEstimatorMixin, BaseEstimator):
         if self.refit:
             start = time.perf_counter()
             self.best_estimator_ = clone(self.estimator).set_params(**self.best_params_)
-            self.best_estimator_.fit(X, y)
+            self.best_estimator_.fit(images, original)
             self.refit_time_ = time.perf_counter() - start
         return self
 
-    def _folds(self, images: np.ndarray, labels: np.ndarray, seed: int) -> list:
+    def _folds(self, images: np.ndarray, labels: np.ndarray, seed: int) -> list[Split]:
         if self.cv is None or isinstance(self.cv, int):
             return stratified_folds(labels, 3 if self.cv is None else self.cv, seed)
         splitter = check_cv(self.cv, labels, classifier=True)  # a splitter or an iterable
-        return list(splitter.split(np.zeros(len(labels)), labels))
+        folds = list(splitter.split(np.zeros(len(labels)), labels))
+        check_folds(folds, len(labels))
+        return folds
 
     def _report(self, trial) -> None:
         row = row_of(trial)
@@ -130,16 +132,24 @@ class _SearchCV(MetaEstimatorMixin, BaseEstimator):
         print(f"[trial {row.number}] {score} {row.params}")
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.predict(X)
+        return self._best("predict").predict(X)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.predict_proba(X)
+        return self._best("predict_proba").predict_proba(X)
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.score(X, y)
+        return self._best("score").score(X, y)
+
+    def _best(self, use: str) -> DeepNetClassifier:
+        """The refitted best estimator, or NotFittedError saying why there is none."""
+        self._require_fitted(use)
+        if "best_estimator_" not in vars(self):
+            raise NotFittedError(
+                f"this {type(self).__name__} was fitted with refit=False, so it has no "
+                f"best_estimator_ to {use} with; fit it with refit=True, or fit "
+                "DeepNetClassifier(**best_params_) yourself."
+            )
+        return self.best_estimator_
 
 
 class GridSearchCV(_SearchCV):

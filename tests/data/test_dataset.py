@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from deepnet.data import Dataset
 from deepnet.errors import DataError
 
 
@@ -54,3 +55,31 @@ def test_a_class_without_images_is_an_error(mnist_all):
     no_threes = replace(mnist_all, x_test=mnist_all.x_test[keep], y_test=mnist_all.y_test[keep])
     with pytest.raises(DataError, match="class 3 has no images in the train or test split"):
         no_threes.select((3, 5))
+
+
+def test_a_dataset_holds_one_label_per_image(small27):
+    with pytest.raises(DataError, match="has 1199 train images but 1200 train labels"):
+        Dataset(
+            small27.name,
+            small27.x_train[:-1],
+            small27.y_train,
+            small27.x_test,
+            small27.y_test,
+            small27.class_names,
+            small27.classes,
+            small27.source,
+        )
+
+
+def test_a_dataset_refuses_labels_beyond_its_classes(small27):
+    with pytest.raises(DataError, match=r"train labels from .* must be integers 0\.\.1"):
+        Dataset(
+            small27.name,
+            small27.x_train,
+            small27.y_train + 1,
+            small27.x_test,
+            small27.y_test,
+            small27.class_names,
+            small27.classes,
+            small27.source,
+        )

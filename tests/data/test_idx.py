@@ -1,4 +1,9 @@
 import gzip
+import json
+import re
+import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -84,3 +89,68 @@ def test_missing_file_lists_the_names_tried(tmp_path):
 def test_dotted_spelling_is_found(tmp_path):
     (tmp_path / "train-labels.idx1-ubyte").write_bytes(idx_bytes(np.zeros(3, np.uint8)))
     assert find_idx(tmp_path, "train-labels", 1).name == "train-labels.idx1-ubyte"
+
+
+GIB = 1 << 30
+MEASURE = """
+import json, resource, sys
+from pathlib import Path
+from deepnet.data.idx import read_idx
+from deepnet.errors import DataError
+
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    read_idx(Path(sys.argv[1]))
+    error = None
+except DataError as exc:
+    error = str(exc)
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"grew_mib": grew / 1024, "error": error}))
+"""
+
+
+def gzip_bomb(path, shape, expands_to=GIB):
+    """An IDX header for ``shape``, then ``expands_to`` zero bytes, as a ~1 MB gzip.
+
+    Gzip members concatenate, so one 16 MiB member of zeros, repeated, makes the bomb fast.
+    """
+    header = bytes([0, 0, 0x08, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+    block = 16 << 20
+    zeros = gzip.compress(bytes(block), compresslevel=9)
+    path.write_bytes(gzip.compress(header) + zeros * (expands_to // block))
+    return path
+
+
+def peak_while_reading(path):
+    """Read ``path`` in a fresh interpreter: how much its peak memory grew, and the error."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_gzip_bomb_stops_at_the_declared_size(tmp_path):
+    bomb = gzip_bomb(tmp_path / "train-images-idx3-ubyte.gz", (60000, 28, 28))
+    assert bomb.stat().st_size < 1.5e6
+    outcome = peak_while_reading(bomb)
+    assert outcome["error"] is not None and "longer than its header says" in outcome["error"]
+    assert "(60000, 28, 28) (47040000 bytes)" in outcome["error"]
+    assert outcome["grew_mib"] < 300  # the declared 45 MiB, not the 1 GiB it expands to
+
+
+def test_absurd_header_is_refused_before_reading(tmp_path):
+    bomb = gzip_bomb(tmp_path / "train-images-idx3-ubyte.gz", (60000, 28000, 28000))
+    outcome = peak_while_reading(bomb)
+    assert re.search(
+        r"truncated: the header declares shape \(60000, 28000, 28000\) \(47040000000000 bytes\) "
+        r"but a gzip file of \d+ bytes expands to at most \d+ bytes",
+        outcome["error"],
+    )
+    assert outcome["grew_mib"] < 50
+
+
+def test_plain_file_declaring_more_than_it_holds(tmp_path):
+    path = tmp_path / "huge"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**32 - 1, 2**16, 2**16) + b"x")
+    with pytest.raises(DataError, match=r"declares shape \(4294967295, 65536, 65536\).*holds 1 b"):
+        read_idx(path)

