@@ -1,4 +1,6 @@
+import itertools
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -18,6 +20,26 @@ CONFIG = TrainConfig(
 )
 
 
+def assert_only_tensors(path):
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors' bytes:
+    every header entry must be a tensor record, and together they must cover the data
+    exactly, so that nothing else (no pickle, no code) can hide in the file."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    assert header.pop("__metadata__") == {"format": "1"}
+    spans = []
+    for name, entry in header.items():
+        assert set(entry) == {"dtype", "shape", "data_offsets"}, name
+        assert entry["dtype"] == "F32" and all(isinstance(n, int) for n in entry["shape"])
+        start, end = entry["data_offsets"]
+        assert end - start == 4 * int(np.prod(entry["shape"])), name
+        spans.append((start, end))
+    spans.sort()
+    assert spans[0][0] == 0 and spans[-1][1] == len(raw) - 8 - size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+
+
 @pytest.fixture(scope="module")
 def finished(small27, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "r1"
@@ -35,7 +57,7 @@ def test_run_folder_holds_everything(finished):
         "history.json",
         "metrics.json",
     }
-    assert b"pickle" not in (run_dir / "model.safetensors").read_bytes()[:200]
+    assert_only_tensors(run_dir / "model.safetensors")
     lines = (run_dir / "history.csv").read_text().splitlines()
     assert lines[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,status"
     assert len(lines) == 3
@@ -126,3 +148,26 @@ def test_default_run_dirs_do_not_collide(tmp_path):
     first = default_run_dir("train", tmp_path)
     first.mkdir()
     assert default_run_dir("train", tmp_path) != first
+
+
+def test_a_truncated_model_file_is_a_damaged_run(finished, tmp_path):
+    _, run_dir = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(RunFormatError, match=r"model\.safetensors is damaged \(.*\): the run "):
+        load_run(copy).model()
+
+
+def test_a_config_without_data_is_a_damaged_run(finished, tmp_path):
+    _, run_dir = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["data"]
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        RunFormatError, match=r"config\.json is damaged \(no 'data'\): the run folder .*copy"
+    ):
+        load_run(copy)

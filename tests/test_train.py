@@ -2,7 +2,10 @@
 
 import pytest
 
-from deepnet import Status, TrainConfig, train
+from deepnet import ConfigError, Status, TrainConfig
+from deepnet.errors import RunBusyError
+from deepnet.train import train
+from tests.test_lock import hold_in_another_process
 
 SEED_FINAL = TrainConfig(
     optimizer="Nadam",
@@ -30,3 +33,22 @@ def test_seed_final_model_reaches_its_accuracy(mnist27):
     result = train(SEED_FINAL, mnist27)
     assert result.metrics.accuracy >= 0.988  # the seed reported 0.9908
     assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "x", True])
+def test_a_bad_seed_is_named(small27, tmp_path, seed):
+    with pytest.raises(ConfigError, match=rf"^seed={seed!r} is not allowed: use an integer >= 0"):
+        train(SEED_FINAL, small27, seed=seed, run_dir=tmp_path / "run", on_epoch=pytest.fail)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_train_into_a_busy_folder_is_refused(small27, tmp_path):
+    run_dir = tmp_path / "run"
+    holder = hold_in_another_process(run_dir)
+    try:
+        with pytest.raises(RunBusyError, match=rf"in use by process {holder.pid} on "):
+            train(SEED_FINAL, small27, run_dir=run_dir, on_epoch=pytest.fail)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [p.name for p in run_dir.iterdir()] == ["lock.json"]  # the holder's, nothing else

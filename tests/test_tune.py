@@ -1,8 +1,21 @@
+import contextlib
 import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from deepnet import RunExistsError, RunFormatError, SearchSpec, load_search, tune
+from deepnet import RunExistsError, RunFormatError, SearchError, SearchSpec
+from deepnet.errors import DiskFullError, RunBusyError
+from deepnet.tune import default_storage, finished_trials, load_search, tune
+from tests.test_lock import hold_in_another_process
 
 SPEC = SearchSpec.from_mapping(
     {
@@ -95,3 +108,172 @@ def test_a_moved_search_folder_still_reads(searched, tmp_path):
     assert [r.params for r in load_search(moved).rows] == [
         r.params for r in load_search(run_dir).rows
     ]
+
+
+def test_finished_trials_is_what_resuming_keeps(searched, tmp_path):
+    _, run_dir = searched
+    assert finished_trials(run_dir) == 2
+    assert finished_trials(tmp_path / "new") == 0
+
+
+def test_a_bad_storage_leaves_the_folder_usable(small27, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SearchError, match="cannot open the study storage 'nosuchdb://x'"):
+        tune(SPEC, small27, run_dir, storage="nosuchdb://x", n_jobs=1, on_trial=pytest.fail)
+    assert not run_dir.exists()  # nothing was recorded
+    tune(SPEC, small27, run_dir, n_jobs=1, refit=False)  # the corrected command
+    assert [r.finished for r in load_search(run_dir).rows] == [True, True]
+
+
+def test_resuming_into_another_study_is_refused(searched, small27, tmp_path):
+    _, run_dir = searched
+    recorded = default_storage(run_dir)
+    other_db = tmp_path / "other.db"
+    with pytest.raises(RunExistsError, match=rf"holds study 'run' in {recorded}; this command "):
+        tune(SPEC, small27, run_dir, storage=f"sqlite:///{other_db}", on_trial=pytest.fail)
+    assert not other_db.exists()
+    with pytest.raises(RunExistsError, match=r"gives study 'other' in .*leave out --storage"):
+        tune(SPEC, small27, run_dir, study_name="other", on_trial=pytest.fail)
+    again = tune(SPEC, small27, run_dir, storage=recorded, study_name="run", n_jobs=1)
+    assert len(again.outcome.rows) == 2  # the recorded values, given again: resumed
+
+
+def test_a_deleted_study_is_reported_not_recreated(searched, small27, tmp_path):
+    _, run_dir = searched
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "study.db").unlink()
+    with pytest.raises(RunFormatError, match=r"the study .*copy/study\.db is gone"):
+        load_search(copy)
+    with pytest.raises(RunFormatError, match=r"the study .*copy/study\.db is gone"):
+        tune(SPEC, small27, copy, n_jobs=1, on_trial=pytest.fail)  # nor resumed from nothing
+    assert not (copy / "study.db").exists()
+
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount here (the tests mount as root): {done.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def _mounted(target: Path, *calls: list[str]) -> Iterator[Path]:
+    """``target`` after mount's ``calls`` (the first mounts, the others remount), for the
+    block; skipped where this process may not mount."""
+    target.mkdir(parents=True)
+    _mount(*calls[0], str(target))
+    try:
+        for args in calls[1:]:
+            _mount(*args, str(target))
+        yield target
+    finally:  # lazily: the SQLite connections Optuna pools keep files open
+        subprocess.run(["umount", "--lazy", str(target)], check=True)
+
+
+def small_disk(target: Path, size: str) -> contextlib.AbstractContextManager[Path]:
+    """A real filesystem of ``size`` (tmpfs) at ``target``."""
+    return _mounted(target, ["-t", "tmpfs", "-o", f"size={size}", "tmpfs"])
+
+
+def read_only_view(source: Path, target: Path) -> contextlib.AbstractContextManager[Path]:
+    """``source`` seen through a read-only bind mount at ``target``: unwritable even by root."""
+    return _mounted(target, ["--bind", str(source)], ["-o", "remount,bind,ro"])
+
+
+@pytest.mark.parametrize("writer", ["gone", "live"])
+def test_a_read_only_search_folder_reads(searched, tmp_path, writer):
+    _, run_dir = searched
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)  # with the study's -wal and -shm: a writer's connection
+    if writer == "gone":
+        with contextlib.closing(sqlite3.connect(copy / "study.db")) as con:
+            con.execute("select count(*) from trials")  # the last connection to close
+        assert not (copy / "study.db-wal").exists()
+    with read_only_view(copy, tmp_path / "ro") as view:
+        assert not os.access(view, os.W_OK)
+        saved = load_search(view)
+        assert [r.params for r in saved.rows] == [r.params for r in load_search(run_dir).rows]
+        assert saved.refit.metrics == load_search(run_dir).refit.metrics
+        assert finished_trials(view) == 2
+
+
+def fill(disk: Path) -> None:
+    """Write a file until the disk is full."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(2**20))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("when", ["search", "refit"])
+def test_a_full_disk_is_one_error_and_the_search_resumes(small27, tmp_path, when):
+    with small_disk(tmp_path / "disk", "64m") as disk:
+        run_dir = disk / "run"
+        filled = []
+
+        def fill_once(_):
+            if not filled:
+                filled.append(fill(disk))
+
+        hooks = {"on_trial" if when == "search" else "on_refit_epoch": fill_once}
+        with pytest.raises(DiskFullError) as full:
+            tune(SPEC, small27, run_dir, n_jobs=1, **hooks)
+        assert str(full.value).startswith(
+            f"the disk holding {run_dir} is full; the trials finished so far are kept in its "
+            "study. Free some space, then run the same command again to resume."
+        )
+        assert not list(run_dir.rglob("*.tmp"))
+        assert json.loads((run_dir / "run.json").read_text())["kind"] == "search"
+        (disk / "filler").unlink()
+        again = tune(SPEC, small27, run_dir, n_jobs=1)
+        assert again.refit.metrics.n == 400
+        assert load_search(run_dir).status == "finished"
+
+
+def test_a_search_on_a_busy_folder_is_refused(searched, small27):
+    _, run_dir = searched
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    holder = hold_in_another_process(run_dir)
+    try:
+        with pytest.raises(RunBusyError, match=rf"in use by process {holder.pid} on "):
+            tune(SPEC, small27, run_dir, n_jobs=1, on_trial=pytest.fail)
+    finally:
+        holder.kill()
+        holder.wait()
+    after = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    assert after == {**before, "lock.json": after["lock.json"]}  # nothing else touched
+
+
+def _running_trials(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as con:
+            return con.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_sigterm_stops_a_search_like_ctrl_c_and_it_resumes(small27_npz, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        *(sys.executable, "-m", "deepnet", "search", "--n-jobs", "1", "--no-refit"),
+        *("--param", "optimizer=Adam,Nadam", "--param", "epochs=3", "--param", "batch_size=64"),
+        *("--path", str(small27_npz), "--out", str(run_dir)),
+    ]
+    search = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while _running_trials(run_dir / "study.db") == 0 and time.time() < deadline:
+        time.sleep(0.1)
+    search.send_signal(signal.SIGTERM)
+    out, _ = search.communicate(timeout=60)
+    assert search.returncode == 130, out
+    assert "stopped; finished trials are kept" in out and "Traceback" not in out
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert not (run_dir / "lock.json").exists()
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    saved = load_search(run_dir)
+    assert saved.status == "finished" and [r.finished for r in saved.rows] == [True, True]

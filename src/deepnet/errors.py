@@ -33,3 +33,11 @@ class SearchError(DeepNetError, RuntimeError):
 
 class DivergedError(DeepNetError, FloatingPointError):
     """Training produced a non-finite loss or weights."""
+
+
+class RunBusyError(RunExistsError):
+    """Another process is running in the run folder; one process writes a folder at a time."""
+
+
+class DiskFullError(DeepNetError, OSError):
+    """The disk filled up while a run was being written; what was finished is kept."""

@@ -5,32 +5,39 @@
     RUN/history.csv|.json   one row per epoch: train/validation loss and accuracy, seconds
     RUN/model.safetensors   the weights (no pickle), absent if training diverged
     RUN/metrics.json        the one test evaluation: loss, accuracy, interval, confusion
+    RUN/lock.json           while a process runs in the folder: who (see deepnet.lock)
 
 Plots and reports read only these files, so they can be rebuilt without retraining.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
 import shutil
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepnet.config import TrainConfig
 from deepnet.engine import EpochResult, Status
-from deepnet.errors import RunExistsError, RunFormatError
+from deepnet.errors import ConfigError, DiskFullError, RunExistsError, RunFormatError
 from deepnet.evaluate import TestMetrics
 from deepnet.nn import SeedNet
 
 FORMAT = 1
 RUN_FILE, CONFIG_FILE, MODEL_FILE = "run.json", "config.json", "model.safetensors"
 HISTORY_CSV, HISTORY_JSON, METRICS_FILE = "history.csv", "history.json", "metrics.json"
+LOCK_FILE = "lock.json"
 MIN_FREE_BYTES = 50 * 10**6  # weights, histories and a study fit in far less
 HISTORY_COLUMNS = [f.name for f in fields(EpochResult) if f.name not in ("key", "reason")]
 
@@ -60,9 +67,10 @@ def default_run_dir(kind: str, root: Path = Path("runs")) -> Path:
 def start_run(path: Path, kind: str) -> Path:
     """Create the run folder and mark it running, refusing to reuse a non-empty folder.
 
-    Called before any training, so an unwritable or occupied folder costs nothing.
+    Called before any training, so an unwritable or occupied folder costs nothing. The
+    lock file of the process claiming the folder does not count.
     """
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
         status = (
             read_json(path / RUN_FILE).get("status", "unknown")
             if (path / RUN_FILE).is_file()
@@ -87,10 +95,12 @@ def start_run(path: Path, kind: str) -> Path:
             },
         )
     except OSError as exc:
-        raise RunExistsError(
-            f"cannot write the run folder {path}: {exc}. Choose a writable --out."
-        ) from exc
+        raise unwritable(path, exc) from exc
     return path
+
+
+def unwritable(path: Path, exc: OSError) -> RunExistsError:
+    return RunExistsError(f"cannot write the run folder {path}: {exc}. Choose a writable --out.")
 
 
 def _check_free_space(path: Path) -> None:
@@ -115,6 +125,32 @@ def finish_run(path: Path, status: str, seconds: float) -> None:
     write_json(path / RUN_FILE, {**info, "status": status, "finished": _now(), "seconds": seconds})
 
 
+def stop_run(
+    path: Path,
+    exc: BaseException,
+    seconds: float,
+    *,
+    kept: str,
+    then: str,
+    history: list[EpochResult] | None = None,
+) -> None:
+    """Record that the run stopped on ``exc``: interrupted (Ctrl-C, SIGTERM) or failed, with
+    the ``history`` so far. A full disk, behind ``exc`` or met while recording, raises one
+    DiskFullError instead, saying what was ``kept`` and what to do ``then``."""
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        if history is not None:
+            save_history(path, history)
+        finish_run(path, status, seconds)
+        full = is_disk_full(exc)
+    except DiskFullError:
+        full = True
+    if full:
+        raise DiskFullError(
+            f"the disk holding {path} is full; {kept}. Free some space, then {then}."
+        ) from exc
+
+
 def save_config(path: Path, config: TrainConfig, data: DataInfo, **options: Any) -> None:
     write_json(path / CONFIG_FILE, {"params": config.to_dict(), "data": asdict(data), **options})
 
@@ -122,7 +158,7 @@ def save_config(path: Path, config: TrainConfig, data: DataInfo, **options: Any)
 def save_history(path: Path, history: list[EpochResult]) -> None:
     rows = [{c: getattr(r, c) for c in HISTORY_COLUMNS} for r in history]
     write_json(path / HISTORY_JSON, rows)
-    with (path / HISTORY_CSV).open("w", newline="") as f:
+    with _replacing(path / HISTORY_CSV) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, HISTORY_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -130,7 +166,8 @@ def save_history(path: Path, history: list[EpochResult]) -> None:
 
 def save_model(path: Path, model: SeedNet) -> None:
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path / MODEL_FILE), metadata={"format": str(FORMAT)})
+    with _replacing(path / MODEL_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": str(FORMAT)})
 
 
 def save_metrics(path: Path, metrics: TestMetrics) -> None:
@@ -162,7 +199,10 @@ class SavedRun:
                 "only a finished run has a model to load."
             )
         model = SeedNet(self.config, len(self.data.classes), self.data.image_shape)
-        model.load_state_dict(load_file(str(weights)))
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except (SafetensorError, RuntimeError, OSError) as exc:  # truncated, or not this net's
+            raise damaged(weights, exc) from exc
         return model.eval()
 
 
@@ -183,16 +223,19 @@ def load_run(path: str | Path) -> SavedRun:
     if not (path / CONFIG_FILE).is_file():
         raise RunFormatError(f"{path} has no {CONFIG_FILE}; the run did not get far enough.")
     saved = read_json(path / CONFIG_FILE)
-    data = saved.pop("data")
-    data = DataInfo(
-        **{
-            **data,
-            "classes": tuple(data["classes"]),
-            "class_names": tuple(data["class_names"]),
-            "image_shape": tuple(data["image_shape"]),
-        }
-    )
-    config = TrainConfig.from_dict(saved.pop("params"))
+    try:
+        data = saved.pop("data")
+        data = DataInfo(
+            **{
+                **data,
+                "classes": tuple(data["classes"]),
+                "class_names": tuple(data["class_names"]),
+                "image_shape": tuple(data["image_shape"]),
+            }
+        )
+        config = TrainConfig.from_dict(saved.pop("params"))
+    except (KeyError, TypeError, AttributeError, ConfigError) as exc:
+        raise damaged(path / CONFIG_FILE, exc) from exc
     history = read_json(path / HISTORY_JSON) if (path / HISTORY_JSON).is_file() else []
     metrics = (
         TestMetrics.from_dict(read_json(path / METRICS_FILE))
@@ -206,11 +249,53 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def damaged(path: Path, exc: BaseException) -> RunFormatError:
+    detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+    return RunFormatError(
+        f"{path} is damaged ({detail}): the run folder {path.parent} cannot be read. Train "
+        "(or search) again into another --out."
+    )
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write atomically so a crash never leaves half a file."""
+    with _replacing(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path to write ``path``'s new content to. It replaces ``path`` only once
+    complete and is removed if writing fails, so a crash or a full disk never leaves half a
+    file, or a .tmp file, behind."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFullError(
+                f"no space left to write {path} ({exc}); it keeps its previous content. Free "
+                "some space, then run the same command again."
+            ) from exc
+        raise
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # disk, quota, file size limit
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from, says that no space is left to write:
+    an OSError, SQLite's SQLITE_FULL (through SQLAlchemy and Optuna), or safetensors' I/O."""
+    while exc is not None:
+        if isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in _NO_SPACE):
+            return True
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if isinstance(exc, SafetensorError) and "No space left" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def read_json(path: Path) -> Any:

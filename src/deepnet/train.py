@@ -6,15 +6,17 @@ member on the engine, then one test evaluation, then the run folder.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepnet import runs
+from deepnet import lock, runs
 from deepnet.config import TrainConfig
 from deepnet.data import Dataset, holdout_split
 from deepnet.engine import Engine, EpochResult, Member, PopulationEngine, Status
+from deepnet.errors import ConfigError
 from deepnet.evaluate import TestMetrics, evaluate
 from deepnet.nn import SeedNet
 
@@ -60,11 +62,16 @@ def train(
 
     A stratified ``validation_split`` of the training images is held out for the
     per-epoch validation curves (0 trains on all of them). With ``run_dir`` the run is
-    saved there; the folder is claimed before training, so a clash costs nothing. On
-    Ctrl-C the epochs finished so far are saved and the run is marked interrupted.
+    saved there; the folder is locked and claimed before training, so a clash costs
+    nothing. On Ctrl-C or SIGTERM the epochs finished so far are saved and the run is
+    marked interrupted.
     """
+    _check_seed(seed)
     train_idx, val_idx = holdout_split(dataset.y_train, validation_split, seed)
-    if run_dir is not None:
+    member = Member(RUN_KEY, config, train_idx, val_idx, seed)
+    if run_dir is None:
+        return _train(member, dataset, None, on_epoch, engine)
+    with lock.hold(run_dir):
         runs.start_run(run_dir, "train")
         runs.save_config(
             run_dir,
@@ -73,13 +80,26 @@ def train(
             seed=seed,
             validation_split=validation_split,
         )
+        return _train(member, dataset, run_dir, on_epoch, engine)
+
+
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(
+            f"seed={seed!r} is not allowed: use an integer >= 0 (it seeds the initial "
+            "weights, the shuffling and the dropout)."
+        )
+
+
+def _train(
+    member: Member,
+    dataset: Dataset,
+    run_dir: Path | None,
+    on_epoch: Callable[[EpochResult], None] | None,
+    engine: Engine | None,
+) -> TrainResult:
     engine = engine or PopulationEngine()
-    training = engine.train(
-        dataset.x_train,
-        dataset.y_train,
-        dataset.n_classes,
-        [Member(RUN_KEY, config, train_idx, val_idx, seed)],
-    )
+    training = engine.train(dataset.x_train, dataset.y_train, dataset.n_classes, [member])
     history: list[EpochResult] = []
     start = time.perf_counter()
     try:
@@ -87,21 +107,29 @@ def train(
             history.append(result)
             if on_epoch:
                 on_epoch(result)
-    except KeyboardInterrupt:
+        seconds = time.perf_counter() - start
+        last = history[-1]
+        model = training.model(RUN_KEY)
+        metrics = (
+            None
+            if last.status is Status.DIVERGED
+            else evaluate(model, dataset.x_test, dataset.y_test)
+        )
         if run_dir is not None:
             runs.save_history(run_dir, history)
-            runs.finish_run(run_dir, "interrupted", time.perf_counter() - start)
+            if metrics is not None:
+                runs.save_model(run_dir, model)
+                runs.save_metrics(run_dir, metrics)
+            runs.finish_run(run_dir, last.status.value, seconds)
+    except BaseException as exc:
+        if run_dir is not None:
+            runs.stop_run(
+                run_dir,
+                exc,
+                time.perf_counter() - start,
+                history=history,
+                kept="the run could not be saved whole",
+                then="train again",
+            )
         raise
-    seconds = time.perf_counter() - start
-    last = history[-1]
-    model = training.model(RUN_KEY)
-    metrics = (
-        None if last.status is Status.DIVERGED else evaluate(model, dataset.x_test, dataset.y_test)
-    )
-    if run_dir is not None:
-        runs.save_history(run_dir, history)
-        if metrics is not None:
-            runs.save_model(run_dir, model)
-            runs.save_metrics(run_dir, metrics)
-        runs.finish_run(run_dir, last.status.value, seconds)
     return TrainResult(model.eval(), history, last.status, last.reason, metrics, seconds, run_dir)

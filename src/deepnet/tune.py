@@ -1,5 +1,5 @@
-"""A search run end to end: claim the run folder, search (or resume), refit the best
-configuration on the whole training split, evaluate it once on the test split.
+"""A search run end to end: lock and claim the run folder, search (or resume), refit the
+best configuration on the whole training split, evaluate it once on the test split.
 
 This is the core that ``deepnet search`` runs. The test split is touched only by the refit
 model's single evaluation, after every choice has been made on validation folds.
@@ -8,15 +8,19 @@ model's single evaluation, after every choice has been made on validation folds.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
+import sqlalchemy
 
-from deepnet import runs
+from deepnet import lock, runs
 from deepnet.data import Dataset
 from deepnet.errors import RunExistsError, RunFormatError, SearchError
 from deepnet.runs import SavedRun, load_run
@@ -47,10 +51,13 @@ def default_search_dir(spec: SearchSpec, dataset: Dataset, root: Path = Path("ru
     return root / f"search-{strategies}-{spec.fingerprint(_data_key(dataset))}"
 
 
-def claim_search_dir(run_dir: Path, record: dict[str, Any]) -> bool:
-    """Create the run folder, or accept it for resuming; True when resuming.
+def claim_search_dir(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Create the search folder, or accept it for resuming; return the record in force.
 
-    A folder holding another search, or anything that is not a search, is refused.
+    A folder holding another search, or anything that is not a search, is refused, and so
+    is resuming into another study than the recorded one (a second search that
+    ``load_search`` would never read). A ``storage`` or ``study_name`` left None resumes
+    the recorded one. A storage that cannot be opened is refused before anything is written.
     """
     search_file = run_dir / SEARCH_FILE
     if search_file.is_file():
@@ -60,10 +67,38 @@ def claim_search_dir(run_dir: Path, record: dict[str, Any]) -> bool:
                 f"run folder {run_dir} holds a different search (other space, strategy, folds, "
                 "seed or data); deepnet will not mix them. Choose another --out, or delete it."
             )
-        return True
+        _check_same_study(run_dir, saved, record["storage"], record["study_name"])
+        reading_storage(saved["storage"] or default_storage(run_dir))  # refuses a deleted study
+        return saved
+    record = {**record, "study_name": record["study_name"] or run_dir.name}
+    if record["storage"] is not None:  # refused before anything is written
+        optuna_study_names(record["storage"])
     runs.start_run(run_dir, "search")
-    runs.write_json(run_dir / SEARCH_FILE, record)
-    return False
+    if record["storage"] is None:  # create RUN/study.db now: missing later, it was deleted
+        optuna_study_names(default_storage(run_dir))
+    runs.write_json(search_file, record)
+    return record
+
+
+def _check_same_study(
+    run_dir: Path, saved: dict[str, Any], storage: str | None, study_name: str | None
+) -> None:
+    recorded = (saved["storage"] or default_storage(run_dir), saved["study_name"])
+    asked = (storage or recorded[0], study_name or recorded[1])
+    if asked != recorded:
+        raise RunExistsError(
+            f"run folder {run_dir} holds study {recorded[1]!r} in {recorded[0]}; this command "
+            f"gives study {asked[1]!r} in {asked[0]}. Resuming there would start a second "
+            "search that deepnet results never reads: leave out --storage and --study-name "
+            "(or give the recorded ones), or choose another --out."
+        )
+
+
+def finished_trials(run_dir: Path) -> int:
+    """How many trials a search folder has finished: what resuming it keeps (0 if new)."""
+    if not (run_dir / SEARCH_FILE).is_file():
+        return 0
+    return sum(row.finished for row in load_search(run_dir).rows)
 
 
 def tune(
@@ -79,55 +114,79 @@ def tune(
     on_trial: OnTrial | None = None,
     on_refit_epoch: Callable | None = None,
 ) -> TuneResult:
-    """Run or resume the search in ``run_dir``; then refit and test the best configuration."""
-    given_storage, storage = storage, storage or default_storage(run_dir)
-    study_name = study_name or run_dir.name
-    info = data_info(dataset, data_path)
+    """Run or resume the search in ``run_dir``; then refit and test the best configuration.
+
+    The folder is locked for the whole run: a second process is refused, naming this one.
+    SIGTERM stops the search as Ctrl-C does; both leave it interrupted, ready to resume.
+    ``storage`` (default RUN/study.db) and ``study_name`` (default the folder's name) are
+    recorded; resuming keeps them.
+    """
     record = {
         "spec": spec.to_json(),
         "data": _data_key(dataset),
-        "storage": given_storage,  # None: RUN/study.db, wherever the folder moves
+        "storage": storage,  # None: RUN/study.db, wherever the folder moves
         "study_name": study_name,
-        "data_info": asdict(info),
+        "data_info": asdict(data_info(dataset, data_path)),
     }
-    claim_search_dir(run_dir, record)
-    runs.mark_run(run_dir, "running")
-    try:
-        outcome = run_search(
-            spec,
-            dataset.x_train,
-            dataset.y_train,
-            dataset.n_classes,
-            storage=storage,
-            study_name=study_name,
-            data=_data_key(dataset),
-            n_jobs=n_jobs,
-            on_trial=on_trial,
-        )
-    except BaseException as exc:
-        runs.mark_run(run_dir, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-        raise
-    write_csv(outcome.rows, run_dir / RESULTS_FILE)
-    refit_run = None
-    if refit:
-        refit_dir = run_dir / REFIT_DIR
-        if _finished(refit_dir) and load_run(refit_dir).config == outcome.best_config:
-            refit_run = load_run(refit_dir)  # resumed after the refit: nothing to redo
-        else:
-            if refit_dir.exists():  # an unfinished refit: start it again
-                shutil.rmtree(refit_dir)
-            train(
-                outcome.best_config,
-                dataset,
-                seed=spec.seed,
-                validation_split=0.0,
-                run_dir=refit_dir,
-                data_path=data_path,
-                on_epoch=on_refit_epoch,
+    with lock.hold(run_dir):
+        record = claim_search_dir(run_dir, record)
+        runs.mark_run(run_dir, "running")
+        start = time.perf_counter()
+        try:
+            outcome = run_search(
+                spec,
+                dataset.x_train,
+                dataset.y_train,
+                dataset.n_classes,
+                storage=record["storage"] or default_storage(run_dir),
+                study_name=record["study_name"],
+                data=_data_key(dataset),
+                n_jobs=n_jobs,
+                on_trial=on_trial,
             )
-            refit_run = load_run(refit_dir)
-    runs.finish_run(run_dir, "finished", outcome.seconds)
+            write_csv(outcome.rows, run_dir / RESULTS_FILE)
+            refit_run = (
+                _refit(outcome, dataset, spec.seed, run_dir / REFIT_DIR, data_path, on_refit_epoch)
+                if refit
+                else None
+            )
+            runs.finish_run(run_dir, "finished", outcome.seconds)
+        except BaseException as exc:
+            runs.stop_run(
+                run_dir,
+                exc,
+                time.perf_counter() - start,
+                kept="the trials finished so far are kept in its study",
+                then="run the same command again to resume",
+            )
+            raise
     return TuneResult(outcome, refit_run, run_dir)
+
+
+def _refit(
+    outcome: SearchOutcome,
+    dataset: Dataset,
+    seed: int,
+    refit_dir: Path,
+    data_path: str | Path | None,
+    on_epoch: Callable | None,
+) -> SavedRun:
+    """The best configuration trained on the whole training split and tested once, or the
+    refit already finished before the search was resumed."""
+    if _finished(refit_dir) and load_run(refit_dir).config == outcome.best_config:
+        return load_run(refit_dir)  # resumed after the refit: nothing to redo
+    if refit_dir.exists():  # an unfinished refit: start it again
+        shutil.rmtree(refit_dir)
+    train(
+        outcome.best_config,
+        dataset,
+        seed=seed,
+        validation_split=0.0,
+        run_dir=refit_dir,
+        data_path=data_path,
+        on_epoch=on_epoch,
+    )
+    return load_run(refit_dir)
 
 
 def _finished(path: Path) -> bool:
@@ -173,7 +232,7 @@ def load_search(run_dir: str | Path) -> SavedSearch:
     record = runs.read_json(run_dir / SEARCH_FILE)
     status = runs.read_json(run_dir / runs.RUN_FILE).get("status", "unknown")
     n_stages = len(record["spec"]["stages"])
-    storage = record["storage"] or default_storage(run_dir)
+    storage = reading_storage(record["storage"] or default_storage(run_dir))
     names = optuna_study_names(storage)
     rows: list[TrialRow] = []
     for i in range(n_stages):
@@ -190,8 +249,39 @@ def default_storage(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / STUDY_FILE).resolve()}"
 
 
+def reading_storage(storage: str) -> str:
+    """``storage`` as a reader opens it: a missing SQLite file is never created (it was
+    deleted or moved), and one in a folder this process cannot write is opened read-only."""
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError:
+        return storage  # optuna_study_names says what is wrong with it
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return storage
+    if url.database.startswith("file:"):  # a URI the user wrote: opened as given
+        return storage
+    db = Path(url.database)
+    if not db.is_file():
+        raise RunFormatError(
+            f"the study {db} is gone (deleted or moved): the trials of this search cannot be "
+            "read. Put it back, or delete the run folder to search again."
+        )
+    if os.access(db.parent, os.W_OK):
+        return storage
+    # To read a database in WAL mode, SQLite creates STUDY-shm beside it. Without a
+    # writer's STUDY-wal nothing can change it, so it is read as immutable; with one,
+    # read-only, through the writer's STUDY-shm.
+    mode = "mode=ro" if Path(f"{db}-wal").is_file() else "immutable=1"
+    return f"sqlite:///file:{quote(str(db.resolve()))}?{mode}&uri=true"
+
+
 def optuna_study_names(storage: str) -> set[str]:
     try:
         return set(optuna.study.get_all_study_names(storage))
-    except Exception as exc:  # the storage may be a server that is down
-        raise SearchError(f"cannot open the study storage {storage!r}: {exc}.") from exc
+    except Exception as exc:  # the storage may be a server that is down, or a bad URL
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise SearchError(
+            f"cannot open the study storage {storage!r}: {type(exc).__name__}: {detail}. Give "
+            "a database URL that Optuna accepts (e.g. sqlite:///runs/my-search/study.db) and "
+            "check that its server is up."
+        ) from exc
