@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 
@@ -20,7 +19,3 @@ def scores(outcome):
         )
         for r in outcome.rows
     )
-
-
-def test_tiny_is_stratifiable(tiny):
-    assert np.bincount(tiny[1]).min() > 300

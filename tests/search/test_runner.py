@@ -2,9 +2,11 @@
 
 import statistics
 
+import numpy as np
 import pytest
 
-from deepnet import SearchError, SearchSpec, Space, Stage, run_search
+from deepnet import DataError, SearchError, SearchSpec, Space, Stage, run_search
+from deepnet.data import stratified_folds
 from tests.search.conftest import scores
 
 FAST = {"epochs": [2], "batch_size": [64]}
@@ -19,6 +21,23 @@ def search(tiny, the_spec, storage=None, n_jobs=1, **kw):
     return run_search(
         the_spec, x, y, 2, storage=storage, study_name="t", data={"n": len(y)}, n_jobs=n_jobs, **kw
     )
+
+
+def test_tiny_gives_three_folds_holding_both_classes(tiny):
+    """The fixture these tests share: 2 vs 7, over 300 of each, both in every fold."""
+    labels = tiny[1]
+    assert len(labels) == 900 and np.bincount(labels).min() > 300
+    for train, val in stratified_folds(labels, 3, seed=0):
+        assert np.bincount(labels[val], minlength=2).min() > 100
+        assert np.bincount(labels[train], minlength=2).min() > 200
+
+
+@pytest.mark.parametrize("n_images", [300, 901])
+def test_images_and_labels_of_different_lengths_are_refused(tiny, n_images):
+    x, y = tiny
+    images = np.concatenate([x, x])[:n_images]
+    with pytest.raises(DataError, match=f"{n_images} images but 900 labels"):
+        search((images, y), spec({"optimizer": ["Adam"]}), n_jobs=2)
 
 
 def test_grid_scores_are_fold_means_with_histories(tiny):

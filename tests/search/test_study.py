@@ -3,13 +3,17 @@
 from optuna.trial import TrialState
 
 from deepnet import Space, Stage
-from deepnet.search.strategies import candidates
+from deepnet.search.records import TrialRecord
 from deepnet.search.study import Queue, open_study
 
 SPACE = Space.from_dict({"optimizer": ["Adam", "Nadam"], "neurons": [8, 16]})
 
 
 STAGE = Stage(SPACE, "grid")
+
+
+def candidates(stage, seed):
+    return stage.candidates(seed)
 
 
 def reopen(storage):
@@ -33,6 +37,7 @@ def test_the_queue_holds_the_candidates_no_trial_holds(tmp_path):
     asked = queue.ask(SPACE.distributions())  # running when the process dies
     study = reopen(storage)
     assert study.trials[asked.number].state is TrialState.FAIL  # failed, and queued again
+    assert TrialRecord.of(study.trials[asked.number]).interrupted
     queue = Queue(study, candidates(STAGE, 0))
     assert len(queue) == 3 and str(first.params) not in configs(queue)
     assert [queue.ask(SPACE.distributions()) for _ in range(3)][-1] is not None

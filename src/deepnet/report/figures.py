@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from deepnet.nn import SeedNet
-from deepnet.search.driver import HISTORY_FIELDS
+from deepnet.search.records import HISTORY_FIELDS
 from deepnet.search.results import TrialRow
 
 CURVE_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")

@@ -2,14 +2,19 @@
 
 The search layer knows nothing of tensors: it turns a space and a strategy into trials,
 trials into members (one per fold), and the engine's per-epoch results into scores,
-pruning decisions and study records.
+pruning decisions and study records. ``run_search`` and ``SearchOutcome`` (which need the
+training engine) are imported on first use, so reading specs and results stays light.
 """
 
+from typing import Any
+
+from deepnet.search.records import TrialStatus
 from deepnet.search.results import TrialRow, cv_results, ranked, write_csv
-from deepnet.search.runner import SearchOutcome, run_search
 from deepnet.search.space import Space, loguniform, randint, uniform
-from deepnet.search.spec import SearchSpec
-from deepnet.search.strategies import STRATEGIES, Stage
+from deepnet.search.spec import SearchSpec, Stage, build_spec
+from deepnet.search.strategies import STRATEGIES, Strategy
+
+_RUNNER = ("SearchOutcome", "run_search")
 
 __all__ = [
     "STRATEGIES",
@@ -17,7 +22,10 @@ __all__ = [
     "SearchSpec",
     "Space",
     "Stage",
+    "Strategy",
     "TrialRow",
+    "TrialStatus",
+    "build_spec",
     "cv_results",
     "loguniform",
     "randint",
@@ -26,3 +34,11 @@ __all__ = [
     "uniform",
     "write_csv",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RUNNER:
+        from deepnet.search import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'deepnet.search' has no attribute {name!r}")

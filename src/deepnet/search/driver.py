@@ -28,11 +28,12 @@ from deepnet.data.folds import Split
 from deepnet.engine import EpochResult, Member, Status
 from deepnet.errors import SearchError
 from deepnet.search.executor import Worker, WorkerCrashError
-from deepnet.search.strategies import Stage, candidates, shared_run_key
+from deepnet.search.records import TrialRecord, encode_history
+from deepnet.search.spec import Stage
+from deepnet.search.strategies import shared_run_key
 from deepnet.search.study import Queue
 
 OnTrial = Callable[[FrozenTrial], None]
-HISTORY_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 
 
 @dataclass
@@ -41,51 +42,57 @@ class _TrialRun:
 
     trial: optuna.Trial
     config: TrainConfig
-    history: dict[int, list[EpochResult]] = field(default_factory=dict)
+    history: dict[int, list[EpochResult]] = field(default_factory=dict)  # fold -> epochs
     state: TrialState | None = None
+    reason: str = ""  # why it failed
+    pruned_at_epoch: int | None = None
 
-    def record(self, results: list[EpochResult]) -> TrialState | None:
-        """Take one round of its folds' results; return the trial's final state once it has one."""
-        for r in results:
-            self.history.setdefault(_fold(r), []).append(r)
-        diverged = [r for r in results if r.status is Status.DIVERGED]
+    def record(self, round_: dict[int, EpochResult]) -> TrialState | None:
+        """Take one round of its folds' results (fold -> result); return the trial's final
+        state once it has one."""
+        for fold, r in round_.items():
+            self.history.setdefault(fold, []).append(r)
+        diverged = [(f, r) for f, r in sorted(round_.items()) if r.status is Status.DIVERGED]
         if diverged:
-            return self.fail(f"fold {_fold(diverged[0])} diverged: {diverged[0].reason}")
-        epoch = results[0].epoch
-        self.trial.report(statistics.fmean(r.val_accuracy for r in results), epoch)
+            fold, r = diverged[0]
+            return self.fail(f"fold {fold} diverged: {r.reason}")
+        epoch = next(iter(round_.values())).epoch
+        self.trial.report(statistics.fmean(r.val_accuracy for r in round_.values()), epoch)
         if epoch >= self.config.epochs:
             return TrialState.COMPLETE
         if self.trial.should_prune():
-            self.trial.set_user_attr("pruned_at_epoch", epoch)
+            self.pruned_at_epoch = epoch
             return TrialState.PRUNED
         return None
 
     def fail(self, reason: str) -> TrialState:
-        self.trial.set_user_attr("reason", reason)
+        self.reason = reason
         return TrialState.FAIL
 
-    def save(self, state: TrialState) -> float | None:
-        """Store histories on the trial, and fold scores if it completed; return its score."""
-        t = self.trial
-        t.set_user_attr("epochs_trained", max((len(h) for h in self.history.values()), default=0))
-        t.set_user_attr("seconds", sum(r.seconds for h in self.history.values() for r in h))
-        t.set_user_attr(
-            "history",
-            {
-                str(fold): [[getattr(r, f) for f in HISTORY_FIELDS] for r in h]
-                for fold, h in sorted(self.history.items())
-            },
-        )
-        if state is not TrialState.COMPLETE:
-            return None
-        finals = [h[-1].val_accuracy for _, h in sorted(self.history.items())]
-        t.set_user_attr("fold_scores", finals)
-        t.set_user_attr("std", float(np.std(finals)))
-        return statistics.fmean(finals)
+    def save(self, state: TrialState, interrupted: bool = False) -> float | None:
+        """Store the trial's record (histories; fold scores if it completed); return its
+        score."""
+        folds = [h for _, h in sorted(self.history.items())]
+        finals = [h[-1].val_accuracy for h in folds] if state is TrialState.COMPLETE else []
+        TrialRecord(
+            epochs_trained=max(map(len, folds), default=0),
+            seconds=sum(r.seconds for h in folds for r in h),
+            history=encode_history(self.history),
+            fold_scores=tuple(finals),
+            std=float(np.std(finals)) if finals else None,
+            reason=self.reason,
+            pruned_at_epoch=self.pruned_at_epoch,
+            interrupted=interrupted,
+        ).write(self.trial.set_user_attr)
+        return statistics.fmean(finals) if finals else None
 
 
-def _fold(result: EpochResult) -> int:
-    return int(result.key.rsplit("/", 1)[1])
+@dataclass(frozen=True)
+class _MemberOf:
+    """Which shared run of its batch, and which fold, a member trains."""
+
+    run: str
+    fold: int
 
 
 @dataclass
@@ -93,13 +100,14 @@ class _Batch:
     """The trials one worker trains together: one member per fold per shared run."""
 
     runs: dict[str, list[_TrialRun]] = field(default_factory=dict)  # run id -> its trials
-    keys: dict[tuple, str] = field(default_factory=dict)  # shared_run_key -> unstarted run id
+    unstarted: dict[tuple, str] = field(default_factory=dict)  # shared_run_key -> run id
     started: int = 0  # runs handed out as members so far (the first ``started`` of runs)
+    member_of: dict[str, _MemberOf] = field(default_factory=dict)  # member key -> its run
 
     def add(self, run: _TrialRun) -> None:
         """Add a trial to the unstarted run of an equal config, or to a new run."""
         key = shared_run_key(run.trial.params)
-        rid = self.keys.setdefault(key, f"r{len(self.runs)}")
+        rid = self.unstarted.setdefault(key, f"r{len(self.runs)}")
         self.runs.setdefault(rid, []).append(run)
 
     def members(self, folds: Sequence[Split], seed: int) -> list[Member]:
@@ -109,13 +117,25 @@ class _Batch:
         for rid, trials in list(self.runs.items())[self.started :]:
             epochs = max(t.config.epochs for t in trials)
             config = trials[0].config.replace(epochs=epochs)
-            out += [
-                Member(f"{rid}/{i}", config, train, val, seed + i)
-                for i, (train, val) in enumerate(folds)
-            ]
+            for i, (train, val) in enumerate(folds):
+                member = Member(f"{rid}/{i}", config, train, val, seed + i)
+                self.member_of[member.key] = _MemberOf(rid, i)
+                out.append(member)
         self.started = len(self.runs)
-        self.keys.clear()
+        self.unstarted.clear()
         return out
+
+    def rounds(self, results: list[EpochResult]) -> dict[str, dict[int, EpochResult]]:
+        """One round's results by run id, then fold."""
+        by_run: dict[str, dict[int, EpochResult]] = {}
+        for r in results:
+            of = self.member_of[r.key]
+            by_run.setdefault(of.run, {})[of.fold] = r
+        return by_run
+
+    def member_keys(self, runs: list[str]) -> list[str]:
+        """The keys of these runs' members."""
+        return [key for key, of in self.member_of.items() if of.run in runs]
 
     def open_trials(self) -> list[_TrialRun]:
         return [t for trials in self.runs.values() for t in trials if t.state is None]
@@ -147,14 +167,13 @@ def run_stage(
     shorter one's result on the way.
     """
     idle, busy = list(workers), {}
-    queue = None if stage.adaptive else Queue(study, candidates(stage, seed))
+    configs = stage.candidates(seed)
+    queue = None if configs is None else Queue(study, configs)
 
     def next_trial() -> optuna.Trial | None:
         if queue is not None:
             return queue.ask(distributions)
-        counted = [
-            t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted")
-        ]
+        counted = [t for t in study.get_trials(deepcopy=False) if not TrialRecord.of(t).interrupted]
         return study.ask(distributions) if len(counted) < stage.n_iter else None
 
     def fill(batch: _Batch, members: int, sharers: int) -> bool:
@@ -200,10 +219,7 @@ def run_stage(
                         finish(run, run.fail(f"training crashed: {exc}"))
                     results = None
                 if results is not None:
-                    by_run: dict[str, list[EpochResult]] = {}
-                    for r in results:
-                        by_run.setdefault(r.key.rsplit("/", 1)[0], []).append(r)
-                    for rid, round_ in by_run.items():
+                    for rid, round_ in batch.rounds(results).items():
                         for run in batch.runs[rid]:
                             if run.state is None and (state := run.record(round_)) is not None:
                                 finish(run, state)
@@ -213,7 +229,7 @@ def run_stage(
                         room = members_per_worker - batch.training_runs() * len(folds)
                         if room >= len(folds) and fill(batch, room, len(workers)):
                             worker.join(batch.members(folds, seed))
-                        worker.advance(stop=[f"{r}/{i}" for r in done for i in range(len(folds))])
+                        worker.advance(stop=batch.member_keys(done))
                         continue
                 del busy[worker]
                 if worker.alive():
@@ -229,8 +245,7 @@ def run_stage(
     except BaseException:
         for batch in busy.values():
             for run in batch.open_trials():
-                run.trial.set_user_attr("interrupted", True)
                 run.fail("interrupted before it finished; it is retried when the search resumes")
-                run.save(TrialState.FAIL)
+                run.save(TrialState.FAIL, interrupted=True)
                 study.tell(run.trial, state=TrialState.FAIL)
         raise

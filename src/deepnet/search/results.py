@@ -14,13 +14,16 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-STATE_NAMES = {
-    TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-    TrialState.RUNNING: "running",
-    TrialState.WAITING: "waiting",
-}
+from deepnet.search.records import History, TrialRecord, TrialStatus, trial_params
+
+# ranked(): complete first, failed last
+RANK_ORDER = (
+    TrialStatus.COMPLETE,
+    TrialStatus.PRUNED,
+    TrialStatus.RUNNING,
+    TrialStatus.WAITING,
+    TrialStatus.FAILED,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class TrialRow:
 
     stage: int
     number: int
-    state: str  # complete, pruned, failed, running, waiting
+    state: TrialStatus  # given as text ("complete", ...) it is converted
     score: float | None  # mean validation accuracy over the folds
     std: float | None
     fold_scores: tuple[float, ...]
@@ -37,18 +40,21 @@ class TrialRow:
     seconds: float  # training time summed over the folds
     params: dict[str, Any]
     reason: str = ""
-    history: dict[str, list[list[float]]] | None = None  # fold -> per-epoch rows
+    history: History | None = None  # fold -> per-epoch rows of HISTORY_FIELDS
     last_value: float | None = None  # the last mean validation accuracy reported (pruned)
     started_at: float | None = None  # POSIX times, for scores over time
     finished_at: float | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", TrialStatus(self.state))
+
     @property
     def finished(self) -> bool:
-        return self.state in ("complete", "pruned", "failed")
+        return self.state.finished
 
     @property
     def ok(self) -> bool:
-        return self.state == "complete" and self.score is not None
+        return self.state is TrialStatus.COMPLETE and self.score is not None
 
 
 def trial_rows(study: optuna.Study, stage: int = 0) -> list[TrialRow]:
@@ -56,24 +62,24 @@ def trial_rows(study: optuna.Study, stage: int = 0) -> list[TrialRow]:
     return [
         row_of(t, stage)
         for t in study.get_trials(deepcopy=False)
-        if not t.user_attrs.get("interrupted")
+        if not TrialRecord.of(t).interrupted
     ]
 
 
 def row_of(t: FrozenTrial, stage: int = 0) -> TrialRow:
-    a = t.user_attrs
+    record = TrialRecord.of(t)
     return TrialRow(
         stage=stage,
         number=t.number,
-        state=STATE_NAMES.get(t.state, t.state.name.lower()),
+        state=TrialStatus.of(t.state),
         score=t.value if t.state is TrialState.COMPLETE else None,
-        std=a.get("std"),
-        fold_scores=tuple(a.get("fold_scores", ())),
-        epochs=a.get("epochs_trained", 0),
-        seconds=a.get("seconds", 0.0),
-        params=dict(t.params or t.system_attrs.get("fixed_params", {})),
-        reason=a.get("reason", ""),
-        history=a.get("history"),
+        std=record.std,
+        fold_scores=record.fold_scores,
+        epochs=record.epochs_trained,
+        seconds=record.seconds,
+        params=trial_params(t),
+        reason=record.reason,
+        history=record.history,
         last_value=t.intermediate_values[max(t.intermediate_values)]
         if t.intermediate_values
         else None,
@@ -89,11 +95,10 @@ def ranked(rows: list[TrialRow]) -> list[TrialRow]:
     Ties are broken by the parameters' text, so the order never depends on which trial
     happened to run first.
     """
-    order = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "failed": 4}
 
     def key(r: TrialRow) -> tuple:
         return (
-            order.get(r.state, 5),
+            RANK_ORDER.index(r.state),
             -(r.score or 0.0),
             r.std or 0.0,
             -r.epochs,
@@ -161,7 +166,7 @@ def write_csv(rows: list[TrialRow], path: Path) -> None:
                     rank,
                     r.stage,
                     r.number,
-                    r.state,
+                    r.state.value,
                     _num(r.score),
                     _num(r.std),
                     *(_num(s) for s in r.fold_scores),
@@ -188,7 +193,7 @@ def cv_results(rows: list[TrialRow], n_folds: int, names: list[str]) -> dict[str
         "std_test_score": np.array([r.std if r.ok else np.nan for r in rows], dtype=float),
         "mean_fit_time": np.array([r.seconds / max(n_folds, 1) for r in rows]),
         "epochs_trained": np.array([r.epochs for r in rows]),
-        "state": np.array([r.state for r in rows], dtype=object),
+        "state": np.array([r.state.value for r in rows], dtype=object),
     }
     for i in range(n_folds):
         results[f"split{i}_test_score"] = np.array(

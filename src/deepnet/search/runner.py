@@ -13,15 +13,13 @@ from optuna.distributions import IntDistribution
 
 from deepnet.config import TrainConfig
 from deepnet.data.folds import Split, stratified_folds
-from deepnet.errors import SearchError
+from deepnet.errors import DataError, SearchError
 from deepnet.search.driver import OnTrial, run_stage
 from deepnet.search.executor import start_workers
 from deepnet.search.results import TrialRow, best, failure_summary, ranked, trial_rows
 from deepnet.search.space import Space
 from deepnet.search.spec import SearchSpec
 from deepnet.search.study import open_study
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,11 @@ def run_search(
     ``storage`` is a database URL (None: in memory). Stage k > 1 searches its own space with
     every other parameter fixed at the best configuration found so far.
     """
+    if len(images) != len(labels):
+        raise DataError(
+            f"{len(images)} images but {len(labels)} labels: give one label per image "
+            "(the same number of rows in both)."
+        )
     folds = list(folds) if folds is not None else stratified_folds(labels, spec.cv, spec.seed)
     start = time.perf_counter()
     rows: list[TrialRow] = []

@@ -31,22 +31,28 @@ from deepnet.config import PARAMS, check_names
 from deepnet.errors import ConfigError
 
 Dimension = tuple[Any, ...] | FloatDistribution | IntDistribution
-KINDS = ("loguniform", "uniform", "int", "logint")
+# a range's name -> (its number type, whether it is uniform in log space)
+KINDS: dict[str, tuple[type, bool]] = {
+    "loguniform": (float, True),
+    "uniform": (float, False),
+    "int": (int, False),
+    "logint": (int, True),
+}
 
 
 def loguniform(low: float, high: float) -> FloatDistribution:
     """Floats between low and high, uniform in log space (learning rates)."""
-    return FloatDistribution(low, high, log=True)
+    return _range("loguniform", low, high)
 
 
 def uniform(low: float, high: float) -> FloatDistribution:
     """Floats uniform between low and high (dropout rates)."""
-    return FloatDistribution(low, high)
+    return _range("uniform", low, high)
 
 
 def randint(low: int, high: int, log: bool = False) -> IntDistribution:
     """Integers from low to high inclusive (hidden units, filters)."""
-    return IntDistribution(low, high, log=log)
+    return _range("logint" if log else "int", low, high)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,11 @@ class Space:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Space:
         """From a seed-style ``param_grid`` dict (a scalar means a one-value list)."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"space={values!r} is not allowed: it must map parameter names to values, "
+                "e.g. {'neurons': [16, 32]}."
+            )
         if not values:
             raise ConfigError("the search space is empty: give at least one parameter to search.")
         check_names(values)
@@ -104,8 +115,8 @@ class Space:
             if isinstance(d, tuple):
                 out[name] = list(d)
             else:
-                integer = isinstance(d, IntDistribution)
-                kind = ("log" if d.log else "") + ("int" if integer else "uniform")
+                number = int if isinstance(d, IntDistribution) else float
+                kind = next(k for k, v in KINDS.items() if v == (number, d.log))
                 out[name] = {kind: [d.low, d.high]}
         return out
 
@@ -164,26 +175,43 @@ def _dimension(name: str, value: Any) -> Dimension:
 
 def _distribution(name: str, kind: str, bounds: Any) -> BaseDistribution:
     spec = PARAMS[name]
-    try:
-        low, high = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{name}: {kind} needs two numbers [low, high], got {bounds!r}."
-        ) from None
-    if low >= high:
-        raise ConfigError(f"{name}: {kind} needs low < high, got [{low:g}, {high:g}].")
-    if kind in ("int", "logint"):
-        if spec.kind is not int or low != int(low) or high != int(high):
-            raise ConfigError(
-                f"{name}: {kind} ranges are for integer parameters with integer bounds."
-            )
-        return IntDistribution(int(low), int(high), log=kind == "logint")
-    if spec.kind is not float:
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+        raise ConfigError(f"{name}: {kind} needs two numbers [low, high], got {bounds!r}.")
+    number, _ = KINDS[kind]
+    if number is int and spec.kind is not int:
+        raise ConfigError(f"{name}: {kind} ranges are for integer parameters with integer bounds.")
+    if number is float and spec.kind is not float:
         raise ConfigError(
             f"{name} is {'an integer' if spec.kind is int else 'a choice'} "
             f"parameter: use {'int:LOW:HIGH' if spec.kind is int else 'a list'}."
         )
-    return FloatDistribution(low, high, log=kind == "loguniform")
+    return _range(kind, *bounds, what=f"{name}: {kind}")
+
+
+def _range(kind: str, low: Any, high: Any, what: str = "") -> FloatDistribution | IntDistribution:
+    """The ``kind`` distribution over [low, high] (bounds may be numbers or their text), with
+    one-line errors where Optuna would raise its own: bad, infinite, reversed or (log)
+    non-positive bounds, and fractional bounds of an integer range."""
+    what = what or kind
+    try:
+        if any(isinstance(b, bool) for b in (low, high)):
+            raise TypeError
+        lo, hi = float(low), float(high)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} needs two numbers [low, high], got {[low, high]!r}.") from None
+    number, log = KINDS[kind]
+    got = f"got [{lo:g}, {hi:g}]"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(f"{what} needs finite bounds, {got}.")
+    if lo >= hi:
+        raise ConfigError(f"{what} needs low < high, {got}.")
+    if log and lo <= 0:
+        raise ConfigError(f"{what} needs low > 0 (it is uniform in log space), {got}.")
+    if number is int:
+        if lo != int(lo) or hi != int(hi):
+            raise ConfigError(f"{what} needs integer bounds, {got}.")
+        return IntDistribution(int(lo), int(hi), log=log)
+    return FloatDistribution(lo, hi, log=log)
 
 
 def _checked_distribution(name: str, dist: BaseDistribution) -> Dimension:

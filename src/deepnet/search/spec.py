@@ -12,24 +12,82 @@ A TOML file holds either one stage at the top level or a list of stages:
     [[stages]]                    # ... or several, each starting from the best so far
     strategy = "grid"
     space = { optimizer = ["SGD", "Adam", "Nadam"], neurons = [25, 30, 35] }
+
+Every key is checked against ``deepnet.search.schema`` before a stage is built.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from deepnet.errors import ConfigError
-from deepnet.search.space import Space
-from deepnet.search.strategies import Stage
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
 
-STAGE_KEYS = ("strategy", "n_iter", "min_epochs", "reduction_factor", "space")
-TOP_KEYS = ("cv", "seed", "stages", *STAGE_KEYS)
+from deepnet.errors import ConfigError
+from deepnet.search import schema
+from deepnet.search.space import Space, parse_options
+from deepnet.search.strategies import STRATEGY_BY_NAME, Config, Strategy
+
+DEFAULT_SEARCH = Path(str(files("deepnet.search") / "default.toml"))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One search over a space with a strategy. Later stages start from earlier bests."""
+
+    space: Space
+    strategy: str = "grid"
+    n_iter: int | None = None  # random, tpe; halving/hyperband over a random sample
+    min_epochs: int = 1  # halving/hyperband: the smallest budget
+    reduction_factor: int = 3  # halving/hyperband: keep 1/reduction_factor per rung
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.space, Space):
+            raise ConfigError(
+                f"space={self.space!r} is not allowed: give a Space, e.g. "
+                "Space.from_dict({'neurons': [16, 32]})."
+            )
+        for key in (schema.STRATEGY, schema.N_ITER, schema.MIN_EPOCHS, schema.REDUCTION_FACTOR):
+            object.__setattr__(self, key.name, key.check(getattr(self, key.name)))
+        self.algorithm.check(self)
+        if self.n_iter is None:  # sampled stages need a count
+            object.__setattr__(self, "n_iter", self.algorithm.default_n_iter(self.space))
+
+    @property
+    def algorithm(self) -> Strategy:
+        """The strategy object that ``strategy`` names."""
+        return STRATEGY_BY_NAME[self.strategy]
+
+    @property
+    def n_trials(self) -> int:
+        """How many trials the stage runs (its queue, or n_iter for TPE)."""
+        return self.algorithm.n_trials(self)
+
+    def candidates(self, seed: int) -> list[Config] | None:
+        """The configurations it tries, in order; None when proposed during the search."""
+        return self.algorithm.candidates(self, seed)
+
+    def sampler(self, seed: int) -> BaseSampler:
+        return self.algorithm.sampler(self, seed)
+
+    def pruner(self, max_epochs: int) -> BasePruner:
+        return self.algorithm.pruner(self, max_epochs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "n_iter": self.n_iter,
+            "min_epochs": self.min_epochs,
+            "reduction_factor": self.reduction_factor,
+            "space": self.space.to_json(),
+        }
 
 
 @dataclass(frozen=True)
@@ -41,31 +99,26 @@ class SearchSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.stages:
-            raise ConfigError("a search needs at least one stage.")
-        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
-            raise ConfigError(f"cv={self.cv!r} is not allowed: it must be an integer >= 2.")
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages or not all(isinstance(s, Stage) for s in self.stages):
+            raise ConfigError("a search needs at least one stage, and only Stage objects.")
+        for key in (schema.CV, schema.SEED):
+            object.__setattr__(self, key.name, key.check(getattr(self, key.name)))
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], origin: str = "the search spec") -> SearchSpec:
-        """From the structure of a TOML file (see the module docstring)."""
-        _check_keys(values, TOP_KEYS, origin)
-        if "stages" in values and "space" in values:
-            raise ConfigError(f"{origin} has both [space] and [[stages]]: use one of the two.")
-        raw_stages = values.get("stages") or [{k: values[k] for k in STAGE_KEYS if k in values}]
-        stages = []
-        for i, raw in enumerate(raw_stages, 1):
-            where = f"stage {i} of {origin}"
-            _check_keys(raw, STAGE_KEYS, where)
-            if "space" not in raw:
-                raise ConfigError(f"{where} has no space: add a [space] table of parameters.")
-            stages.append(
+    def from_mapping(cls, values: Mapping[str, Any], origin: str = "the search spec") -> SearchSpec:
+        """From the structure of a TOML file (see the module docstring), checked whole first."""
+        stages = schema.check_spec(values, origin)
+        return cls(
+            tuple(
                 Stage(
-                    Space.from_dict(raw["space"]),
-                    **{k: raw[k] for k in STAGE_KEYS if k in raw and k != "space"},
+                    Space.from_dict(raw["space"]), **{k: v for k, v in raw.items() if k != "space"}
                 )
-            )
-        return cls(tuple(stages), values.get("cv", 3), values.get("seed", 0))
+                for raw in stages
+            ),
+            values.get("cv", 3),
+            values.get("seed", 0),
+        )
 
     @classmethod
     def from_toml(cls, path: Path) -> SearchSpec:
@@ -80,22 +133,37 @@ class SearchSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def build_spec(
+    params: Iterable[str], config_file: Path | None, overrides: Mapping[str, Any]
+) -> SearchSpec:
+    """The search that ``deepnet search`` runs: from ``--param`` options (a grid unless
+    ``overrides`` names a strategy), a ``--config`` file, or the default file, with
+    ``overrides`` (cv, seed, strategy, n_iter, ...; None: not given) on top."""
+    params = list(params)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if params and config_file:
+        raise ConfigError("give the space with --param or with --config, not both.")
+    if params:
+        values: dict[str, Any] = {"space": parse_options(params), "strategy": "grid"}
+        origin = "the --param options"
+    else:
+        values = read_toml(config_file or DEFAULT_SEARCH)
+        origin = str(config_file or "the default search")
+    if "stages" in values and any(k in overrides for k in schema.STAGE_KEYS):
+        raise ConfigError(
+            f"{origin} has several stages: set strategy, n_iter, min_epochs and "
+            "reduction_factor per stage in the file, not on the command line."
+        )
+    return SearchSpec.from_mapping({**values, **overrides}, origin)
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """The raw mapping of a TOML search file, with clear errors for unreadable files."""
     try:
         return tomllib.loads(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read the search file {path}: {exc.strerror}.") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file: give a TOML search file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
-
-
-def _check_keys(values: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    for key in values:
-        if key not in allowed:
-            hint = difflib.get_close_matches(key, allowed, n=1)
-            raise ConfigError(
-                f"unknown key {key!r} in {where}"
-                + (f": did you mean {hint[0]!r}?" if hint else "")
-                + f" Allowed keys: {', '.join(allowed)}."
-            )

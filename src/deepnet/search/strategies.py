@@ -1,4 +1,4 @@
-"""Search strategies as Optuna samplers and pruners, and the stages that chain them.
+"""Search strategies as objects: each knows what it refuses, its candidates, sampler and pruner.
 
     grid        every configuration of a value-list space (Optuna's GridSampler order)
     random      n_iter configurations: drawn without replacement from a grid, or by
@@ -7,16 +7,17 @@
     hyperband   grid or random candidates, pruned by Hyperband on epochs
     tpe         n_iter configurations proposed one after another by Optuna's TPE sampler
 
-Candidate lists are fixed by the seed before any training (and queued in the study one at
-a time as they start), so an interrupted search resumes with exactly the configurations it
-would have run.
+A stage (``deepnet.search.spec.Stage``) names its strategy and holds its settings (n_iter,
+min_epochs, reduction_factor); the strategy object, looked up by that name, turns them into
+Optuna's pieces. Candidate lists are fixed by the seed before any training (and queued in the
+study one at a time as they start), so an interrupted search resumes with exactly the
+configurations it would have run.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import optuna
@@ -24,62 +25,135 @@ from optuna.pruners import BasePruner, HyperbandPruner, NopPruner, SuccessiveHal
 from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
 
 from deepnet.errors import ConfigError
-from deepnet.search.space import Space
 
-STRATEGIES = ("grid", "random", "halving", "hyperband", "tpe")
+if TYPE_CHECKING:
+    from deepnet.search.space import Space
+    from deepnet.search.spec import Stage
+
 DEFAULT_N_ITER = 10
+Config = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One search over a space with a strategy. Later stages start from earlier bests."""
+class Strategy:
+    """How a stage chooses configurations and when it stops them. The base: a fixed list of
+    candidates (all of a grid, else a seeded sample of ``n_iter``), never pruned."""
 
-    space: Space
-    strategy: str = "grid"
-    n_iter: int | None = None  # random, tpe; halving/hyperband over a random sample
-    min_epochs: int = 1  # halving/hyperband: the smallest budget
-    reduction_factor: int = 3  # halving/hyperband: keep 1/reduction_factor per rung
+    name: ClassVar[str]
 
-    def __post_init__(self) -> None:
-        strategy = self.strategy.strip().lower()
-        if strategy not in STRATEGIES:
-            raise ConfigError(
-                f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}."
+    def check(self, stage: Stage) -> None:
+        """Refuse settings this strategy cannot honour (a ConfigError saying what to do)."""
+
+    def default_n_iter(self, space: Space) -> int | None:
+        """n_iter when none is given: a sample needs a count, a grid runs whole."""
+        return None if space.is_grid else DEFAULT_N_ITER
+
+    def n_trials(self, stage: Stage) -> int:
+        """How many trials the stage runs."""
+        if stage.n_iter is None:
+            return stage.space.grid_size
+        return min(stage.n_iter, stage.space.grid_size)
+
+    def candidates(self, stage: Stage, seed: int) -> list[Config] | None:
+        """The configurations to try, in order (None: proposed during the search).
+
+        Configurations that differ only in epochs are moved next to the first of them, so
+        that they land in one batch and share a training run.
+        """
+        order: dict[tuple, list[Config]] = {}
+        for config in self._draw(stage, seed):
+            order.setdefault(shared_run_key(config), []).append(config)
+        return [config for same in order.values() for config in same]
+
+    def sampler(self, stage: Stage, seed: int) -> BaseSampler:
+        """The sampler of new trials; with a fixed candidate list it never samples."""
+        return RandomSampler(seed=seed)
+
+    def pruner(self, stage: Stage, max_epochs: int) -> BasePruner:
+        return NopPruner()
+
+    def _draw(self, stage: Stage, seed: int) -> list[Config]:
+        space = stage.space
+        if stage.n_iter is None:
+            return _grid_order(space, seed)
+        if not space.is_grid:
+            return _first_proposals(RandomSampler(seed=seed), space, stage.n_iter)
+        grid = list(space.grid())
+        n_iter = stage.n_iter
+        if n_iter >= len(grid):
+            warnings.warn(
+                f"n_iter={n_iter} is not smaller than the grid of {len(grid)} configurations; "
+                "every configuration runs once (an exhaustive grid search).",
+                UserWarning,
+                stacklevel=4,
             )
-        object.__setattr__(self, "strategy", strategy)
-        if strategy == "grid" and not self.space.is_grid:
-            lists = [n for n, d in self.space.dims.items() if not isinstance(d, tuple)]
+            n_iter = len(grid)
+        # sampling without replacement from a finite grid, as scikit-learn's ParameterSampler
+        picks = np.random.default_rng(seed).choice(len(grid), n_iter, replace=False)
+        return [grid[i] for i in picks]
+
+
+class Grid(Strategy):
+    name = "grid"
+
+    def check(self, stage: Stage) -> None:
+        if not stage.space.is_grid:
+            lists = [n for n, d in stage.space.dims.items() if not isinstance(d, tuple)]
             raise ConfigError(
                 f"grid search needs value lists, but {', '.join(lists)} is a distribution: "
                 "give a list of values, or use --strategy random, halving or tpe with --n-iter."
             )
-        if self.n_iter is not None and (isinstance(self.n_iter, bool) or self.n_iter < 1):
-            raise ConfigError(f"n_iter={self.n_iter!r} is not allowed: it must be >= 1.")
-        if self.n_iter is None and (strategy == "tpe" or not self.space.is_grid):
-            object.__setattr__(self, "n_iter", DEFAULT_N_ITER)  # sampled stages need a count
-        if self.min_epochs < 1 or self.reduction_factor < 2:
-            raise ConfigError("min_epochs must be >= 1 and reduction_factor >= 2.")
+        if stage.n_iter is not None:
+            raise ConfigError(
+                f"n_iter={stage.n_iter!r} has no effect with strategy grid, which runs every "
+                f"configuration ({stage.space.grid_size}): drop n_iter, or use strategy random "
+                "or halving to try n_iter of them."
+            )
 
-    @property
-    def n_trials(self) -> int:
-        """How many trials the stage runs (its queue, or n_iter for TPE)."""
-        if self.strategy == "grid" or self.n_iter is None:
-            return self.space.grid_size
-        return min(self.n_iter, self.space.grid_size)
 
-    @property
-    def adaptive(self) -> bool:
-        """True when configurations are proposed during the search (TPE), not beforehand."""
-        return self.strategy == "tpe"
+class Random(Strategy):
+    name = "random"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "strategy": self.strategy,
-            "n_iter": self.n_iter,
-            "min_epochs": self.min_epochs,
-            "reduction_factor": self.reduction_factor,
-            "space": self.space.to_json(),
-        }
+
+class Halving(Strategy):
+    name = "halving"
+
+    def pruner(self, stage: Stage, max_epochs: int) -> BasePruner:
+        return SuccessiveHalvingPruner(
+            min_resource=stage.min_epochs, reduction_factor=stage.reduction_factor
+        )
+
+
+class Hyperband(Strategy):
+    name = "hyperband"
+
+    def pruner(self, stage: Stage, max_epochs: int) -> BasePruner:
+        return HyperbandPruner(
+            min_resource=stage.min_epochs,
+            max_resource=max(max_epochs, stage.min_epochs),
+            reduction_factor=stage.reduction_factor,
+        )
+
+
+class TPE(Strategy):
+    """Adaptive: each configuration is proposed from the scores of those before it."""
+
+    name = "tpe"
+
+    def default_n_iter(self, space: Space) -> int | None:
+        return DEFAULT_N_ITER
+
+    def candidates(self, stage: Stage, seed: int) -> list[Config] | None:
+        return None
+
+    def sampler(self, stage: Stage, seed: int) -> BaseSampler:
+        startup = max(2, min(10, stage.n_iter // 3))
+        return TPESampler(seed=seed, n_startup_trials=startup)
+
+
+STRATEGY_BY_NAME: dict[str, Strategy] = {
+    s.name: s for s in (Grid(), Random(), Halving(), Hyperband(), TPE())
+}
+STRATEGIES = tuple(STRATEGY_BY_NAME)
 
 
 def shared_run_key(params: dict[str, Any]) -> tuple:
@@ -87,68 +161,23 @@ def shared_run_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items() if k != "epochs"))
 
 
-def candidates(stage: Stage, seed: int) -> list[dict[str, Any]]:
-    """The configurations a non-adaptive stage will try, in the order it tries them.
-
-    Configurations that differ only in epochs are moved next to the first of them, so that
-    they land in one batch and share a training run.
-    """
-    order: dict[tuple, list[dict[str, Any]]] = {}
-    for config in _candidates(stage, seed):
-        order.setdefault(shared_run_key(config), []).append(config)
-    return [config for same in order.values() for config in same]
+def _grid_order(space: Space, seed: int) -> list[Config]:
+    grid = GridSampler({n: list(v) for n, v in space.dims.items()}, seed=seed)
+    return _first_proposals(grid, space, space.grid_size)
 
 
-def _candidates(stage: Stage, seed: int) -> list[dict[str, Any]]:
-    space = stage.space
-    distributions = space.distributions()
-    if stage.strategy == "grid" or (stage.n_iter is None and space.is_grid):
-        grid = GridSampler({n: list(v) for n, v in space.dims.items()}, seed=seed)
-        return _draw(grid, distributions, space.grid_size)
-    n_iter = stage.n_iter
-    if not space.is_grid:
-        return _draw(RandomSampler(seed=seed), distributions, n_iter)
-    grid = list(space.grid())
-    if n_iter >= len(grid):
-        warnings.warn(
-            f"n_iter={n_iter} is not smaller than the grid of {len(grid)} configurations; "
-            "every configuration runs once (an exhaustive grid search).",
-            UserWarning,
-            stacklevel=3,
-        )
-        n_iter = len(grid)
-    # sampling without replacement from a finite grid, as scikit-learn's ParameterSampler
-    picks = np.random.default_rng(seed).choice(len(grid), n_iter, replace=False)
-    return [grid[i] for i in picks]
-
-
-def _draw(sampler: BaseSampler, distributions: dict, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` configurations ``sampler`` proposes, from a throwaway study.
+def _first_proposals(sampler: BaseSampler, space: Space, n: int) -> list[Config]:
+    """The first ``n`` configurations ``sampler`` proposes, from a throwaway study (whose
+    creation Optuna would announce: it is silenced while it lives).
 
     Trials are asked and never told: GridSampler hands trial k the k-th grid point of its
     seeded shuffle, and RandomSampler ignores history.
     """
-    study = optuna.create_study(sampler=sampler)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(sampler=sampler)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    distributions = space.distributions()
     return [dict(study.ask(distributions).params) for _ in range(n)]
-
-
-def sampler_for(stage: Stage, seed: int) -> BaseSampler:
-    """The sampler that proposes new trials: TPE for adaptive stages, else never used."""
-    if stage.adaptive:
-        startup = max(2, min(10, stage.n_iter // 3))
-        return TPESampler(seed=seed, n_startup_trials=startup)
-    return RandomSampler(seed=seed)  # only queued trials run; this never samples
-
-
-def pruner_for(stage: Stage, max_epochs: int) -> BasePruner:
-    if stage.strategy == "halving":
-        return SuccessiveHalvingPruner(
-            min_resource=stage.min_epochs, reduction_factor=stage.reduction_factor
-        )
-    if stage.strategy == "hyperband":
-        return HyperbandPruner(
-            min_resource=stage.min_epochs,
-            max_resource=max(max_epochs, stage.min_epochs),
-            reduction_factor=stage.reduction_factor,
-        )
-    return NopPruner()

@@ -9,8 +9,9 @@ holds yet (those among them), so no finished trial is ever trained twice.
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
@@ -18,9 +19,16 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from deepnet.errors import SearchError
-from deepnet.search.strategies import Stage, pruner_for, sampler_for
+from deepnet.search.records import STUDY_SPEC, TrialRecord, trial_params
 
-SPEC_ATTR = "deepnet_spec"
+if TYPE_CHECKING:
+    from deepnet.search.spec import Stage
+
+
+def quiet_optuna() -> None:
+    """Let Optuna log warnings only (not every study created and trial told): for the CLI,
+    which prints its own progress. Importing deepnet leaves Optuna's level alone."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def open_study(
@@ -32,16 +40,16 @@ def open_study(
     max_epochs: int,
 ) -> optuna.Study:
     """Create or resume the study ``name`` in ``storage`` (None: a new in-memory study)."""
-    pruner = pruner_for(stage, max_epochs)
+    pruner = stage.pruner(max_epochs)
     if storage is None:
         study = optuna.create_study(
-            study_name=name, direction="maximize", sampler=sampler_for(stage, seed), pruner=pruner
+            study_name=name, direction="maximize", sampler=stage.sampler(seed), pruner=pruner
         )
     else:
         study = _create_or_load(storage, name, stage, seed, pruner)
-    stored = study.user_attrs.get(SPEC_ATTR)
+    stored = study.user_attrs.get(STUDY_SPEC)
     if stored is None:
-        study.set_user_attr(SPEC_ATTR, spec)
+        study.set_user_attr(STUDY_SPEC, spec)
     elif _canonical(stored) != _canonical(spec):
         raise SearchError(
             f"study {name!r} in {storage} already holds a search with a different spec "
@@ -66,7 +74,7 @@ def _create_or_load(
             study_name=name,
             direction="maximize",
             load_if_exists=True,
-            sampler=sampler_for(stage, seed + n_before),
+            sampler=stage.sampler(seed + n_before),
             pruner=pruner,
         )
     except Exception as exc:  # SQLAlchemy and its drivers raise many types for a bad URL
@@ -98,7 +106,8 @@ def _fast_sqlite(connection: Any, _record: Any) -> None:
 def _recover(study: optuna.Study) -> None:
     """Fail the trials left running by a dead process (a Queue runs them again)."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        set_attr = functools.partial(study._storage.set_trial_user_attr, t._trial_id)
+        TrialRecord(interrupted=True).write(set_attr)
         study.tell(t.number, state=TrialState.FAIL)
 
 
@@ -113,11 +122,9 @@ class Queue:
         trials = study.get_trials(deepcopy=False)
         self.waiting = sum(t.state is TrialState.WAITING for t in trials)
         present = {
-            # a queued trial keeps its whole configuration in fixed_params; its params may be
-            # partial if the process died while the trial was being asked
-            _canonical(t.params or t.system_attrs.get("fixed_params", {}))
+            _canonical(trial_params(t))
             for t in trials
-            if not (t.state is TrialState.FAIL and t.user_attrs.get("interrupted"))
+            if not (t.state is TrialState.FAIL and TrialRecord.of(t).interrupted)
         }
         self.configs = []
         for config in configs:
