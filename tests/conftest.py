@@ -11,6 +11,7 @@ import torch
 
 from deepnet.data import Dataset, load_dataset
 from deepnet.data.sources import FASHION_DEFAULT
+from tests import postgres
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,3 +72,12 @@ def small27_npz(small27: Dataset, tmp_path_factory: pytest.TempPathFactory) -> P
         y_test=original[small27.y_test],
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 for the session (stopped after); its URL."""
+    if not postgres.available():
+        pytest.skip("Debian's postgresql is not installed (make test installs it as root)")
+    with postgres.postgres_server() as url:
+        yield url

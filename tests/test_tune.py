@@ -15,6 +15,7 @@ import pytest
 from deepnet import RunExistsError, RunFormatError, SearchError, SearchSpec
 from deepnet.errors import DiskFullError, RunBusyError
 from deepnet.tune import default_storage, finished_trials, load_search, tune
+from tests import postgres
 from tests.test_lock import hold_in_another_process
 
 SPEC = SearchSpec.from_mapping(
@@ -277,3 +278,71 @@ def test_sigterm_stops_a_search_like_ctrl_c_and_it_resumes(small27_npz, tmp_path
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     saved = load_search(run_dir)
     assert saved.status == "finished" and [r.finished for r in saved.rows] == [True, True]
+
+
+def _pg_completed(url: str, study: str) -> int:
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as con:
+            query = (
+                "select count(*) from trials t join studies s on t.study_id = s.study_id "
+                "where s.study_name = %s and t.state = 'COMPLETE'"
+            )
+            return con.execute(query, (study,)).fetchone()[0]
+    except psycopg.Error:  # no tables yet
+        return 0
+
+
+def _csv_table(path: Path) -> list[tuple]:
+    import csv
+
+    rows = list(csv.DictReader(path.open()))
+    return sorted(
+        tuple(v for k, v in r.items() if k not in ("rank", "trial", "seconds")) for r in rows
+    )
+
+
+@pytest.mark.slow
+def test_a_search_in_postgresql_killed_and_resumed(postgres_url, small27_npz, tmp_path):
+    """The study in a real PostgreSQL server (URL in $DEEPNET_STORAGE): SIGKILL midway, the
+    rerun keeps what finished, ends with the table of an uninterrupted search in another
+    study of the same server, and the password is in no file of either run folder."""
+    grid = ["optimizer=Adam,Nadam,RMSprop,Adamax", "neurons=8,16", "epochs=2", "batch_size=64"]
+    args = [sys.executable, "-m", "deepnet", "search", "--n-jobs", "1", "--no-refit"]
+    args += [a for p in grid for a in ("--param", p)] + ["--path", str(small27_npz)]
+    env = {**os.environ, "DEEPNET_STORAGE": postgres_url, "PYTHONUNBUFFERED": "1"}
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 300
+    while _pg_completed(postgres_url, "killed") < 4 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _pg_completed(postgres_url, "killed")
+    assert 4 <= done_before < 8
+    rerun = subprocess.run(
+        [*args, "--out", str(killed)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    retrained = [line for line in rerun.stdout.splitlines() if line.startswith("trial ")]
+    assert len(retrained) == 8 - done_before  # nothing finished is trained again
+    subprocess.run(
+        [*args, "--out", str(clean)], env=env, check=True, capture_output=True, timeout=600
+    )
+    assert _pg_completed(postgres_url, "clean") == _pg_completed(postgres_url, "killed") == 8
+    assert _csv_table(killed / "results.csv") == _csv_table(clean / "results.csv")
+    assert "study.db" not in {p.name for p in killed.iterdir()}
+    password = postgres.PASSWORD.encode()
+    for path in [*killed.rglob("*"), *clean.rglob("*")]:
+        assert not path.is_file() or password not in path.read_bytes(), path
+    assert postgres.PASSWORD not in rerun.stdout + rerun.stderr
+    record = json.loads((killed / "search.json").read_text())
+    assert record["storage"].startswith("postgresql+psycopg://deepnet:***@127.0.0.1:")
+    # readers need the password too: from $DEEPNET_STORAGE, or refused with the fix
+    assert len(load_search(killed, postgres_url).rows) == 8
+    with pytest.raises(SearchError, match="never stores: give the full URL"):
+        load_search(killed)

@@ -12,13 +12,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import optuna
 import sqlalchemy
+from sqlalchemy.engine import make_url
 
 from deepnet import lock, runs
 from deepnet.data import Dataset
@@ -28,6 +29,7 @@ from deepnet.search import SearchOutcome, SearchSpec, run_search, write_csv
 from deepnet.search.driver import OnTrial
 from deepnet.search.results import TrialRow, ranked, trial_rows
 from deepnet.search.runner import stage_study_name
+from deepnet.search.storage import ENV_VAR, open_storage, redact, same_storage, storage_url
 from deepnet.train import data_info, train
 
 SEARCH_FILE, STUDY_FILE, RESULTS_FILE, REFIT_DIR = (
@@ -51,13 +53,14 @@ def default_search_dir(spec: SearchSpec, dataset: Dataset, root: Path = Path("ru
     return root / f"search-{strategies}-{spec.fingerprint(_data_key(dataset))}"
 
 
-def claim_search_dir(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+def claim_search_dir(run_dir: Path, record: dict[str, Any], url: str | None) -> dict[str, Any]:
     """Create the search folder, or accept it for resuming; return the record in force.
 
-    A folder holding another search, or anything that is not a search, is refused, and so
-    is resuming into another study than the recorded one (a second search that
-    ``load_search`` would never read). A ``storage`` or ``study_name`` left None resumes
-    the recorded one. A storage that cannot be opened is refused before anything is written.
+    ``url`` is the storage asked for (None: RUN/study.db, or the recorded one when resuming);
+    the record holds it redacted. A folder holding another search, or anything that is not
+    a search, is refused, and so is resuming into another study than the recorded one (a
+    second search that ``load_search`` would never read). A storage that cannot be opened
+    is refused before anything is written.
     """
     search_file = run_dir / SEARCH_FILE
     if search_file.is_file():
@@ -68,14 +71,14 @@ def claim_search_dir(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
                 "seed or data); deepnet will not mix them. Choose another --out, or delete it."
             )
         _check_same_study(run_dir, saved, record["storage"], record["study_name"])
-        reading_storage(saved["storage"] or default_storage(run_dir))  # refuses a deleted study
+        reading_storage(study_storage(run_dir, saved["storage"], url))  # a deleted study?
         return saved
     record = {**record, "study_name": record["study_name"] or run_dir.name}
-    if record["storage"] is not None:  # refused before anything is written
-        optuna_study_names(record["storage"])
+    if url is not None:  # refused before anything is written
+        optuna_study_names(url, create=True)
     runs.start_run(run_dir, "search")
-    if record["storage"] is None:  # create RUN/study.db now: missing later, it was deleted
-        optuna_study_names(default_storage(run_dir))
+    if url is None:  # create RUN/study.db now: missing later, it was deleted
+        optuna_study_names(default_storage(run_dir), create=True)
     runs.write_json(search_file, record)
     return record
 
@@ -83,15 +86,33 @@ def claim_search_dir(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
 def _check_same_study(
     run_dir: Path, saved: dict[str, Any], storage: str | None, study_name: str | None
 ) -> None:
-    recorded = (saved["storage"] or default_storage(run_dir), saved["study_name"])
+    """Refuse another storage or study name than recorded (both redacted)."""
+    recorded = (saved["storage"] or redact(default_storage(run_dir)), saved["study_name"])
     asked = (storage or recorded[0], study_name or recorded[1])
     if asked != recorded:
         raise RunExistsError(
             f"run folder {run_dir} holds study {recorded[1]!r} in {recorded[0]}; this command "
             f"gives study {asked[1]!r} in {asked[0]}. Resuming there would start a second "
             "search that deepnet results never reads: leave out --storage and --study-name "
-            "(or give the recorded ones), or choose another --out."
+            f"(and ${ENV_VAR}), or give the recorded ones, or choose another --out."
         )
+
+
+def study_storage(run_dir: Path, recorded: str | None, given: str | None = None) -> str:
+    """The URL that opens a search's study: RUN/study.db when no storage was recorded, else
+    the recorded one, whose password (never written down) comes from ``given`` or
+    $DEEPNET_STORAGE."""
+    if recorded is None:
+        return default_storage(run_dir)
+    given = storage_url(given)
+    if given is not None and same_storage(given, recorded):
+        return given
+    if _password(recorded) is not None:  # recorded as ***
+        raise SearchError(
+            f"the study of {run_dir} is in {recorded}, whose password deepnet never stores: "
+            f"give the full URL with --storage, or set ${ENV_VAR} to it."
+        )
+    return recorded
 
 
 def finished_trials(run_dir: Path) -> int:
@@ -118,18 +139,19 @@ def tune(
 
     The folder is locked for the whole run: a second process is refused, naming this one.
     SIGTERM stops the search as Ctrl-C does; both leave it interrupted, ready to resume.
-    ``storage`` (default RUN/study.db) and ``study_name`` (default the folder's name) are
-    recorded; resuming keeps them.
+    ``storage`` (default $DEEPNET_STORAGE, else RUN/study.db) and ``study_name`` (default
+    the folder's name) are recorded, the storage's password never; resuming keeps them.
     """
+    url = storage_url(storage)
     record = {
         "spec": spec.to_json(),
         "data": _data_key(dataset),
-        "storage": storage,  # None: RUN/study.db, wherever the folder moves
+        "storage": redact(url),  # None: RUN/study.db, wherever the folder moves
         "study_name": study_name,
         "data_info": asdict(data_info(dataset, data_path)),
     }
     with lock.hold(run_dir):
-        record = claim_search_dir(run_dir, record)
+        record = claim_search_dir(run_dir, record, url)
         runs.mark_run(run_dir, "running")
         start = time.perf_counter()
         try:
@@ -138,7 +160,7 @@ def tune(
                 dataset.x_train,
                 dataset.y_train,
                 dataset.n_classes,
-                storage=record["storage"] or default_storage(run_dir),
+                storage=study_storage(run_dir, record["storage"], url),
                 study_name=record["study_name"],
                 data=_data_key(dataset),
                 n_jobs=n_jobs,
@@ -215,14 +237,18 @@ class SavedSearch:
     status: str
     rows: list[TrialRow]
     refit: SavedRun | None
+    storage: str = field(repr=False, default="")  # the URL it was read from (may hold a password)
 
     @property
     def spec(self) -> SearchSpec:
         return SearchSpec.from_mapping(self.record["spec"])
 
 
-def load_search(run_dir: str | Path) -> SavedSearch:
-    """Read a search run folder and its studies (works while the search is still running)."""
+def load_search(run_dir: str | Path, storage: str | None = None) -> SavedSearch:
+    """Read a search run folder and its studies (works while the search is still running).
+
+    ``storage``: the full URL of a recorded study server (default $DEEPNET_STORAGE), which
+    a password-protected one needs."""
     run_dir = Path(run_dir)
     if not (run_dir / SEARCH_FILE).is_file():
         raise RunFormatError(
@@ -232,17 +258,18 @@ def load_search(run_dir: str | Path) -> SavedSearch:
     record = runs.read_json(run_dir / SEARCH_FILE)
     status = runs.read_json(run_dir / runs.RUN_FILE).get("status", "unknown")
     n_stages = len(record["spec"]["stages"])
-    storage = reading_storage(record["storage"] or default_storage(run_dir))
-    names = optuna_study_names(storage)
+    storage = reading_storage(study_storage(run_dir, record["storage"], storage))
+    rdb = open_storage(storage, create=False)
+    names = _study_names(rdb)
     rows: list[TrialRow] = []
     for i in range(n_stages):
         name = stage_study_name(record["study_name"], i, n_stages)
         if name in names:
-            study = optuna.load_study(study_name=name, storage=storage)
+            study = optuna.load_study(study_name=name, storage=rdb)
             rows += trial_rows(study, i)
     refit_dir = run_dir / REFIT_DIR
     refit = load_run(refit_dir) if _finished(refit_dir) else None
-    return SavedSearch(run_dir, record, status, ranked(rows), refit)
+    return SavedSearch(run_dir, record, status, ranked(rows), refit, storage)
 
 
 def default_storage(run_dir: Path) -> str:
@@ -275,13 +302,28 @@ def reading_storage(storage: str) -> str:
     return f"sqlite:///file:{quote(str(db.resolve()))}?{mode}&uri=true"
 
 
-def optuna_study_names(storage: str) -> set[str]:
+def optuna_study_names(storage: str, create: bool = False) -> set[str]:
+    """The studies in ``storage``; ``create`` makes Optuna's tables (a search does, once,
+    before any worker starts), otherwise a reader never writes."""
+    return _study_names(open_storage(storage, create=create))
+
+
+def _study_names(rdb: optuna.storages.RDBStorage) -> set[str]:
     try:
-        return set(optuna.study.get_all_study_names(storage))
-    except Exception as exc:  # the storage may be a server that is down, or a bad URL
+        return {s.study_name for s in rdb.get_all_studies()}
+    except Exception as exc:  # e.g. a database that holds no Optuna tables
         detail = str(exc).splitlines()[0] if str(exc) else ""
+        password = _password(rdb.url)
+        if password:
+            detail = detail.replace(password, "***")
         raise SearchError(
-            f"cannot open the study storage {storage!r}: {type(exc).__name__}: {detail}. Give "
-            "a database URL that Optuna accepts (e.g. sqlite:///runs/my-search/study.db) and "
-            "check that its server is up."
+            f"cannot read the studies in {redact(rdb.url)}: {type(exc).__name__}: {detail}. "
+            "Give the storage the search used (e.g. sqlite:///runs/my-search/study.db)."
         ) from exc
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except sqlalchemy.exc.ArgumentError:
+        return None
