@@ -26,8 +26,8 @@ def test_the_kernels_are_compiled_here():
 
 @pytest.mark.parametrize(
     ("members", "channels", "side", "images"),
-    [(3, (1, 4, 8), 28, 32), (2, (3, 8, 16), 18, 48)],
-    ids=["seed", "wide"],
+    [(3, (1, 4, 8), 28, 32), (2, (3, 8, 16), 18, 48), (2, (3, 4, 8), 27, 16)],
+    ids=["seed", "wide", "odd"],  # odd: the pooling drops a row and a column
 )
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_conv_stack_matches_torch(activation, members, channels, side, images):
@@ -98,3 +98,124 @@ def test_gather_images_lays_out_each_members_batch_images_innermost():
     index = torch.randint(0, 500, (3, 48), generator=torch.Generator().manual_seed(0))
     expected = torch.stack([x[row].permute(1, 2, 0) for row in index]).unsqueeze(1)
     assert torch.equal(kernels.gather_images(x, index), expected)
+
+
+def stack_inputs(members=2, c0=1, c1=4, c2=8, side=12, images=16):
+    x, w1, b1, w2, b2 = leaves(
+        (members, c0, side, side, images),
+        (members, c1, c0, 3, 3),
+        (members, c1),
+        (members, c2, c1, 3, 3),
+        (members, c2),
+    )
+    return x.detach(), w1, b1, w2, b2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: {"x": a["x"][..., :15]}, r"multiple of 16 images \(dim 4\), got 15"),
+        (lambda a: {"x": a["x"][:, :, :5]}, "at least 6x6"),
+        (lambda a: {"x": a["x"][0]}, r"x must have shape \(\*, \*, \*, \*, \*\)"),
+        (lambda a: {"x": a["x"].double()}, "x must be torch.float32, got torch.float64"),
+        (lambda a: {"w1": a["w1"][:1]}, r"w1 must have shape \(2, \*, 1, 3, 3\), got \(1,"),
+        (lambda a: {"w1": a["w1"][:, :, :, :2]}, r"w1 must have shape \(2, \*, 1, 3, 3\)"),
+        (lambda a: {"b1": a["b1"][:, :3]}, r"b1 must have shape \(2, 4\), got \(2, 3\)"),
+        (lambda a: {"w2": a["w2"][:, :, :3]}, r"w2 must have shape \(2, \*, 4, 3, 3\)"),
+        (lambda a: {"b2": a["b2"].half()}, "b2 must be torch.float32"),
+        (lambda a: {"b2": a["b2"].tolist()}, "b2 must be a torch.Tensor, got list"),
+        (lambda a: {"activation": "swish"}, "unknown activation 'swish'"),
+    ],
+)
+def test_conv_stack_refuses_what_the_c_loops_would_misread(change, message):
+    args = dict(zip(("x", "w1", "b1", "w2", "b2"), stack_inputs(), strict=True))
+    args["activation"] = "relu"
+    args.update(change(args))
+    with pytest.raises(ValueError, match=message):
+        kernels.conv_stack(**args)
+
+
+def test_conv_stack_takes_strided_views_as_their_values():
+    x, w1, b1, w2, b2 = stack_inputs()
+    wide = torch.randn(2, 8, 1, 3, 3)
+    wide[:, :4] = w1.detach()
+    view = wide[:, :4]  # the population's leaves are views like this one
+    assert not view.is_contiguous()
+    ours = kernels.conv_stack(x, view, b1, w2, b2, "tanh")
+    torch.testing.assert_close(ours, kernels.conv_stack(x, w1, b1, w2, b2, "tanh"))
+
+
+@pytest.mark.parametrize("bad", [500, 10**6, -1])
+def test_gather_images_never_reads_past_the_images(bad):
+    x = torch.randn(500, 28, 28)
+    index = torch.zeros(3, 16, dtype=torch.int64)
+    index[1, 7] = bad
+    with pytest.raises(ValueError, match=f"index {bad} is outside the 500 images"):
+        kernels.gather_images(x, index)
+
+
+@pytest.mark.parametrize(
+    ("x", "index", "message"),
+    [
+        (
+            torch.randn(50, 28, 28),
+            torch.zeros(2, 16, dtype=torch.int32),
+            "index must be torch.int64",
+        ),
+        (
+            torch.randn(50, 28, 28).double(),
+            torch.zeros(2, 16, dtype=torch.int64),
+            "x must be torch.float32",
+        ),
+        (
+            torch.randn(50, 28, 28),
+            torch.zeros(2, 12, dtype=torch.int64),
+            "multiple of 16 images a row",
+        ),
+        (
+            torch.randn(50, 28, 28),
+            torch.zeros(32, dtype=torch.int64),
+            r"index must have shape \(\*, \*\)",
+        ),
+        (
+            torch.randn(50, 784),
+            torch.zeros(2, 16, dtype=torch.int64),
+            r"x must have shape \(\*, \*, \*, \*\)",
+        ),
+    ],
+)
+def test_gather_images_refuses_wrong_dtypes_and_shapes(x, index, message):
+    with pytest.raises(ValueError, match=message):
+        kernels.gather_images(x, index)
+
+
+def test_gather_images_takes_channels_and_strided_inputs():
+    x = torch.randn(3, 40, 9, 7).transpose(0, 1)  # (40, 3, 9, 7), not contiguous
+    index = torch.randint(0, 40, (32, 2), generator=torch.Generator().manual_seed(1)).T
+    expected = torch.stack([x[row].permute(1, 2, 3, 0) for row in index])
+    assert torch.equal(kernels.gather_images(x, index), expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (([1, 2], [0.5, 0.5], [17, 4], [8, 8], 8, 16), "count 17 is outside"),
+        (([1, 2], [0.5, 0.5], [4, 4], [8, 9], 8, 16), "features 9 is outside"),
+        (([1, 2], [0.5, 1.0], [4, 4], [8, 8], 8, 16), r"rate 1.0 is outside \[0, 1\)"),
+        (([1, -2], [0.5, 0.5], [4, 4], [8, 8], 8, 16), "key -2 is outside"),
+        (([1, 2], [0.5], [4, 4], [8, 8], 8, 16), "one length"),
+        (([1], [0.5], [4], [8], 8, -16), "must be >= 0"),
+    ],
+)
+def test_dropout_scales_refuses_draws_outside_their_block(args, message):
+    with pytest.raises(ValueError, match=message):
+        kernels.dropout_scales(*args)
+
+
+def test_the_c_call_refuses_strided_memory():
+    out = torch.empty(16, 1, 16).transpose(0, 2)
+    x, index = torch.randn(4, 16), torch.zeros(16, 16, dtype=torch.int64)
+    with pytest.raises(ValueError, match="argument 0 must be a contiguous CPU tensor"):
+        kernels._call("gather_images", out, x, index, 16, 16, 16)
+    with pytest.raises(ValueError, match="outside a C int's range"):
+        kernels._call("gather_images", out.contiguous(), x, index, 2**31, 16, 16)

@@ -6,7 +6,10 @@ import torch
 
 from deepnet import Member, PopulationEngine, SequentialEngine, Status, TrainConfig
 from deepnet.config import PARAMS
-from deepnet.engine.population import StepShape
+from deepnet.engine.population import Population, StepShape
+from deepnet.engine.sequential import MemberRun
+from deepnet.engine.training import Training
+from deepnet.evaluate import images_to_tensor
 
 OPTIMIZERS = PARAMS["optimizer"].choices
 ACTIVATIONS = PARAMS["activation"].choices
@@ -135,3 +138,23 @@ def test_members_that_join_a_running_population_match_themselves_trained_alone(m
         assert [r.epoch for r in together[m.key]] == [r.epoch for r in alone[m.key]]
         for a, b in zip(alone[m.key], together[m.key], strict=True):
             assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4, abs=1e-6), m.key
+
+
+def test_colour_images_of_odd_sizes_train_as_in_the_sequential_engine(small27):
+    """Below the entry points (grey images today), both engines take C channels and any
+    image size the architecture allows, and agree."""
+    grey = images_to_tensor(small27.x_train)[:, :, 1:26, 2:25]  # (n, 1, 25, 23)
+    x = torch.cat([grey, grey.flip(3), 1 - grey], 1)  # (n, 3, 25, 23)
+    y = torch.from_numpy(small27.y_train.astype(np.int64))
+    members = [
+        Member(m.key, m.config.replace(epochs=1), m.train_idx, m.val_idx, m.seed)
+        for m in mixed_members(small27)[:3]
+    ]
+    keys = [m.key for m in members]
+    together = results_by_key(Training([Population(members, x, y, 2)], keys))
+    alone = results_by_key(Training([MemberRun(m, x, y, 2) for m in members], keys))
+    assert Population(members, x, y, 2).layout.architecture.pooled == (10, 9)
+    for key in keys:
+        (a,), (b,) = alone[key], together[key]
+        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4, abs=1e-6)
+        assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4, abs=1e-6)

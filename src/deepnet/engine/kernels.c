@@ -370,10 +370,19 @@ static void pool_forward(const float *in, float *out, int32_t *idx, int M, int H
 }
 
 /* gin = the pooled gradient g, times act'(out) where out holds the activated pooled maps,
- * routed back to each window's winner idx, zero elsewhere */
+ * routed back to each window's winner idx, zero elsewhere (an odd last row or column, which
+ * no window covers, included) */
 static void pool_backward(const float *g, const int32_t *idx, const float *out, int act, float *gin,
                    int M, int H, int W, int N) {
   const int Ho = H / 2, Wo = W / 2;
+  for (int m = 0; m < M; m++) {
+    float *map = gin + (int64_t)m * H * W * N;
+    if (H & 1)
+      for (int64_t i = (int64_t)(H - 1) * W * N; i < (int64_t)H * W * N; i++) map[i] = 0.0f;
+    if (W & 1)
+      for (int y = 0; y < H; y++)
+        for (int n = 0; n < N; n++) map[((int64_t)y * W + W - 1) * N + n] = 0.0f;
+  }
   for (int m = 0; m < M; m++)
     for (int y = 0; y < Ho; y++)
       for (int x = 0; x < Wo; x++)

@@ -7,6 +7,8 @@ are a poor fit for oneDNN's vector blocking; these loops keep a block of channel
 registers and stream the images, and run the whole stack a member at a time so that its
 maps stay in cache. Where no compiler is found the same function runs as grouped torch
 convolutions, slower but with the same results; ``native()`` says which is in use.
+Every entry point checks dtypes, shapes and index bounds before C sees a pointer, and
+``_call`` refuses strided memory: no argument Python passes makes C read past a buffer.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from deepnet.nn.network import pool_activate
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
 LANES = 16  # floats per vector in kernels.c: the image count must be a multiple of it
+_MIN_SIDE = 6  # kernels.c's two valid 3x3 convolutions and 2x2 pooling leave a pixel
 
 _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
@@ -123,9 +126,48 @@ def native() -> bool:
     return _library() is not None
 
 
-def _pointers(args: tuple) -> list:
-    """Tensors as their data pointers, the rest as they are, for a C call."""
-    return [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]
+_C_INT = range(-(2**31), 2**31)
+
+
+def _call(function: str, *args: torch.Tensor | np.ndarray | int) -> None:
+    """kernels.c's ``function`` on tensors and arrays (as their data pointers) and ints.
+
+    The last guard before C: every buffer must be contiguous CPU memory and every int a C
+    int; the callers have checked dtypes, shapes and index bounds (``_expect``)."""
+    pointers = []
+    for i, arg in enumerate(args):
+        if isinstance(arg, torch.Tensor):
+            if arg.device.type != "cpu" or not arg.is_contiguous():
+                raise ValueError(f"{function}: argument {i} must be a contiguous CPU tensor")
+            pointers.append(arg.data_ptr())
+        elif isinstance(arg, np.ndarray):
+            if not arg.flags.c_contiguous:
+                raise ValueError(f"{function}: argument {i} must be a contiguous array")
+            pointers.append(arg.ctypes.data)
+        elif arg not in _C_INT:
+            raise ValueError(f"{function}: argument {i} is {arg}, outside a C int's range")
+        else:
+            pointers.append(arg)
+    getattr(_library(), function)(*pointers)
+
+
+def _expect(
+    function: str, name: str, t: object, dtype: torch.dtype, shape: tuple[int | None, ...]
+) -> torch.Tensor:
+    """``t`` if it is a CPU tensor of ``dtype`` and ``shape`` (None: any size), else a
+    ValueError that names the function, the argument and what was wrong with it."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{function}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    want = "(" + ", ".join("*" if d is None else str(d) for d in shape) + ")"
+    if t.ndim != len(shape) or any(
+        d is not None and d != s for d, s in zip(shape, t.shape, strict=True)
+    ):
+        raise ValueError(f"{function}: {name} must have shape {want}, got {tuple(t.shape)}")
+    if t.dtype != dtype:
+        raise ValueError(f"{function}: {name} must be {dtype}, got {t.dtype}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{function}: {name} must be on the CPU, got {t.device}")
+    return t
 
 
 class _NativeConvStack(Function):
@@ -137,8 +179,7 @@ class _NativeConvStack(Function):
         idx = torch.empty(out.shape, dtype=torch.int32)
         scratch = torch.empty(_scratch(c1, c2, h, w, n))
         code = ACTIVATION_CODES[activation]
-        args = (x, w1, b1, w2, b2, code, out, idx, scratch)
-        _library().stack_forward(*_pointers(args), p, c0, c1, c2, h, w, n)
+        _call("stack_forward", x, w1, b1, w2, b2, code, out, idx, scratch, p, c0, c1, c2, h, w, n)
         ctx.save_for_backward(x, w1, b1, w2, b2, idx, out)
         ctx.code = code
         return out
@@ -146,13 +187,14 @@ class _NativeConvStack(Function):
     @staticmethod
     def backward(ctx, g):
         x, w1, b1, w2, b2, idx, out = ctx.saved_tensors
+        g = _expect("conv_stack", "gradient", g, torch.float32, tuple(out.shape))
         g = g.contiguous()  # held in a name: the C call must not see freed memory
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         scratch = torch.empty(2 * _scratch(c1, c2, h, w, n))
         args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, *grads, scratch)
-        _library().stack_backward(*_pointers(args), p, c0, c1, c2, h, w, n)
+        _call("stack_backward", *args, p, c0, c1, c2, h, w, n)
         return None, *grads, None
 
 
@@ -215,21 +257,56 @@ def conv_stack(
     in cache, so only the images, the pooled output and the winners' positions are stored
     for the whole population. x gets no gradient (images need none).
     """
+    _check_stack(x, w1, b1, w2, b2, activation)
     if not native():
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
     tensors = (t.contiguous() for t in (x, w1, b1, w2, b2))
     return _NativeConvStack.apply(*tensors, activation)
 
 
+def _check_stack(
+    x: object, w1: object, b1: object, w2: object, b2: object, activation: str
+) -> None:
+    """conv_stack's contract: shapes that agree, float32, N a multiple of LANES, maps that
+    leave a pooled pixel, an activation kernels.c computes."""
+    fn, f32 = "conv_stack", torch.float32
+    p, c0, h, w, n = _expect(fn, "x", x, f32, (None,) * 5).shape
+    if n % LANES:
+        raise ValueError(f"{fn}: x must hold a multiple of {LANES} images (dim 4), got {n}")
+    if min(h, w) < _MIN_SIDE:
+        side = f"{_MIN_SIDE}x{_MIN_SIDE}"
+        raise ValueError(f"{fn}: x's maps must be at least {side} (dims 2, 3), got {h}x{w}")
+    c1 = _expect(fn, "w1", w1, f32, (p, None, c0, 3, 3)).shape[1]
+    _expect(fn, "b1", b1, f32, (p, c1))
+    c2 = _expect(fn, "w2", w2, f32, (p, None, c1, 3, 3)).shape[1]
+    _expect(fn, "b2", b2, f32, (p, c2))
+    if activation not in ACTIVATION_CODES:
+        raise ValueError(
+            f"{fn}: unknown activation {activation!r}; one of {sorted(ACTIVATION_CODES)}"
+        )
+
+
 def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """conv_stack's input (P, 1, H, W, N) from images x (M, H, W): member p's images
-    ``index[p]`` (N a multiple of LANES)."""
+    """conv_stack's input (P, C, H, W, N) from images x (M, C, H, W), or (M, H, W) as C = 1:
+    member p's images ``index[p]`` (N a multiple of LANES, every index in [0, M))."""
+    fn = "gather_images"
+    _expect(fn, "index", index, torch.int64, (None, None))
+    if isinstance(x, torch.Tensor) and x.ndim == 3:
+        x = x.unsqueeze(1)
+    m, c, h, w = _expect(fn, "x", x, torch.float32, (None,) * 4).shape
+    p, n = index.shape
+    if n % LANES:
+        raise ValueError(f"{fn}: index must hold a multiple of {LANES} images a row, got {n}")
+    if index.numel():
+        low, high = torch.aminmax(index)
+        if low < 0 or high >= m:
+            bad = int(low if low < 0 else high)
+            raise ValueError(f"{fn}: index {bad} is outside the {m} images (valid: 0 to {m - 1})")
     if not native():
-        return x[index].permute(0, 2, 3, 1).unsqueeze(1).contiguous()
-    (p, n), (_, h, w) = index.shape, x.shape
+        return x[index].permute(0, 2, 3, 4, 1).contiguous()
     x, index = x.contiguous(), index.contiguous()  # held in names: the C call reads them
-    out = torch.empty(p, 1, h, w, n)
-    _library().gather_images(*_pointers((out, x, index)), p, h * w, n)
+    out = torch.empty(p, c, h, w, n)
+    _call(fn, out, x, index, p, c * h * w, n)
     return out
 
 
@@ -247,6 +324,7 @@ def dropout_scales(
     and columns are 0. Element e = image * features + unit of a draw is a pure function of
     its key and e, so every layout gets the same masks (dropout_scales_numpy: the reference).
     """
+    _check_dropout(keys, rates, counts, features, width, n)
     if not native():
         return dropout_scales_numpy(keys, rates, counts, features, width, n)
     out = torch.empty(len(keys), width, n)
@@ -257,9 +335,39 @@ def dropout_scales(
         np.asarray(counts, dtype=np.int32),
         np.asarray(features, dtype=np.int32),
     )
-    pointers = [a.ctypes.data for a in arrays]
-    _library().dropout_scales(out.data_ptr(), *pointers, len(keys), width, n)
+    _call("dropout_scales", out, *arrays, len(keys), width, n)
     return out
+
+
+def _check_dropout(
+    keys: Sequence[int],
+    rates: Sequence[float],
+    counts: Sequence[int],
+    features: Sequence[int],
+    width: int,
+    n: int,
+) -> None:
+    """dropout_scales' contract: a key, rate, count and feature count per member, each
+    draw inside its (width, n) block, 64-bit keys, rates in [0, 1)."""
+    fn = "dropout_scales"
+    if width < 0 or n < 0:
+        raise ValueError(f"{fn}: width and n must be >= 0, got {width} and {n}")
+    lengths = {len(keys), len(rates), len(counts), len(features)}
+    if len(lengths) != 1:
+        raise ValueError(
+            f"{fn}: keys, rates, counts and features must have one length, got {lengths}"
+        )
+    for name, values, low, high in (
+        ("key", keys, 0, 2**64 - 1),
+        ("count", counts, 0, n),
+        ("features", features, 0, width),
+    ):
+        bad = [v for v in values if not low <= v <= high]
+        if bad:
+            raise ValueError(f"{fn}: {name} {bad[0]} is outside [{low}, {high}]")
+    bad = [r for r in rates if not 0.0 <= r < 1.0]
+    if bad:
+        raise ValueError(f"{fn}: rate {bad[0]} is outside [0, 1)")
 
 
 def dropout_scales_numpy(

@@ -15,28 +15,29 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from deepnet.engine.dropout import MaskStream
+from deepnet.engine.inputs import check_training_data, training_tensors
 from deepnet.engine.member import EpochResult, Member, Status, epoch_status
+from deepnet.engine.roster import MemberState
 from deepnet.engine.training import Training
-from deepnet.evaluate import images_to_tensor, loss_and_accuracy, predict_logits
+from deepnet.evaluate import loss_and_accuracy, predict_logits
 from deepnet.nn import OPTIMIZERS, SeedNet, categorical_crossentropy
 
 
-class _MemberRun:
-    """One member's network, optimizer and random stream: a Group of one."""
+class MemberRun:
+    """One member's network and optimizer, and its MemberState (random streams, indices):
+    a Group of one."""
 
     def __init__(self, member: Member, x: torch.Tensor, y: torch.Tensor, n_classes: int):
         self.member, self.x, self.y = member, x, y
         self.keys = [member.key]
         self.epoch = 0
-        self.gen = torch.Generator().manual_seed(member.seed)
-        self.masks = MaskStream(member.seed)
-        self._model = SeedNet(member.config, n_classes, tuple(x.shape[2:]), generator=self.gen)
+        self.state = state = MemberState.start(member)
+        self._model = SeedNet(
+            member.config, n_classes, tuple(x.shape[2:]), state.generator, channels=x.shape[1]
+        )
         self.optimizer = OPTIMIZERS[member.config.optimizer](
             self._model.parameters(), lr=member.config.learn_rate
         )
-        self.train_idx = torch.from_numpy(np.asarray(member.train_idx, dtype=np.int64))
-        self.val_idx = torch.from_numpy(np.asarray(member.val_idx, dtype=np.int64))
 
     def drop(self, keys: set[str]) -> None:
         if self.member.key in keys:
@@ -53,10 +54,10 @@ class _MemberRun:
         self.epoch += 1
         start = time.perf_counter()
         model.train()
-        order = self.train_idx[torch.randperm(len(self.train_idx), generator=self.gen)]
+        order = self.state.shuffled()
         loss_sum, correct = 0.0, 0
         for batch in order.split(cfg.batch_size):
-            logits = model(x[batch], self.masks.scale)
+            logits = model(x[batch], self.state.masks.scale)
             losses = categorical_crossentropy(logits, y[batch])
             self.optimizer.zero_grad(set_to_none=True)
             losses.mean().backward()
@@ -69,10 +70,9 @@ class _MemberRun:
             torch.isfinite(p).all() for p in model.parameters()
         )
         val_loss = val_acc = None
-        if len(self.val_idx) and not diverged:
-            val_loss, val_acc = loss_and_accuracy(
-                predict_logits(model, x[self.val_idx]), y[self.val_idx]
-            )
+        val_idx = self.state.val_idx
+        if len(val_idx) and not diverged:
+            val_loss, val_acc = loss_and_accuracy(predict_logits(model, x[val_idx]), y[val_idx])
         status, reason = epoch_status(self.epoch, cfg.epochs, diverged)
         if status is not Status.RUNNING:
             self.keys = []
@@ -97,6 +97,6 @@ class SequentialEngine:
     def train(
         self, images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
     ) -> Training:
-        x = images_to_tensor(images)
-        y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        return Training([_MemberRun(m, x, y, n_classes) for m in members], [m.key for m in members])
+        check_training_data(images, labels, n_classes, members)
+        x, y = training_tensors(images, labels)
+        return Training([MemberRun(m, x, y, n_classes) for m in members], [m.key for m in members])

@@ -1,14 +1,16 @@
 """The seed's convolutional network, built from a validated TrainConfig.
 
-    image (N, 1, 28, 28)
+    image (N, C, 28, 28)  (C = 1 for grey images)
       -> Conv(conv1_filters, 3x3, conv activation)          (N, f1, 26, 26)
       -> Conv(conv2_filters, 3x3, conv activation)          (N, f2, 24, 24)
       -> MaxPool 2x2 -> Dropout(conv_dropout) -> Flatten    (N, f2*12*12)
       -> Dense(neurons, dense activation, MaxNorm)          (N, neurons)
       -> Dropout(dropout_rate) -> Dense(n_classes)          (N, n_classes) logits
 
-The softmax of the output layer lives in the loss and in ``predict_proba``. The second
-convolution's activation is applied after the pooling wherever the two commute (see
+Layer names, shapes and sizes come from ``architecture``, which the population engine's
+parameter layout reads too; other image sizes work alike (valid convolutions, a floor
+pooling). The softmax of the output layer lives in the loss and in ``predict_proba``. The
+second convolution's activation is applied after the pooling wherever the two commute (see
 ``pool_activate``).
 """
 
@@ -21,20 +23,18 @@ import torch
 from torch import nn
 
 from deepnet.nn.activations import ACTIVATIONS
+from deepnet.nn.architecture import POOL, Architecture, min_side
 from deepnet.nn.functional import DropoutScales, dropout, max_norm_
 from deepnet.nn.initializers import INITIALIZERS
 
 if TYPE_CHECKING:
     from deepnet.config import TrainConfig
 
-KERNEL = 3
-POOL = 2
-
 
 def min_image_side() -> int:
     """The smallest height and width the network takes: two valid 3x3 convolutions and a
     2x2 pooling must leave at least one pixel (6 for the seed's stack)."""
-    return 2 * (KERNEL - 1) + POOL
+    return min_side()
 
 
 class SeedNet(nn.Module):
@@ -46,14 +46,18 @@ class SeedNet(nn.Module):
         n_classes: int,
         image_shape: tuple[int, int] = (28, 28),
         generator: torch.Generator | None = None,
+        *,
+        channels: int = 1,
     ):
         super().__init__()
         self.config = config
-        self.conv1 = nn.Conv2d(1, config.conv1_filters, KERNEL)
-        self.conv2 = nn.Conv2d(config.conv1_filters, config.conv2_filters, KERNEL)
-        h, w = ((side - 2 * (KERNEL - 1)) // POOL for side in image_shape)
-        self.dense = nn.Linear(config.conv2_filters * h * w, config.neurons)
-        self.out = nn.Linear(config.neurons, n_classes)
+        self.architecture = layers = Architecture.for_config(
+            config, n_classes, image_shape, channels
+        )
+        self.conv1 = layers.conv1.module()
+        self.conv2 = layers.conv2.module()
+        self.dense = layers.dense.module()
+        self.out = layers.out.module()
         self.conv_activation_name = config.conv_activation or config.activation
         self.conv_activation = ACTIVATIONS[self.conv_activation_name]
         self.dense_activation = ACTIVATIONS[config.dense_activation or config.activation]
@@ -74,7 +78,7 @@ class SeedNet(nn.Module):
             layer.bias.zero_()
 
     def forward(self, x: torch.Tensor, scales: DropoutScales | None = None) -> torch.Tensor:
-        """Logits (N, n_classes) for images x (N, 1, H, W) scaled to [0, 1]; ``scales`` draws
+        """Logits (N, n_classes) for images x (N, C, H, W) scaled to [0, 1]; ``scales`` draws
         the dropout multipliers while training (see ``dropout``)."""
         cfg = self.config
         x = self.conv_activation(self.conv1(x))

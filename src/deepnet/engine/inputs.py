@@ -1,0 +1,92 @@
+"""What every engine checks before it trains: images, labels and indices that agree.
+
+The kernels index the images with the members' indices and the loss indexes the classes
+with the labels; a length or an index out of step would read past an array (or train on
+the wrong images), so engines refuse such data with a DataError before any work starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from deepnet.engine.member import Member
+from deepnet.errors import DataError
+from deepnet.evaluate import images_to_tensor
+
+
+def check_training_data(
+    images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
+) -> None:
+    """DataError unless images are (n, H, W) or (n, 1, H, W) numbers, labels n integers in
+    [0, n_classes), and every member's indices pick some of the n images for training."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[1] != 1):
+        raise DataError(
+            f"images must be an (n, height, width) or (n, 1, height, width) array, got shape "
+            f"{images.shape}"
+        )
+    if images.dtype.kind not in "uif":
+        raise DataError(f"images must be uint8 or float pixels, got dtype {images.dtype}")
+    n = len(images)
+    if labels.ndim != 1 or len(labels) != n:
+        raise DataError(
+            f"labels must be one per image: {n} images but labels of shape {labels.shape}; "
+            "pass X and y of the same length"
+        )
+    if not isinstance(n_classes, int | np.integer) or n_classes < 1:
+        raise DataError(f"n_classes must be a positive integer, got {n_classes!r}")
+    _check_labels(labels, n_classes)
+    for member in members:
+        _check_indices(member, "training", member.train_idx, n, allow_empty=False)
+        _check_indices(member, "validation", member.val_idx, n, allow_empty=True)
+
+
+def _check_labels(labels: np.ndarray, n_classes: int) -> None:
+    if not len(labels):
+        return
+    if labels.dtype.kind == "f":
+        fractional = labels[np.mod(labels, 1) != 0]  # NaN and infinities included
+        if len(fractional):
+            raise DataError(
+                f"labels must be whole class numbers 0 to {n_classes - 1}, got {fractional[0]}"
+            )
+    elif labels.dtype.kind not in "iu":
+        raise DataError(f"labels must be integer class numbers, got dtype {labels.dtype}")
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        raise DataError(
+            f"label {bad} is outside the {n_classes} classes (0 to {n_classes - 1}); "
+            "encode the classes as 0..n_classes-1"
+        )
+
+
+def _check_indices(member: Member, what: str, index: np.ndarray, n: int, allow_empty: bool) -> None:
+    index = np.asarray(index)
+    if index.ndim != 1:
+        raise DataError(f"member {member.key!r}: {what} indices must be 1-D, got {index.shape}")
+    if not len(index):
+        if allow_empty:
+            return
+        raise DataError(f"member {member.key!r} has no training images; give it some indices")
+    if not np.issubdtype(index.dtype, np.integer):
+        raise DataError(
+            f"member {member.key!r}: {what} indices must be integers, got dtype {index.dtype}"
+        )
+    low, high = index.min(), index.max()
+    if low < 0 or high >= n:
+        bad = low if low < 0 else high
+        raise DataError(
+            f"member {member.key!r}: {what} index {bad} is outside the {n} images "
+            f"(valid: 0 to {n - 1})"
+        )
+
+
+def training_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked data as float32 images (n, 1, H, W) and int64 labels (n,)."""
+    images = np.asarray(images)
+    x = images_to_tensor(images if images.ndim == 3 else images[:, 0])
+    return x, torch.from_numpy(np.asarray(labels, dtype=np.int64))

@@ -1,0 +1,75 @@
+"""Every member's optimizer state, stacked as the parameters are: one update per run.
+
+Accumulators (Adam's m and v, ...) are (P, S) matrices in the parameters' row order, so an
+update rule runs once on a slice of rows. Members that joined a population in a later
+round are at an earlier step of their own, and Nadam's momentum schedule is a scalar per
+step: both belong to a RuleGroup (rule and join round), which members share exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from deepnet.nn import OPTIMIZERS
+
+if TYPE_CHECKING:
+    from deepnet.engine.parameters import Layout
+    from deepnet.engine.runs import Run
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    """Members at the same step of the same optimizer rule."""
+
+    rule: str
+    joined: int  # the population round they joined in
+
+
+class OptimizerBank:
+    """Accumulators per slot name and scalars per RuleGroup; ``step`` advances them all."""
+
+    def __init__(self, steps_per_epoch: int):
+        self.steps_per_epoch = steps_per_epoch
+        self.slots: dict[str, torch.Tensor] = {}  # (P, S) each, zero at a member's start
+        self.scalars: dict[RuleGroup, dict] = {}  # e.g. Nadam's m_schedule
+        self.step_count = 0  # steps the population has taken
+
+    def take(self, rows: torch.Tensor) -> None:
+        """Keep these rows, in this order (members left)."""
+        self.slots = {name: slot[rows] for name, slot in self.slots.items()}
+
+    def merge(self, layout: Layout, old: Layout, joining: int, rows: torch.Tensor) -> None:
+        """Relay the rows out in ``layout`` and append zeros for ``joining`` new members,
+        then order them by ``rows`` (as the parameters are)."""
+        for name, slot in self.slots.items():
+            fresh = torch.zeros(joining, layout.size)
+            self.slots[name] = torch.cat([layout.convert(slot, old), fresh])[rows]
+
+    @torch.no_grad()
+    def step(
+        self,
+        params: torch.Tensor,
+        grads: torch.Tensor,
+        runs: Sequence[Run[RuleGroup]],
+        lr: torch.Tensor,
+    ) -> None:
+        """One optimizer step for every member: each run's rule on its rows, with its
+        members' own step number and learning rates ``lr`` (P, 1)."""
+        self.step_count += 1
+        scalars = {}
+        for run in runs:
+            s, e, group = run.start, run.end, run.key
+            rule = OPTIMIZERS[group.rule]
+            for slot in rule.slots:
+                if slot not in self.slots:
+                    self.slots[slot] = torch.zeros_like(params)
+            step = self.step_count - group.joined * self.steps_per_epoch  # the members' own
+            state = {"step": step, **self.scalars.get(group, {})}
+            state.update({slot: self.slots[slot][s:e] for slot in rule.slots})
+            rule.update(params[s:e], grads[s:e], state, {**rule.hyper, "lr": lr[s:e]})
+            scalars[group] = {k: v for k, v in state.items() if k != "step" and k not in rule.slots}
+        self.scalars.update(scalars)
