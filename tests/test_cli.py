@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 from click.testing import CliRunner
 
@@ -73,4 +75,33 @@ def test_bad_input_is_one_clear_line(cli, args, message):
     result = cli(*args)
     assert result.exit_code != 0
     assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["m[/]x", "[red]run", "a[bold]b[/bold]c"])
+def test_markup_in_a_run_folder_is_printed_as_written(cli, small27_npz, tmp_path, name):
+    run_dir = tmp_path / name
+    result = cli(
+        "train", "--epochs", 1, "--batch-size", 64, "--path", small27_npz, "--out", run_dir
+    )
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "run.json").is_file()
+    assert f"run saved to {run_dir}" in result.output.replace("\n", "")
+
+
+@pytest.mark.parametrize("name", ["d[/]x", "[red]data"])
+def test_markup_in_a_data_path_is_printed_as_written(cli, small27_npz, tmp_path, name):
+    path = tmp_path / name / "mnist.npz"
+    path.parent.mkdir(parents=True)
+    shutil.copy(small27_npz, path)
+    result = cli("data", "--path", path)
+    assert result.exit_code == 0, result.output
+    assert str(path) in result.output.replace("\n", "")
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_a_negative_seed_is_refused_naming_seed(cli, command):
+    result = cli(command, "--seed", -1)
+    assert result.exit_code == 2
+    assert "Invalid value for '--seed': -1 is not in the range x>=0" in result.output
     assert "Traceback" not in result.output

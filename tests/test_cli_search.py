@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -75,8 +76,10 @@ def test_grid_against_random_comparison(grid_run, cli, small27_npz, tmp_path):
     )
     assert ran.exit_code == 0, ran.output
     compared = cli("results", grid_dir, random_dir)
-    assert "comparison" in compared.output
-    assert "grid" in compared.output and "random" in compared.output
+    table = compared.output.split("comparison", 1)[1]
+    # the strategy column, then the trials column, of each run's row (a path cell wrapped
+    # onto several lines never stands next to a trial count)
+    assert re.search(r"│ grid\s+│\s+2 │", table) and re.search(r"│ random\s+│\s+1 │", table)
     reported = cli("report", random_dir, "--compare", grid_dir)
     assert reported.exit_code == 0, reported.output
     html = (random_dir / "report.html").read_text()
@@ -90,30 +93,77 @@ def test_report_of_a_folder_that_is_not_a_run(cli, tmp_path):
     assert "not a deepnet run folder" in result.output and "Traceback" not in result.output
 
 
-def test_dashboard_serves_the_study_on_localhost(grid_run, tmp_path):
+def test_dashboard_serves_the_study_on_the_free_port_it_prints(grid_run):
     _, run_dir = grid_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "deepnet", "dashboard", str(run_dir), "--port", str(port)],
+        [sys.executable, "-m", "deepnet", "dashboard", str(run_dir), "--port", "0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        body = None
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
-                    body = json.loads(r.read())
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert body is not None, "the dashboard did not answer within a minute"
+        line = server.stdout.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line)[1])
+        assert port != 0, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=30) as r:
+            body = json.loads(r.read())
         assert [s["study_name"] for s in body["study_summaries"]] == ["grid"]
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_dashboard_on_a_busy_port_is_one_line(grid_run, cli):
+    _, run_dir = grid_run
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("dashboard", run_dir, "--port", port)
+    assert result.exit_code == 1
+    assert f"cannot serve on 127.0.0.1 port {port}: Address already in use" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_dashboard_port_out_of_range_is_refused(grid_run, cli):
+    result = cli("dashboard", grid_run[1], "--port", 70000)
+    assert result.exit_code == 2
+    assert "Invalid value for '--port': 70000 is not in the range 0<=x<=65535" in result.output
+
+
+@pytest.mark.parametrize("name", ["s[/]x", "[red]search"])
+def test_markup_in_a_search_folder_is_printed_as_written(small27_npz, tmp_path, cli, name):
+    run_dir = tmp_path / name
+    args = ["--param", "optimizer=Adam", "--param", "epochs=1", "--param", "batch_size=64"]
+    result = cli(
+        "search", *args, "--n-jobs", 1, "--no-refit", "--path", small27_npz, "--out", run_dir
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output.replace("\n", "")
+    assert f"results in {run_dir} (again: deepnet results {run_dir})" in out
+    assert f"report   {run_dir / 'report.html'}" in out
+    shown = cli("results", run_dir)
+    assert shown.exit_code == 0 and str(run_dir) in shown.output.replace("\n", "")
+
+
+def test_more_jobs_than_cores_or_trials_starts_what_can_be_used(small27_npz, tmp_path, cli):
+    args = ["--param", "optimizer=Adam", "--param", "epochs=1", "--param", "batch_size=64"]
+    result = cli(
+        "search",
+        *args,
+        "--n-jobs",
+        16,
+        "--no-refit",
+        "--path",
+        small27_npz,
+        "--out",
+        tmp_path / "run",
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 trials, 1 worker(s)" in result.output
+    cores = os.cpu_count()
+    if cores < 16:
+        assert f"n_jobs=16 asks for more workers than the {cores} cores" in result.output
 
 
 @pytest.mark.parametrize(
@@ -127,7 +177,7 @@ def test_dashboard_serves_the_study_on_localhost(grid_run, tmp_path):
         (["--param", "neurons=1", "--cv", "1"], "cv=1 is not allowed"),
         (
             ["--param", "neurons=1", "--storage", "nosuchdb://x", "--n-jobs", "1"],
-            "cannot open the study storage",
+            "study storage nosuchdb://x",
         ),
     ],
 )

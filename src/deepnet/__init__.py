@@ -9,78 +9,108 @@ The public Python API, re-exported here in one place::
 
     from deepnet import DeepNetClassifier, GridSearchCV
     search = GridSearchCV(DeepNetClassifier(), {"optimizer": ["Adam", "Nadam"]}, n_jobs=-1)
+
+Each name is imported from its module on first use, so that ``import deepnet`` (and the
+``deepnet`` command, and every worker process it starts) loads torch, Optuna and
+scikit-learn only when something needs them. The errors are plain Python: imported at once.
+Three modules share their name with the function they hold (``train``, ``evaluate``,
+``tune``): ``deepnet.train`` is the function, whichever was imported first.
 """
 
-from deepnet.config import PARAMS, TrainConfig
-from deepnet.data import Dataset, holdout_split, load_dataset, stratified_folds
-from deepnet.engine import EpochResult, Member, PopulationEngine, SequentialEngine, Status
-from deepnet.errors import (
-    ConfigError,
-    DataError,
-    DeepNetError,
-    DivergedError,
-    RunExistsError,
-    RunFormatError,
-    SearchError,
-)
-from deepnet.estimator import DeepNetClassifier
-from deepnet.evaluate import TestMetrics, evaluate, wilson_interval
-from deepnet.model_selection import GridSearchCV, RandomizedSearchCV
-from deepnet.runs import SavedRun, load_run
-from deepnet.search import (
-    SearchOutcome,
-    SearchSpec,
-    Space,
-    Stage,
-    loguniform,
-    randint,
-    run_search,
-    uniform,
-)
-from deepnet.train import TrainResult, train
-from deepnet.tune import SavedSearch, TuneResult, load_search, tune
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+from deepnet.errors import ConfigError as ConfigError
+from deepnet.errors import DataError as DataError
+from deepnet.errors import DeepNetError as DeepNetError
+from deepnet.errors import DiskFullError as DiskFullError
+from deepnet.errors import DivergedError as DivergedError
+from deepnet.errors import RunBusyError as RunBusyError
+from deepnet.errors import RunExistsError as RunExistsError
+from deepnet.errors import RunFormatError as RunFormatError
+from deepnet.errors import SearchError as SearchError
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PARAMS",
-    "ConfigError",
-    "DataError",
-    "Dataset",
-    "DeepNetClassifier",
-    "DeepNetError",
-    "DivergedError",
-    "EpochResult",
-    "GridSearchCV",
-    "Member",
-    "PopulationEngine",
-    "RandomizedSearchCV",
-    "RunExistsError",
-    "RunFormatError",
-    "SavedRun",
-    "SavedSearch",
-    "SearchError",
-    "SearchOutcome",
-    "SearchSpec",
-    "SequentialEngine",
-    "Space",
-    "Stage",
-    "Status",
-    "TestMetrics",
-    "TrainConfig",
-    "TrainResult",
-    "TuneResult",
-    "evaluate",
-    "holdout_split",
-    "load_dataset",
-    "load_run",
-    "load_search",
-    "loguniform",
-    "randint",
-    "run_search",
-    "stratified_folds",
-    "train",
-    "tune",
-    "uniform",
-    "wilson_interval",
-]
+_MODULE_OF = {
+    "PARAMS": "deepnet.config",
+    "TrainConfig": "deepnet.config",
+    "Dataset": "deepnet.data",
+    "holdout_split": "deepnet.data",
+    "load_dataset": "deepnet.data",
+    "stratified_folds": "deepnet.data",
+    "EpochResult": "deepnet.engine",
+    "Member": "deepnet.engine",
+    "PopulationEngine": "deepnet.engine",
+    "SequentialEngine": "deepnet.engine",
+    "Status": "deepnet.engine",
+    "DeepNetClassifier": "deepnet.estimator",
+    "NotFittedError": "deepnet.estimator",
+    "TestMetrics": "deepnet.evaluate",
+    "evaluate": "deepnet.evaluate",
+    "wilson_interval": "deepnet.evaluate",
+    "GridSearchCV": "deepnet.model_selection",
+    "RandomizedSearchCV": "deepnet.model_selection",
+    "SavedRun": "deepnet.runs",
+    "load_run": "deepnet.runs",
+    "SearchOutcome": "deepnet.search",
+    "SearchSpec": "deepnet.search",
+    "Space": "deepnet.search",
+    "Stage": "deepnet.search",
+    "loguniform": "deepnet.search",
+    "randint": "deepnet.search",
+    "run_search": "deepnet.search",
+    "uniform": "deepnet.search",
+    "TrainResult": "deepnet.train",
+    "train": "deepnet.train",
+    "SavedSearch": "deepnet.tune",
+    "TuneResult": "deepnet.tune",
+    "load_search": "deepnet.tune",
+    "tune": "deepnet.tune",
+}
+
+__all__ = sorted(
+    [
+        "ConfigError",
+        "DataError",
+        "DeepNetError",
+        "DiskFullError",
+        "DivergedError",
+        "RunBusyError",
+        "RunExistsError",
+        "RunFormatError",
+        "SearchError",
+        *_MODULE_OF,
+    ]
+)
+
+
+class _Package(types.ModuleType):
+    """deepnet's module type: importing the submodule deepnet.train binds the package's name
+    ``train`` to the function, as the import system would otherwise bind the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == _MODULE_OF.get(name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is asked for."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deepnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # asked once: later reads are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

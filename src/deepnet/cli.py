@@ -1,53 +1,38 @@
-"""The ``deepnet`` command line: a thin face over deepnet.data, deepnet.train and deepnet.runs."""
+"""The ``deepnet`` command line: a thin face over deepnet.data, deepnet.train and deepnet.runs.
+
+Importing this module, and ``deepnet --help``, load neither torch nor Optuna: each command
+imports what it uses, and the options built from deepnet's tables (one per hyperparameter,
+the data sets, the strategies) are made when their command is first used.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from optuna.trial import FrozenTrial
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.markup import escape
 
-from deepnet import display, runs
-from deepnet.config import PARAMS, Param, TrainConfig
-from deepnet.data import DATASETS, load_dataset, mnist_cache_state
-from deepnet.errors import ConfigError, DeepNetError
-from deepnet.evaluate import evaluate
-from deepnet.report import report as make_report
-from deepnet.search import STRATEGIES, SearchSpec, write_csv
-from deepnet.search.executor import resolve_n_jobs
-from deepnet.search.results import row_of
-from deepnet.search.space import parse_options
-from deepnet.search.spec import read_toml
-from deepnet.train import train as train_config
-from deepnet.tune import (
-    SEARCH_FILE,
-    SavedSearch,
-    default_search_dir,
-    default_storage,
-    load_search,
-    tune,
-)
+from deepnet import display
+from deepnet.errors import DeepNetError
 
-DEFAULT_SEARCH = Path(str(files("deepnet.search") / "default.toml"))
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+    from rich.progress import Progress, TaskID
+
+    from deepnet.config import Param, TrainConfig
+    from deepnet.tune import SavedSearch
 
 # Wide output when piped to a file or a log, the terminal's width otherwise.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, highlight=False)
+SEED_RANGE = click.IntRange(min=0)
 
 
 class ParamType(click.ParamType):
@@ -71,21 +56,65 @@ class ParamType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def param_options(command: Callable) -> Callable:
-    """Add one option per hyperparameter, spelt --learn-rate and --learn_rate alike."""
+def hyperparameter_options() -> list[click.Option]:
+    """One option per hyperparameter, spelt --learn-rate and --learn_rate alike."""
+    from deepnet.config import PARAMS, TrainConfig
+
     defaults = TrainConfig().to_dict()
-    for name, spec in reversed(PARAMS.items()):
-        names = {f"--{name.replace('_', '-')}", f"--{name}"}
-        default = defaults[name]
-        shown = "none" if default is None else default
-        command = click.option(
-            *sorted(names, key=lambda n: "_" in n),
-            name,
-            type=ParamType(spec),
-            default=None,
-            help=f"{spec.help} [default: {shown}]",
-        )(command)
-    return command
+    options = []
+    for name, spec in PARAMS.items():
+        spellings = sorted({f"--{name.replace('_', '-')}", f"--{name}"}, key=lambda n: "_" in n)
+        shown = "none" if defaults[name] is None else defaults[name]
+        options.append(
+            click.Option(
+                [*spellings, name],
+                type=ParamType(spec),
+                default=None,
+                help=f"{spec.help} [default: {shown}]",
+            )
+        )
+    return options
+
+
+class HyperparameterCommand(click.Command):
+    """A command that takes every hyperparameter as an option, made at the first look at its
+    parameters: they come from deepnet.config, which imports torch, and ``deepnet --help``
+    needs none of it."""
+
+    @property
+    def params(self) -> list[click.Parameter]:
+        if not self._made:
+            self._params[:0] = hyperparameter_options()
+            self._made = True
+        return self._params
+
+    @params.setter
+    def params(self, params: list[click.Parameter]) -> None:
+        self._params, self._made = params, False
+
+
+class TableChoice(click.Choice):
+    """A case-insensitive choice among names that a heavier module holds, read at first use."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]):
+        self._names = names
+        self.case_sensitive = False
+
+    @functools.cached_property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self._names())
+
+
+def _dataset_names() -> Sequence[str]:
+    from deepnet.data import DATASETS
+
+    return DATASETS
+
+
+def _strategy_names() -> Sequence[str]:
+    from deepnet.search import STRATEGIES
+
+    return STRATEGIES
 
 
 def data_options(command: Callable) -> Callable:
@@ -106,24 +135,31 @@ def data_options(command: Callable) -> Callable:
     )(command)
     return click.option(
         "--dataset",
-        type=click.Choice(DATASETS, case_sensitive=False),
+        type=TableChoice(_dataset_names),
         default="mnist",
         show_default=True,
         help="Which data set.",
     )(command)
 
 
-def friendly_errors(command: Callable) -> Callable:
-    """Turn deepnet's errors into a one-line message and exit status 1, never a traceback."""
+def friendly_messages(command: Callable) -> Callable:
+    """deepnet's errors as a one-line message and exit status 1, never a traceback; warnings
+    as one line each on stderr, not Python's file-and-line report."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except DeepNetError as exc:
-            raise click.ClickException(str(exc)) from exc
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return command(*args, **kwargs)
+            except DeepNetError as exc:
+                raise click.ClickException(str(exc)) from exc
 
     return wrapper
+
+
+def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    err_console.print(f"[yellow]warning[/yellow]  {escape(str(message))}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -145,18 +181,25 @@ def main() -> None:
 
 @main.command()
 @data_options
-@friendly_errors
+@friendly_messages
 def data(dataset: str, data_path: Path | None, classes: str) -> None:
     """Show the selected data: classes, images per class, source and cache."""
+    from deepnet.data import load_dataset, mnist_cache_state
+
     selected = load_dataset(dataset, classes, data_path)
     cache = mnist_cache_state() if selected.name == "mnist" else None
     display.print_data(console, selected, cache)
 
 
-@main.command()
-@param_options
+@main.command(cls=HyperparameterCommand)
 @data_options
-@click.option("--seed", default=0, show_default=True, help="Seed of init, shuffling, dropout.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=SEED_RANGE,
+    help="Seed of init, shuffling, dropout.",
+)
 @click.option(
     "--validation-split",
     default=0.1,
@@ -169,7 +212,7 @@ def data(dataset: str, data_path: Path | None, classes: str) -> None:
     type=click.Path(path_type=Path),
     help="Run folder to create [default: runs/train-DATE-TIME]. Never overwritten.",
 )
-@friendly_errors
+@friendly_messages
 def train(
     dataset: str,
     data_path: Path | None,
@@ -186,11 +229,16 @@ def train(
     curve uses a held-out part of the training split; the test split is used once, at
     the end. Writes weights, config, history and test metrics to the run folder.
     """
+    from deepnet import runs
+    from deepnet.config import TrainConfig
+    from deepnet.data import load_dataset
+    from deepnet.train import train as train_config
+
     config = TrainConfig.from_dict({k: v for k, v in params.items() if v is not None})
     selected = load_dataset(dataset, classes, data_path)
     run_dir = out or runs.default_run_dir("train")
     console.print(
-        f"training on {selected.name} {','.join(selected.class_names)}: "
+        f"training on {_data_text(selected.name, selected.class_names)}: "
         f"{len(selected.y_train)} training images, seed {seed}"
     )
     console.print(f"config   {_config_text(config)}")
@@ -211,7 +259,9 @@ def train(
                 on_epoch=on_epoch,
             )
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted; finished epochs saved in {run_dir}[/yellow]")
+            console.print(
+                f"[yellow]interrupted; finished epochs saved in {escape(str(run_dir))}[/yellow]"
+            )
             sys.exit(130)
     _write_report(run_dir)
     if result.metrics is None:
@@ -220,10 +270,12 @@ def train(
             "--learn-rate, another --optimizer or --init-mode, or --weight-constraint 3."
         )
     display.print_metrics(console, result.metrics, selected.class_names)
-    console.print(f"trained in {result.seconds:.1f}s; run saved to [bold]{run_dir}[/bold]")
+    console.print(
+        f"trained in {result.seconds:.1f}s; run saved to [bold]{escape(str(run_dir))}[/bold]"
+    )
 
 
-@main.command()
+@main.command("evaluate")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option(
     "--path",
@@ -231,14 +283,18 @@ def train(
     type=click.Path(path_type=Path),
     help="Data path, if the run's data has moved.",
 )
-@friendly_errors
+@friendly_messages
 def evaluate_run(run: Path, data_path: Path | None) -> None:
     """Evaluate a saved run's model on its test split again."""
+    from deepnet import runs
+    from deepnet.data import load_dataset
+    from deepnet.evaluate import evaluate
+
     saved = runs.load_run(run)
     info = saved.data
     selected = load_dataset(info.name, list(info.classes), data_path or info.path)
     metrics = evaluate(saved.model(), selected.x_test, selected.y_test)
-    console.print(f"run      {run} ({saved.status})")
+    console.print(f"run      {escape(str(run))} ({saved.status})")
     console.print(f"config   {_config_text(saved.config)}")
     display.print_metrics(console, metrics, selected.class_names)
     if saved.metrics is not None:
@@ -249,9 +305,6 @@ def evaluate_run(run: Path, data_path: Path | None) -> None:
             else f"[yellow]differs from the saved evaluation "
             f"(accuracy {saved.metrics.accuracy:.4f})[/yellow]"
         )
-
-
-main.add_command(evaluate_run, name="evaluate")
 
 
 @main.command()
@@ -272,8 +325,8 @@ main.add_command(evaluate_run, name="evaluate")
 )
 @click.option(
     "--strategy",
-    type=click.Choice(STRATEGIES, case_sensitive=False),
-    help="grid | random | halving | hyperband | tpe [default: grid with --param]",
+    type=TableChoice(_strategy_names),
+    help="How to search [default: grid with --param].",
 )
 @click.option(
     "--n-iter",
@@ -281,7 +334,7 @@ main.add_command(evaluate_run, name="evaluate")
     help="Configurations to try (random, tpe, and halving or hyperband over a random sample).",
 )
 @click.option("--cv", type=int, help="Stratified folds of the training split [default: 3].")
-@click.option("--seed", type=int, help="Seed of folds, sampling and training [default: 0].")
+@click.option("--seed", type=SEED_RANGE, help="Seed of folds, sampling and training [default: 0].")
 @click.option("--min-epochs", type=int, help="halving/hyperband: first rung's epochs [1].")
 @click.option("--reduction-factor", type=int, help="halving/hyperband: keep 1 in N [3].")
 @click.option(
@@ -289,7 +342,8 @@ main.add_command(evaluate_run, name="evaluate")
     type=int,
     default=-1,
     show_default=True,
-    help="Worker processes (-1: one per core; 1: train in this process).",
+    help="Worker processes (-1: one per core; 1: train in this process); never more than "
+    "the cores or the trials that can train at once.",
 )
 @click.option("--storage", help="Optuna database URL [default: sqlite:///RUN/study.db].")
 @click.option("--study-name", help="Study name in the storage [default: the run folder's name].")
@@ -306,7 +360,7 @@ main.add_command(evaluate_run, name="evaluate")
     help="Retrain the best configuration on the whole training split and test it.",
 )
 @data_options
-@friendly_errors
+@friendly_messages
 def search(
     params: tuple[str, ...],
     config_file: Path | None,
@@ -337,6 +391,12 @@ def search(
     The study is stored in RUN/study.db; running the same command again resumes it without
     retraining any finished trial. Ctrl-C stops cleanly and keeps what finished.
     """
+    from deepnet.data import load_dataset
+    from deepnet.search import build_spec
+    from deepnet.search.executor import resolve_n_jobs
+    from deepnet.tune import default_search_dir, finished_trials, load_search, tune
+
+    _quiet_optuna()
     overrides = {
         "strategy": strategy,
         "n_iter": n_iter,
@@ -345,19 +405,20 @@ def search(
         "min_epochs": min_epochs,
         "reduction_factor": reduction_factor,
     }
-    spec = build_spec(params, config_file, {k: v for k, v in overrides.items() if v is not None})
+    spec = build_spec(params, config_file, overrides)
     selected = load_dataset(dataset, classes, data_path)
     run_dir = out or default_search_dir(spec, selected)
     total = sum(stage.n_trials for stage in spec.stages)
+    # stages run one after another: a stage's trials are the most that train at once
+    workers = resolve_n_jobs(n_jobs, max_useful=max(stage.n_trials for stage in spec.stages))
     console.print(
-        f"searching on {selected.name} {','.join(selected.class_names)}: "
+        f"searching on {_data_text(selected.name, selected.class_names)}: "
         f"{len(selected.y_train)} training images, {spec.cv}-fold CV, "
         f"{' then '.join(s.strategy for s in spec.stages)}, {total} trials, "
-        f"{resolve_n_jobs(n_jobs)} worker(s)"
+        f"{workers} worker(s)"
     )
-    console.print(f"run      {run_dir}")
-    resuming = (run_dir / SEARCH_FILE).is_file()
-    done_before = sum(r.finished for r in load_search(run_dir).rows) if resuming else 0
+    console.print(f"run      {escape(str(run_dir))}")
+    done_before = finished_trials(run_dir)
     if done_before:
         console.print(f"resuming: {done_before} trials already finished are kept")
     with _trial_progress(total, done_before) as on_trial:
@@ -368,21 +429,22 @@ def search(
                 run_dir,
                 storage=storage,
                 study_name=study_name,
-                n_jobs=n_jobs,
+                n_jobs=workers,
                 refit=refit,
                 data_path=data_path,
                 on_trial=on_trial,
             )
         except KeyboardInterrupt:
             console.print(
-                f"[yellow]stopped; finished trials are kept in {run_dir}. Run the "
-                "same command again to resume.[/yellow]"
+                f"[yellow]stopped; finished trials are kept in {escape(str(run_dir))}. Run "
+                "the same command again to resume.[/yellow]"
             )
             sys.exit(130)
     print_search(load_search(run_dir))
+    shown = escape(str(run_dir))
     console.print(
-        f"searched in {result.outcome.seconds:.0f}s; results in [bold]{run_dir}[/bold] "
-        f"(again: deepnet results {run_dir})"
+        f"searched in {result.outcome.seconds:.0f}s; results in [bold]{shown}[/bold] "
+        f"(again: deepnet results {shown})"
     )
     _write_report(run_dir)
 
@@ -395,25 +457,50 @@ def search(
     type=click.Path(path_type=Path),
     help="Another search run to draw in the scores-over-time picture (repeatable).",
 )
-@friendly_errors
+@friendly_messages
 def report_command(run: Path, compare: tuple[Path, ...]) -> None:
     """Write RUN/report.html: learning curves, filters, mistakes, the search landscape."""
-    path = make_report(run, compare)
-    console.print(f"report   [bold]{path}[/bold]")
+    from deepnet.report import report
+
+    _quiet_optuna()
+    console.print(f"report   [bold]{escape(str(report(run, compare)))}[/bold]")
 
 
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
-@friendly_errors
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port on 127.0.0.1 (0: any free port).",
+)
+@friendly_messages
 def dashboard(run: Path, port: int) -> None:
     """Serve optuna-dashboard for a search run's study on 127.0.0.1 (Ctrl-C stops it)."""
-    from optuna_dashboard import run_server
+    from wsgiref.simple_server import make_server
 
-    saved = load_search(run)
-    storage = saved.record["storage"] or default_storage(saved.run_dir)
-    console.print(f"dashboard of {run} on [bold]http://127.0.0.1:{port}/[/bold] (Ctrl-C stops it)")
-    run_server(storage, host="127.0.0.1", port=port)
+    from optuna_dashboard import wsgi
+
+    from deepnet.tune import load_search
+
+    _quiet_optuna()
+    app = wsgi(load_search(run).storage)  # a server's password from $DEEPNET_STORAGE
+    try:  # bound here, so that a busy port is one line and port 0 shows the one it got
+        server = make_server("127.0.0.1", port, app)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve on 127.0.0.1 port {port}: {exc.strerror or exc}. Choose another "
+            "--port, or --port 0 for any free one."
+        ) from exc
+    with server:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        console.print(f"dashboard of {escape(str(run))} on [bold]{url}[/bold] (Ctrl-C stops it)")
+        sys.stdout.flush()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            console.print("dashboard stopped")
 
 
 @main.command()
@@ -425,45 +512,32 @@ def dashboard(run: Path, port: int) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write the ranked table of the (first) run to this CSV file.",
 )
-@friendly_errors
+@friendly_messages
 def results(run_dirs: tuple[Path, ...], show_all: bool, csv_path: Path | None) -> None:
     """Show a search's ranked results (also while it runs); several runs: compare them."""
+    from deepnet.search import write_csv
+    from deepnet.tune import load_search
+
+    _quiet_optuna()
     searches = [load_search(d) for d in run_dirs]
     for saved in searches:
         print_search(saved, limit=None if show_all else 15)
     if csv_path is not None:
         write_csv(searches[0].rows, csv_path)
-        console.print(f"wrote {csv_path}")
+        console.print(f"wrote {escape(str(csv_path))}")
     if len(searches) > 1:
         console.print(display.comparison_table(searches))
 
 
-def build_spec(
-    params: tuple[str, ...], config_file: Path | None, overrides: dict[str, Any]
-) -> SearchSpec:
-    """The search from --param options, a --config file, or the default file."""
-    if params and config_file:
-        raise ConfigError("give the space with --param or with --config, not both.")
-    if params:
-        values: dict[str, Any] = {"space": parse_options(list(params)), "strategy": "grid"}
-        origin = "the --param options"
-    else:
-        values = read_toml(config_file or DEFAULT_SEARCH)
-        origin = str(config_file or "the default search")
-    if "stages" in values and {"strategy", "n_iter", "min_epochs", "reduction_factor"} & set(
-        overrides
-    ):
-        raise ConfigError(
-            f"{origin} has several stages: set strategy, n_iter, min_epochs and "
-            "reduction_factor per stage in the file, not on the command line."
-        )
-    return SearchSpec.from_mapping({**values, **overrides}, origin)
-
-
 def print_search(saved: SavedSearch, limit: int | None = 15) -> None:
+    from deepnet.config import TrainConfig
+
     rows, spec = saved.rows, saved.spec
     strategies = " then ".join(s.strategy for s in spec.stages)
-    title = f"{saved.run_dir} ({saved.status}): {strategies}, {spec.cv}-fold CV, {len(rows)} trials"
+    title = (
+        f"{escape(str(saved.run_dir))} ({saved.status}): {strategies}, {spec.cv}-fold CV, "
+        f"{len(rows)} trials"
+    )
     console.print(display.results_table(rows, limit, title))
     top = next((r for r in rows if r.ok), None)
     if top is None:
@@ -474,30 +548,57 @@ def print_search(saved: SavedSearch, limit: int | None = 15) -> None:
     if saved.refit is not None and saved.refit.metrics is not None:
         console.print(
             f"refit    on all {saved.record['data']['n_train']} training images -> "
-            f"{saved.refit.path}"
+            f"{escape(str(saved.refit.path))}"
         )
         display.print_metrics(console, saved.refit.metrics, saved.refit.data.class_names)
 
 
+def _quiet_optuna() -> None:
+    """Optuna logs warnings only: the commands print their own progress."""
+    from deepnet.search.study import quiet_optuna
+
+    quiet_optuna()
+
+
 def _write_report(run_dir: Path) -> None:
     """The run's report, written after training; a failure to draw never loses the run."""
+    from deepnet.report import report
+
     try:
-        path = make_report(run_dir)
+        path = report(run_dir)
     except (DeepNetError, OSError, ValueError) as exc:
-        console.print(f"[yellow]report not written: {exc}; try: deepnet report {run_dir}[/yellow]")
+        console.print(
+            f"[yellow]report not written: {escape(str(exc))}; try: deepnet report "
+            f"{escape(str(run_dir))}[/yellow]"
+        )
         return
-    console.print(f"report   [bold]{path}[/bold]")
+    console.print(f"report   [bold]{escape(str(path))}[/bold]")
+
+
+def _data_text(name: str, class_names: Sequence[str]) -> str:
+    return escape(f"{name} {','.join(class_names)}")
 
 
 def _config_text(config: TrainConfig) -> str:
+    from deepnet.config import TrainConfig
+
     defaults = TrainConfig().to_dict()
     changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
     text = " ".join(f"{k}={v}" for k, v in changed.items())
-    return text or "seed baseline (all defaults)"
+    return escape(text) or "seed baseline (all defaults)"
 
 
 def _progress(label: str, unit: str) -> Progress:
     """A transient bar: label, bar, done/total unit, elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -511,8 +612,10 @@ def _progress(label: str, unit: str) -> Progress:
 
 
 @contextmanager
-def _trial_progress(total: int, done: int) -> Iterator[Callable]:
+def _trial_progress(total: int, done: int) -> Iterator[Callable[[FrozenTrial], None]]:
     """A progress bar over trials with the best score so far; yields the per-trial callback."""
+    from deepnet.search.results import row_of
+
     best = [0.0]
     with _progress("{task.description}", "trials") as progress:
         task = progress.add_task("search", total=total, completed=done)

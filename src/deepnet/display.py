@@ -1,19 +1,30 @@
-"""Terminal rendering (rich) of datasets, epochs and test metrics; no computation here."""
+"""Terminal rendering (rich) of datasets, epochs and test metrics; no computation here.
+
+rich reads ``[...]`` in a string as markup, so every string that comes from the user or the
+data (names, paths, parameter values, error messages) is escaped before it is printed.
+Importing this module loads rich only: the CLI imports it before any command runs.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from deepnet.data import Dataset
-from deepnet.data.sources import CacheState
-from deepnet.engine import EpochResult
-from deepnet.evaluate import TestMetrics
-from deepnet.search.results import TrialRow, param_names, searched_names
+if TYPE_CHECKING:
+    from deepnet.data import Dataset
+    from deepnet.data.sources import CacheState
+    from deepnet.engine import EpochResult
+    from deepnet.evaluate import TestMetrics
+    from deepnet.search.results import TrialRow
 
 
 def dataset_table(dataset: Dataset) -> Table:
-    table = Table(title=f"{dataset.name}: {dataset.n_classes} classes", title_justify="left")
+    table = Table(
+        title=f"{escape(dataset.name)}: {dataset.n_classes} classes", title_justify="left"
+    )
     for column in ("label", "class", "train", "test"):
         table.add_column(column, justify="right" if column in ("train", "test") else "left")
     counts = dataset.counts()
@@ -22,7 +33,7 @@ def dataset_table(dataset: Dataset) -> Table:
     ):
         train, test = counts[name]
         shown = name if name == str(original) else f"{name} ({original})"
-        table.add_row(str(label), shown, str(train), str(test))
+        table.add_row(str(label), escape(shown), str(train), str(test))
     table.add_section()
     table.add_row("", "total", str(len(dataset.y_train)), str(len(dataset.y_test)))
     return table
@@ -31,11 +42,11 @@ def dataset_table(dataset: Dataset) -> Table:
 def print_data(console: Console, dataset: Dataset, cache: CacheState | None) -> None:
     console.print(dataset_table(dataset))
     console.print(f"images   {dataset.image_shape[0]}x{dataset.image_shape[1]} uint8")
-    console.print(f"source   {dataset.source}")
+    console.print(f"source   {escape(str(dataset.source))}")
     if cache is None:
         return
     state = f"present, {cache.size_bytes / 2**20:.1f} MiB" if cache.exists else "empty"
-    console.print(f"cache    {cache.path} ({state})")
+    console.print(f"cache    {escape(str(cache.path))} ({state})")
 
 
 def epoch_line(r: EpochResult, epochs: int) -> str:
@@ -46,7 +57,7 @@ def epoch_line(r: EpochResult, epochs: int) -> str:
     )
     if r.val_loss is not None:
         text += f"  val_loss {r.val_loss:.4f}  val_acc {r.val_accuracy:.4f}"
-    return text + (f"  [red]{r.status}: {r.reason}[/red]" if r.reason else "")
+    return text + (f"  [red]{r.status}: {escape(r.reason)}[/red]" if r.reason else "")
 
 
 def metrics_table(metrics: TestMetrics, class_names: tuple[str, ...]) -> Table:
@@ -66,9 +77,9 @@ def confusion_table(metrics: TestMetrics, class_names: tuple[str, ...]) -> Table
     table = Table(title="confusion", title_justify="left")
     table.add_column("true \\ predicted")
     for name in class_names:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")
     for name, row in zip(class_names, metrics.confusion, strict=True):
-        table.add_row(name, *(str(v) for v in row))
+        table.add_row(escape(name), *(str(v) for v in row))
     return table
 
 
@@ -78,7 +89,10 @@ def print_metrics(console: Console, metrics: TestMetrics, class_names: tuple[str
 
 
 def results_table(rows: list[TrialRow], limit: int | None = 15, title: str = "") -> Table:
-    """Ranked trials: score, std, epochs, time and the parameters that varied."""
+    """Ranked trials: score, std, epochs, time and the parameters that varied. ``title`` is
+    markup: escape what it quotes."""
+    from deepnet.search.results import param_names, searched_names
+
     names = searched_names(rows) or param_names(rows)
     multi_stage = len({r.stage for r in rows}) > 1
     table = Table(title=title or None, title_justify="left")
@@ -120,7 +134,7 @@ def trial_line(row: TrialRow) -> str:
     elif row.state == "pruned":
         head = f"[yellow]pruned after {row.epochs} epoch{'s' if row.epochs != 1 else ''}[/yellow]"
     else:
-        head = f"[red]{row.state}: {row.reason}[/red]"
+        head = f"[red]{row.state}: {escape(row.reason)}[/red]"
     return f"trial {row.number:>3}  {head}  {row.seconds:5.0f}s  {names}"
 
 
@@ -132,11 +146,12 @@ def _score(r: TrialRow) -> str:
 
 
 def _value(v: object) -> str:
+    """A parameter value as shown (escaped)."""
     if v is None:
         return "none"
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v)
+    return escape(str(v))
 
 
 def comparison_table(searches: list) -> Table:
@@ -156,7 +171,7 @@ def comparison_table(searches: list) -> Table:
         top = next((r for r in s.rows if r.ok), None)
         test = s.refit.metrics.accuracy if s.refit is not None and s.refit.metrics else None
         table.add_row(
-            str(s.run_dir),
+            escape(str(s.run_dir)),
             " then ".join(st.strategy for st in s.spec.stages),
             str(len(s.rows)),
             str(sum(r.epochs for r in s.rows)),

@@ -11,23 +11,24 @@ offer the same calls:
     advance(stop)        stop these members, then train the others one more epoch
     receive()            that round's results (waits for them)
     alive()              whether the worker can take more work
+    close()              stop it (a process exits at once, even mid-epoch)
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
-import signal
+import subprocess
+import sys
+import warnings
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from deepnet.engine import EpochResult, Member, PopulationEngine, Training
 from deepnet.errors import ConfigError
+from deepnet.search.protocol import Advance, Channel, Crash, Join, Load, Request, Submit
 
 
 class Worker(Protocol):
@@ -80,102 +81,124 @@ class InlineWorker:
         self._training = None
 
 
-def _serve(conn: Connection, threads: int) -> None:
-    """Worker process main loop: first ("data", (images, labels, n_classes)), then
-    ("submit" | "join", members) | ("advance", stops) | ("close", None)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and closes us
-    torch.set_num_threads(threads)
-    try:
-        _, data = conn.recv()
-    except EOFError:
-        return
-    worker = InlineWorker(*data)
-    while True:
-        try:
-            command, payload = conn.recv()
-        except EOFError:  # the driver is gone (killed): nothing left to train for
-            return
-        if command == "close":
-            return
-        if command in ("submit", "join"):
-            getattr(worker, command)(payload)
-            continue
-        worker.advance(payload)
-        try:
-            conn.send(("ok", worker.receive()))
-        except WorkerCrashError as exc:  # reported, so the driver fails the trial, not the search
-            conn.send(("error", str(exc)))
-
-
 class ProcessWorker:
-    """Trains in a spawned process with its own torch thread pool (1 thread by default).
+    """Trains in a worker process (deepnet.search.worker) with its own torch threads.
 
-    The process starts with nothing but a pipe, so that starting several costs one
-    interpreter start-up, not one each; ``load`` then sends it the training images.
+    The process is a fresh ``python -m deepnet.search.worker``, not a multiprocessing spawn,
+    so it never imports the caller's main module; it runs in its own process group, so a
+    Ctrl-C in the terminal reaches the driver only, which then closes it. It starts with
+    nothing but its pipes, so that starting several costs one interpreter start-up, not one
+    each; ``load`` then sends it the training images.
     """
 
     def __init__(self, threads: int = 1):
-        context = mp.get_context("spawn")  # fork after torch has threads can deadlock
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, threads), daemon=True)
-        self.process.start()
-        child.close()
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "deepnet.search.worker", str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            process_group=0,
+        )
+        self.channel = Channel(self.process.stdout, self.process.stdin)
+        self._lost = False  # a request could not be delivered: the process has gone
 
     def load(self, images: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
-        self.conn.send(("data", (images, labels, n_classes)))
+        self._send(Load(images, labels, n_classes))
 
     def submit(self, members: Sequence[Member]) -> None:
-        self.conn.send(("submit", list(members)))
+        self._send(Submit(list(members)))
 
     def join(self, members: Sequence[Member]) -> None:
-        self.conn.send(("join", list(members)))
+        self._send(Join(list(members)))
 
     def advance(self, stop: Sequence[str] = ()) -> None:
-        self.conn.send(("advance", list(stop)))
+        self._send(Advance(list(stop)))
 
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return not self._lost and self.process.poll() is None
 
     def receive(self) -> list[EpochResult]:
+        if self._lost:
+            raise WorkerCrashError(self._death())
         try:
-            status, payload = self.conn.recv()
+            reply = self.channel.receive()
         except EOFError:
-            raise WorkerCrashError(
-                f"worker process {self.process.pid} died (exit code {self.process.exitcode})"
-            ) from None
-        if status == "error":
-            raise WorkerCrashError(payload)
-        return payload
+            raise WorkerCrashError(self._death()) from None
+        if isinstance(reply, Crash):
+            raise WorkerCrashError(reply.message)
+        return reply.results
 
     def close(self) -> None:
+        """Close the pipe (the worker exits when it reads end of file) and reap the process."""
         with contextlib.suppress(OSError):  # the process may be gone already
-            self.conn.send(("close", None))
-        self.process.join(timeout=5)
-        if self.process.is_alive():
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-        self.conn.close()
+            self.process.wait()
+        self.process.stdout.close()
+
+    def _send(self, request: Request) -> None:
+        try:
+            self.channel.send(request)
+        except BrokenPipeError:  # reported by the next receive(), which the driver handles
+            self._lost = True
+
+    def _death(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return f"worker process {self.process.pid} died (exit code {code})"
 
 
 def start_workers(
-    images: np.ndarray, labels: np.ndarray, n_classes: int, n_jobs: int | None
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    n_jobs: int | None,
+    max_useful: int | None = None,
 ) -> list[Worker]:
-    """``n_jobs`` workers: 1 trains inline; more (or -1: one per core) are processes."""
-    n = resolve_n_jobs(n_jobs)
+    """The workers for ``n_jobs`` (see resolve_n_jobs): 1 trains inline, more are processes.
+
+    ``max_useful`` is the most trials the search can train at once: no more workers start.
+    """
+    n = resolve_n_jobs(n_jobs, max_useful)
     if n == 1:
         return [InlineWorker(images, labels, n_classes)]
     workers = [ProcessWorker() for _ in range(n)]  # all start up at once
-    for worker in workers:
-        worker.load(images, labels, n_classes)
+    try:
+        for worker in workers:
+            worker.load(images, labels, n_classes)
+    except BaseException:  # Ctrl-C while they start: none is left behind
+        for worker in workers:
+            worker.close()
+        raise
     return workers
 
 
-def resolve_n_jobs(n_jobs: int | None) -> int:
-    """scikit-learn's convention: None is 1, -1 is every core, -2 all but one."""
-    cores = os.cpu_count() or 1
-    if n_jobs is None:
-        return 1
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+def resolve_n_jobs(n_jobs: int | None, max_useful: int | None = None) -> int:
+    """How many workers to start, by scikit-learn's convention: None is 1, -1 is every core,
+    -2 all but one. Never more than the cores (with a warning: more only slow each other
+    down) nor than ``max_useful``, the most trials that can train at once."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | None) or n_jobs == 0:
         raise ConfigError(
             f"n_jobs={n_jobs!r} is not allowed: use a positive count, or -1 for every core."
         )
-    return max(1, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)
+    cores = os.cpu_count() or 1
+    if n_jobs is None:
+        n = 1
+    elif n_jobs > cores:
+        warnings.warn(
+            f"n_jobs={n_jobs} asks for more workers than the {cores} cores of this machine; "
+            f"starting {cores}.",
+            UserWarning,
+            stacklevel=3,
+        )
+        n = cores
+    else:
+        n = n_jobs if n_jobs > 0 else cores + 1 + n_jobs
+    if max_useful is not None:
+        n = min(n, max_useful)
+    return max(1, n)

@@ -68,7 +68,8 @@ def run_search(
     rows: list[TrialRow] = []
     studies = []
     best_params: dict[str, Any] = {}
-    workers = start_workers(images, labels, n_classes, n_jobs)
+    most = max(stage.n_trials for stage in spec.stages)  # stages run one after another
+    workers = start_workers(images, labels, n_classes, n_jobs, max_useful=most)
     try:
         for i, stage in enumerate(spec.stages):
             space = stage.space.fixed(best_params) if best_params else stage.space

@@ -1,0 +1,80 @@
+"""`import deepnet`, `import deepnet.cli` and `deepnet --help` stay light: no torch, Optuna,
+scikit-learn or matplotlib until something needs them (each check in a fresh interpreter)."""
+
+import ast
+import importlib.metadata
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+import deepnet
+
+HEAVY = ("torch", "optuna", "sklearn", "matplotlib")
+
+
+def _heavy_modules_after(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import deepnet",
+        "import deepnet.cli",
+        "from deepnet import ConfigError, DeepNetError",
+        "from click.testing import CliRunner\nfrom deepnet.cli import main\n"
+        "assert 'search' in CliRunner().invoke(main, ['--help']).output",
+    ],
+)
+def test_stays_light(code):
+    assert _heavy_modules_after(code) == []
+
+
+def test_a_name_is_imported_when_asked_for():
+    assert {"torch", "sklearn"} <= set(_heavy_modules_after("from deepnet import GridSearchCV"))
+
+
+def test_every_public_name_resolves_and_is_listed():
+    for name in deepnet.__all__:
+        assert getattr(deepnet, name) is not None
+    assert set(deepnet.__all__) <= set(dir(deepnet))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        deepnet.nothing  # noqa: B018
+
+
+def test_functions_named_like_their_module_stay_functions():
+    code = (
+        "import types, deepnet.tune, deepnet.evaluate\nfrom deepnet.train import data_info\n"
+        "from deepnet import train, evaluate, tune\n"
+        "assert not any(isinstance(f, types.ModuleType) for f in (train, evaluate, tune))\n"
+        "assert callable(deepnet.train) and callable(deepnet.tune)"
+    )
+    assert "torch" in _heavy_modules_after(code)
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """An install from the package alone (pip install .) has everything deepnet imports."""
+    root = Path(deepnet.__file__).parent
+    imported = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"deepnet"}
+    distributions = importlib.metadata.packages_distributions()
+    needed = {canonicalize_name(d) for m in third_party for d in distributions[m]}
+    pyproject = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())
+    declared = {
+        canonicalize_name(Requirement(r).name) for r in pyproject["project"]["dependencies"]
+    }
+    assert needed - declared == set()
