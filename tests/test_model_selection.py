@@ -159,3 +159,14 @@ def test_search_refuses_folds_outside_the_images(seed_data):
 def test_bad_search_arguments(seed_data, make, message):
     with pytest.raises(ConfigError, match=message):
         make().fit(*seed_data)
+
+
+def test_a_quiet_search_prints_nothing_and_leaves_optuna_as_it_was(seed_data, capfd):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's own default
+    x, y = seed_data
+    GridSearchCV(DeepNetClassifier(epochs=1), {"neurons": [8, 16]}, cv=2, n_jobs=1).fit(x, y)
+    out, err = capfd.readouterr()
+    assert out == "" and "Trial" not in err and "study" not in err
+    assert optuna.logging.get_verbosity() == optuna.logging.INFO

@@ -30,6 +30,7 @@ from deepnet.errors import ConfigError
 from deepnet.estimator import DeepNetClassifier, FittedState, NotFittedError
 from deepnet.search import SearchSpec, Space, Stage, cv_results, run_search
 from deepnet.search.results import row_of
+from deepnet.search.study import optuna_quieted
 
 
 class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
@@ -90,18 +91,19 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
                 f"totalling {len(folds) * stage.n_trials} fits"
             )
         digest = hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()[:12]
-        outcome = run_search(
-            spec,
-            images,
-            labels,
-            len(classes),
-            storage=self.storage,
-            study_name=self.study_name or f"deepnet-{digest}",
-            n_jobs=self.n_jobs,
-            folds=folds,
-            data={"sha1": digest, "classes": [str(c) for c in classes]},
-            on_trial=self._report if self.verbose > 1 else None,
-        )
+        with optuna_quieted():
+            outcome = run_search(
+                spec,
+                images,
+                labels,
+                len(classes),
+                storage=self.storage,
+                study_name=self.study_name or f"deepnet-{digest}",
+                n_jobs=self.n_jobs,
+                folds=folds,
+                data={"sha1": digest, "classes": [str(c) for c in classes]},
+                on_trial=self._report if self.verbose > 1 else None,
+            )
         rows = sorted(outcome.rows, key=lambda r: (r.stage, r.number))  # trial order
         names = list(searched.dims)
         self.cv_results_ = cv_results(rows, len(folds), names)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -29,6 +31,18 @@ def quiet_optuna() -> None:
     """Let Optuna log warnings only (not every study created and trial told): for the CLI,
     which prints its own progress. Importing deepnet leaves Optuna's level alone."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@contextmanager
+def optuna_quieted() -> Iterator[None]:
+    """Optuna logs warnings only while the block runs, then its level is restored: for the
+    scikit-learn-style classes, which print their own progress (``verbose``)."""
+    before = optuna.logging.get_verbosity()
+    quiet_optuna()
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 def open_study(
