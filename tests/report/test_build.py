@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
-from deepnet.errors import RunFormatError
-from deepnet.report import REPORT_FILE, report
+from deepnet import SearchSpec, Space, Stage, TrainConfig, train, tune
+from deepnet.errors import RunFormatError, SearchError
+from deepnet.report import REPORT_FILE, figures, report
 from deepnet.report.build import build_report
 from deepnet.runs import load_run
 from deepnet.tune import load_search
@@ -43,26 +44,60 @@ def test_a_train_run_report_has_every_picture(train_run):
             assert png.startswith(b"\x89PNG")
 
 
+def pictures(rep, title="the search landscape"):
+    """A section's pictures by the start of their caption (up to its first ':' or '(')."""
+    section = next(s for s in rep.sections if s.title == title)
+    return {caption.split(":")[0].split(" (")[0]: png for caption, png in section.pictures}
+
+
+def captions(rep):
+    return [c for s in rep.sections for c, _ in s.pictures]
+
+
 def test_a_search_report_matches_the_results(search_run):
     rep = build_report(search_run)
-    assert rep.missing == []
+    assert rep.missing == [
+        "parameter importance: needs at least 8 completed trials in which at least 2 "
+        "parameters vary (this search has 2 completed, 1 varying)"
+    ]
     saved = load_search(search_run)
     best = saved.rows[0]
     assert headline(rep)["best CV accuracy"].startswith(f"{best.score:.4f} ± {best.std:.4f}")
     assert headline(rep)["refit test accuracy"].startswith(f"{saved.refit.metrics.accuracy:.4f}")
+    assert headline(rep)["trials"] == "2 complete, 2 pruned"
     assert titles(rep)[:3] == [
         "learning curves of the chosen configuration",
         "the search landscape",
         "results",
     ]
-    landscape = dict(rep.sections[1].pictures)
-    assert {"CV accuracy by optimizer", "CV accuracy by neurons"} <= set(landscape)
-    assert "best CV accuracy for optimizer x neurons" in landscape
-    assert "successive halving: trials that reached each rung" in landscape
+    assert set(pictures(rep)) == {
+        "each trial's mean validation accuracy over its folds per epoch, to where it stopped",
+        "score by optimizer",
+        "score by neurons",
+        "best score for optimizer x neurons; in brackets where no trial completed",
+        "each completed trial's score",
+        "successive halving",
+    }
     header, rows = rep.sections[2].table
     assert header[:4] == ["rank", "trial", "state", "cv accuracy"]
     assert [r[1] for r in rows] == [str(r.number) for r in saved.rows]
     assert "refit: test results" in titles(rep)
+
+
+def test_the_landscape_draws_every_trial_not_only_the_completed(search_run):
+    rep = build_report(search_run)
+    rows = load_search(search_run).rows
+    assert sum(r.ok for r in rows) < len(rows)  # halving pruned some
+    assert f"({len(rows)} of {len(rows)} trials)" in " ".join(captions(rep))
+
+
+def test_parameter_importance_is_drawn_once_enough_trials_completed(wide_search):
+    rep = build_report(wide_search)
+    assert rep.missing == []
+    importance = pictures(rep)["parameter importance"]
+    assert importance.startswith(b"\x89PNG")
+    header, _ = next(s.table for s in rep.sections if s.table)
+    assert len(header) == 7 + 14  # every parameter is a column
 
 
 def test_report_writes_one_self_contained_file(search_run, tmp_path):
@@ -80,10 +115,99 @@ def test_a_search_still_running_says_what_is_missing(search_run, tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "running"}))
     rep = build_report(run_dir)
-    assert headline(rep)["status"] == "running"
+    assert headline(rep)["status"].startswith("running")
     assert any(m.startswith("refit:") for m in rep.missing)
     assert "the search landscape" in titles(rep)
     assert not any(t.startswith("refit:") for t in titles(rep))
+
+
+def test_a_search_stopped_by_ctrl_c(interrupted_search):
+    rep = build_report(interrupted_search)
+    saved = load_search(interrupted_search)
+    assert saved.status == "interrupted" and len(saved.rows) == 2
+    assert headline(rep)["status"] == "interrupted"
+    assert headline(rep)["trials"] == "2 pruned"
+    assert "started" in headline(rep)
+    assert "best configuration: no trial has completed yet" in rep.missing
+    assert "refit: the best configuration has not been refit and tested yet" in rep.missing
+    assert "(2 of 2 trials)" in " ".join(captions(rep))
+    varying = {f"score by {p}" for p in figures.varying_params(saved.rows)}
+    assert varying and varying <= set(pictures(rep))
+    _, rows = rep.sections[-1].table
+    assert [(r[2], r[3]) for r in rows] == [("pruned", f"({t.last_value:.4f})") for t in saved.rows]
+    assert report(interrupted_search).is_file()
+
+
+def test_a_search_killed_midway(killed_search):
+    saved = load_search(killed_search)
+    running = [r for r in saved.rows if r.state == "running"]
+    assert saved.status == "running" and running and sum(r.ok for r in saved.rows) >= 4
+    rep = build_report(killed_search)
+    assert headline(rep)["status"] == "running (no end recorded: still running, or killed)"
+    assert f"{len(running)} running" in headline(rep)["trials"]
+    best = saved.rows[0]
+    assert headline(rep)["best CV accuracy"] == (
+        f"{best.score:.4f} ± {best.std:.4f} (trial {best.number})"
+    )
+    assert "refit: the best configuration has not been refit and tested yet" in rep.missing
+    paths = next(c for c in captions(rep) if c.startswith("each trial's mean validation"))
+    assert f"; no epochs stored yet: {len(running)} running" in paths
+    _, rows = rep.sections[-1].table
+    assert [r[5:7] for r in rows if r[2] == "running"] == [["", ""]] * len(running)
+    assert report(killed_search).is_file()
+
+
+def test_a_search_whose_every_trial_failed(small_data, small27_npz, tmp_path):
+    space = {  # diverges in its first epochs (as in tests/search/test_runner.py)
+        "optimizer": ["Adam"],
+        "learn_rate": [1e8, 1e9],
+        "activation": ["linear"],
+        "init_mode": ["normal"],
+        "epochs": [4],
+        "batch_size": [64],
+    }
+    spec = SearchSpec((Stage(Space.from_dict(space), "grid"),), cv=2, seed=0)
+    with pytest.raises(SearchError, match="every trial failed"):
+        tune(spec, small_data, tmp_path / "run", n_jobs=1, data_path=small27_npz)
+    rep = build_report(tmp_path / "run")
+    assert headline(rep)["status"] == "failed"
+    assert headline(rep)["trials"] == "2 failed"
+    assert headline(rep)["failures"].startswith("2 x fold 0 diverged")
+    assert "best configuration: no trial has completed yet" in rep.missing
+    assert titles(rep)[-1] == "results"
+
+
+def test_a_train_run_stopped_by_ctrl_c(small_data, small27_npz, tmp_path):
+    def ctrl_c_in_epoch_3(result):
+        if result.epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            TrainConfig(epochs=5, batch_size=64),
+            small_data,
+            run_dir=tmp_path / "run",
+            data_path=small27_npz,
+            on_epoch=ctrl_c_in_epoch_3,
+        )
+    rep = build_report(tmp_path / "run")
+    assert headline(rep)["status"] == "interrupted"
+    assert headline(rep)["epochs trained"] == "3 of 5"  # the third was recorded
+    assert "training time" in headline(rep)
+    assert titles(rep) == ["learning curves", "the data as the network sees it"]
+    missing = " ".join(rep.missing)
+    assert "model" in missing and "metrics.json" in missing
+    assert report(tmp_path / "run").is_file()
+
+
+def test_a_train_run_killed_midway(killed_train):
+    rep = build_report(killed_train)
+    assert headline(rep)["status"] == "running (no end recorded: still running, or killed)"
+    assert headline(rep)["epochs trained"] == "0 of 30"
+    assert "started" in headline(rep) and "training time" not in headline(rep)
+    assert "learning curves: no epochs were recorded" in rep.missing
+    assert titles(rep) == ["the data as the network sees it"]
+    assert report(killed_train).is_file()
 
 
 def test_a_crashed_train_run_draws_what_it_can(train_run, tmp_path):

@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
+from deepnet.errors import RunFormatError
 from deepnet.report import figures
 from deepnet.runs import load_run
 from deepnet.search.results import TrialRow
 from deepnet.tune import load_search
 
 
-def row(number, score, epochs=3, state="complete", started=0.0, finished=None, **params):
+def row(number, score, epochs=3, state="complete", started=0.0, finished=None, last=None, **params):
     return TrialRow(
         0,
         number,
@@ -20,6 +21,7 @@ def row(number, score, epochs=3, state="complete", started=0.0, finished=None, *
         epochs,
         1.0,
         params,
+        last_value=last if last is not None else score,
         started_at=started,
         finished_at=finished if finished is not None else 10.0 + number,
     )
@@ -67,18 +69,53 @@ def test_mistakes_are_wrong_and_most_confident_first():
     assert (found[0].true, found[0].predicted) == (0, 1)
 
 
-def test_score_by_value_and_heat_map_use_completed_trials_only():
+def test_score_by_value_and_heat_map_show_every_trial_at_its_last_rung():
     rows = [
         row(0, 0.90, optimizer="Adam", neurons=16),
         row(1, 0.95, optimizer="Adam", neurons=32),
         row(2, 0.97, optimizer="Nadam", neurons=32),
-        row(3, None, state="pruned", optimizer="Nadam", neurons=16),
+        row(3, None, state="pruned", last=0.80, optimizer="Nadam", neurons=16),
+        row(4, None, state="pruned", last=0.99, optimizer="Nadam", neurons=32),
+        row(5, None, state="running", optimizer="Adam", neurons=64),  # reported nothing yet
     ]
     assert figures.varying_params(rows) == ["optimizer", "neurons"]
-    assert figures.score_by_value(rows, "neurons") == [(16, [0.90]), (32, [0.95, 0.97])]
+    final, stopped = figures.TrialScore(0, 0.90, True), figures.TrialScore(3, 0.80, False)
+    assert figures.score_by_value(rows, "neurons") == [
+        (16, [final, stopped]),
+        (32, [figures.TrialScore(n, s, n != 4) for n, s in ((1, 0.95), (2, 0.97), (4, 0.99))]),
+    ]
     hm = figures.heat_map(rows, "optimizer", "neurons")
     assert hm.x_values == ["Adam", "Nadam"] and hm.y_values == [16, 32]
-    assert hm.scores[0, 0] == 0.90 and np.isnan(hm.scores[0, 1]) and hm.scores[1, 1] == 0.97
+    assert hm.scores.tolist() == [[0.90, 0.80], [0.95, 0.97]]  # 0.99 is only a last rung
+    assert hm.final.tolist() == [[True, False], [True, True]]
+
+
+def test_trial_paths_average_the_folds_up_to_where_each_trial_stopped(search_run):
+    rows = load_search(search_run).rows
+    paths = {p.number: p for p in figures.trial_paths(rows)}
+    assert sorted(paths) == sorted(r.number for r in rows)
+    for r in rows:
+        path = paths[r.number]
+        assert path.state == r.state and path.epochs == list(range(1, r.epochs + 1))
+        assert path.val_accuracy[-1] == pytest.approx(r.score if r.ok else r.last_value)
+    assert {p.state for p in paths.values()} == {"complete", "pruned"}
+
+
+def test_importance_ranks_the_parameter_the_score_follows():
+    rows = [
+        row(i, 0.5 + 0.1 * rate + 0.001 * (i % 2), learn_rate=rate, optimizer=opt)
+        for i, (rate, opt) in enumerate((r, o) for r in (0.5, 1.0, 2.0, 3.0) for o in "AB")
+    ]
+    found = figures.importances(rows)
+    assert found.n_trials == 8 and [n for n, _ in found.values] == ["learn_rate", "optimizer"]
+    assert found.values[0][1] > 0.9 and sum(v for _, v in found.values) == pytest.approx(1)
+
+
+def test_importance_needs_enough_completed_trials():
+    rows = [row(i, 0.9, neurons=i, optimizer="AB"[i % 2]) for i in range(7)]
+    rows.append(row(7, None, state="pruned", last=0.5, neurons=7, optimizer="A"))
+    with pytest.raises(RunFormatError, match=r"needs at least 8 completed trials.*has 7 completed"):
+        figures.importances(rows)
 
 
 def test_timeline_orders_by_finish_and_tracks_the_best():

@@ -9,6 +9,7 @@ missing, and the rest of the report is still drawn.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +25,23 @@ from deepnet.evaluate import images_to_tensor, predict_logits
 from deepnet.nn import SeedNet
 from deepnet.report import figures, plots
 from deepnet.runs import SavedRun
-from deepnet.search.results import TrialRow
-from deepnet.tune import SEARCH_FILE, SavedSearch, load_search
+from deepnet.search.records import TrialStatus
+from deepnet.search.results import TrialRow, failure_summary
+from deepnet.tune import REFIT_DIR, SEARCH_FILE, SavedSearch, load_search
 
 TABLE_ROWS = 50
+LANDSCAPE_TEXT = (
+    "Every trial, also those stopped early: a trial's score here is its final mean "
+    "validation accuracy over the folds if it completed, else the last one it reported "
+    "(its last rung) before it was pruned, failed, or the search stopped."
+)
+Picture = tuple[str, bytes]  # caption, PNG
 
 
 @dataclass
 class Section:
     title: str
-    pictures: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
+    pictures: list[Picture] = field(default_factory=list)
     table: tuple[list[str], list[list[str]]] | None = None  # header, rows
     text: str = ""
 
@@ -82,8 +90,22 @@ def build_report(run_dir: str | Path, compare: Sequence[str | Path] = ()) -> Rep
 # --- training runs -----------------------------------------------------------------
 
 
+def _status(info: dict[str, Any]) -> str:
+    """The recorded status; "running" is all a killed process leaves, so it says so."""
+    status = str(info.get("status", "unknown"))
+    if status == "running":
+        return "running (no end recorded: still running, or killed)"
+    return status
+
+
+def _seconds(info: dict[str, Any]) -> str | None:
+    """How long the run took; None until it ended (a killed run never records it)."""
+    seconds = info.get("seconds")
+    return None if seconds is None else f"{seconds:.0f} s"
+
+
 def _train_headline(report: Report, run: SavedRun, prefix: str = "") -> None:
-    report.headline.append((f"{prefix}status", run.status))
+    report.headline.append((f"{prefix}status", _status(run.info)))
     if run.metrics:
         m = run.metrics
         low, high = m.interval_95
@@ -97,8 +119,13 @@ def _train_headline(report: Report, run: SavedRun, prefix: str = "") -> None:
         report.missing.append(
             f"{prefix}test metrics: the run has no metrics.json (it is {run.status})"
         )
-    if "seconds" in run.info:
-        report.headline.append((f"{prefix}training time", f"{run.info['seconds']:.0f} s"))
+    report.headline.append(
+        (f"{prefix}epochs trained", f"{len(run.history)} of {run.config.epochs}")
+    )
+    if not prefix and run.info.get("started"):
+        report.headline.append(("started", str(run.info["started"])))
+    if (seconds := _seconds(run.info)) is not None:
+        report.headline.append((f"{prefix}training time", seconds))
     report.headline.append((f"{prefix}parameters", _params(run.config.to_dict())))
 
 
@@ -109,7 +136,7 @@ def _train_curves(run: SavedRun, title: str = "learning curves") -> Section:
     caption = "accuracy and loss per epoch, training vs validation"
     if not curves.has("val_accuracy"):
         caption += " (this run held out no validation images)"
-    return Section(title, [(caption, plots.learning_curves(curves, title))])
+    return Section(title, [(caption, plots.png(plots.learning_curves(curves, title)))])
 
 
 def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
@@ -126,7 +153,7 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
                 [
                     (
                         "test images per class (28x28, scaled to [0, 1])",
-                        plots.image_grid(samples, names, "samples"),
+                        plots.png(plots.image_grid(samples, names, "samples")),
                     )
                 ],
             )
@@ -136,26 +163,30 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
         pictures = [
             (
                 "first convolution: one 3x3 kernel per filter",
-                plots.kernels(first[:, None], "conv1 filters"),
+                plots.png(plots.kernels(first[:, None], "conv1 filters")),
             ),
             (
                 "second convolution: a row per filter, a column per input channel",
-                plots.kernels(second, "conv2 filters"),
+                plots.png(plots.kernels(second, "conv2 filters")),
             ),
         ]
         if data is not None:
             image = data[0][0]
+            layers = figures.feature_maps(model, image)
             pictures.append(
                 (
                     "one test image through each convolution",
-                    plots.maps(image, figures.feature_maps(model, image), "feature maps"),
+                    plots.png(plots.maps(image, layers, "feature maps")),
                 )
             )
         report.sections.append(Section(f"{label}what the network learned", pictures))
     pictures = []
     if run.metrics:
         pictures.append(
-            ("true vs predicted", plots.confusion(np.array(run.metrics.confusion), names))
+            (
+                "true vs predicted",
+                plots.png(plots.confusion(np.array(run.metrics.confusion), names)),
+            )
         )
     if model is not None and data is not None:
         images, labels = data
@@ -166,7 +197,7 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
             pictures.append(
                 (
                     f"the {len(found)} most confident of {n_wrong} mistakes",
-                    plots.mistake_grid(images, found, names),
+                    plots.png(plots.mistake_grid(images, found, names)),
                 )
             )
     if pictures:
@@ -194,14 +225,18 @@ def _search_report(run_dir: Path, compare: Sequence[str | Path]) -> Report:
         return report
     rows = search.rows
     done = [r for r in rows if r.ok]
-    report.headline.append(("status", search.status))
-    states = {}
-    for r in rows:
-        states[r.state] = states.get(r.state, 0) + 1
-    report.headline.append(("trials", ", ".join(f"{n} {s}" for s, n in sorted(states.items()))))
     info = runs.read_json(run_dir / runs.RUN_FILE)
-    if "seconds" in info:
-        report.headline.append(("search time", f"{info['seconds']:.0f} s"))
+    report.headline.append(("status", _status(info)))
+    states = Counter(str(r.state) for r in rows)
+    report.headline.append(
+        ("trials", ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none yet")
+    )
+    if failed := [r for r in rows if r.state == TrialStatus.FAILED]:
+        report.headline.append(("failures", failure_summary(failed)))
+    if info.get("started"):
+        report.headline.append(("started", str(info["started"])))
+    if (seconds := _seconds(info)) is not None:
+        report.headline.append(("search time", seconds))
     if done:
         best = done[0]
         report.headline.append(
@@ -212,60 +247,124 @@ def _search_report(run_dir: Path, compare: Sequence[str | Path]) -> Report:
         report.missing.append("best configuration: no trial has completed yet")
     if search.refit is not None:
         _train_headline(report, search.refit, prefix="refit ")
-    else:
-        report.missing.append("refit: the best configuration has not been refit and tested yet")
+    elif note := report.guard("refit", lambda: _no_refit(run_dir)):
+        report.missing.append(note)
     if done and done[0].history:
         fold_data = figures.fold_curves(done[0].history)
         pictures = [
             (
                 f"trial {done[0].number}: each fold (thin) and their mean ± 1 std",
-                plots.fold_learning_curves(fold_data, "best trial, per fold"),
+                plots.png(plots.fold_learning_curves(fold_data, "best trial, per fold")),
             )
         ]
         if search.refit is not None and search.refit.history:
             curves = figures.run_curves(search.refit.history)
             pictures.append(
-                ("the refit on the whole training split", plots.learning_curves(curves, "refit"))
+                (
+                    "the refit on the whole training split",
+                    plots.png(plots.learning_curves(curves, "refit")),
+                )
             )
         report.sections.append(Section("learning curves of the chosen configuration", pictures))
-    report.guard("the search landscape", lambda: _landscape(report, search, compare))
+    landscape = Section("the search landscape", text=LANDSCAPE_TEXT)
+    for what, draw in _landscape(search, compare):
+        picture = report.guard(what, draw)
+        if picture is not None:
+            landscape.pictures.append(picture)
+    if landscape.pictures:
+        report.sections.append(landscape)
     report.sections.append(_results_table(rows))
     if search.refit is not None:
         _model_sections(report, search.refit, label="refit: ")
     return report
 
 
-def _landscape(report: Report, search: SavedSearch, compare: Sequence[str | Path]) -> None:
+def _no_refit(run_dir: Path) -> str:
+    refit_dir = run_dir / REFIT_DIR
+    if (refit_dir / runs.RUN_FILE).is_file():
+        status = _status(runs.read_json(refit_dir / runs.RUN_FILE))
+        return f"refit: the refit of the best configuration did not finish (it is {status})"
+    return "refit: the best configuration has not been refit and tested yet"
+
+
+def _landscape(
+    search: SavedSearch, compare: Sequence[str | Path]
+) -> list[tuple[str, Callable[[], Picture | None]]]:
+    """The landscape's pictures, each as (what it shows, how to draw it): drawn one by one,
+    so one that cannot be drawn leaves a note and the others are still drawn."""
     rows = search.rows
-    pictures = []
+    steps: list[tuple[str, Callable[[], Picture | None]]] = [
+        ("trials per epoch", lambda: _paths_picture(rows))
+    ]
     for param in figures.varying_params(rows):
-        groups = figures.score_by_value(rows, param)
-        if groups:
-            pictures.append((f"CV accuracy by {param}", plots.score_by_value(param, groups)))
-    pair = figures.heat_map_params(rows)
-    if pair:
-        pictures.append(
-            (
-                f"best CV accuracy for {pair[0]} x {pair[1]}",
-                plots.heat_map(figures.heat_map(rows, *pair)),
-            )
-        )
-    lines = [_timeline(search)]
-    for other in compare:
-        lines.append(_timeline(load_search(other)))
+        steps.append((f"score by {param}", lambda p=param: _by_value_picture(rows, p)))
+    if pair := figures.heat_map_params(rows):
+        steps.append((f"heat map of {pair[0]} x {pair[1]}", lambda: _heat_picture(rows, pair)))
+    steps.append(("parameter importance", lambda: _importance_picture(rows)))
+    steps.append(("scores over time", lambda: _timeline_picture(search, compare)))
+    steps.append(("successive halving", lambda: _rungs_picture(rows)))
+    return steps
+
+
+def _paths_picture(rows: Sequence[TrialRow]) -> Picture | None:
+    paths = figures.trial_paths(rows)
+    if not paths:
+        return None
+    caption = (
+        f"each trial's mean validation accuracy over its folds per epoch, to where it stopped "
+        f"({len(paths)} of {len(rows)} trials"
+    )
+    unstored = Counter(str(r.state) for r in rows if not r.history)  # stored when they end
+    if unstored:
+        caption += "; no epochs stored yet: " + ", ".join(f"{n} {s}" for s, n in unstored.items())
+    return caption + ")", plots.png(plots.trial_paths(paths))
+
+
+def _by_value_picture(rows: Sequence[TrialRow], param: str) -> Picture | None:
+    groups = figures.score_by_value(rows, param)
+    if not groups:
+        return None
+    caption = f"score by {param}: filled, a completed trial; hollow, the last rung of one stopped"
+    return caption, plots.png(plots.score_by_value(param, groups))
+
+
+def _heat_picture(rows: Sequence[TrialRow], pair: tuple[str, str]) -> Picture | None:
+    data = figures.heat_map(rows, *pair)
+    if not data.x_values:
+        return None
+    caption = (
+        f"best score for {pair[0]} x {pair[1]}; in brackets where no trial completed: "
+        "the best last rung"
+    )
+    return caption, plots.png(plots.heat_map(data))
+
+
+def _importance_picture(rows: Sequence[TrialRow]) -> Picture:
+    data = figures.importances(rows)
+    caption = "parameter importance: each parameter's share of the variance of the CV score"
+    return caption, plots.png(plots.importances(data))
+
+
+def _timeline_picture(search: SavedSearch, compare: Sequence[str | Path]) -> Picture | None:
+    lines = [_timeline(search), *(_timeline(load_search(other)) for other in compare)]
     lines = [line for line in lines if line.seconds]
-    if lines:
-        caption = "each trial's score (dots) and the best so far (line)"
-        if len(lines) > 1:
-            caption += ", one line per search"
-        pictures.append((caption, plots.timelines(lines)))
+    if not lines:
+        return None
+    caption = (
+        "each completed trial's score (dots) and the best so far (line); hollow, the last "
+        "rung of a trial stopped early"
+    )
+    if len(lines) > 1:
+        caption += ", one line per search"
+    return caption, plots.png(plots.timelines(lines))
+
+
+def _rungs_picture(rows: Sequence[TrialRow]) -> Picture | None:
     survivors = figures.rung_survivors(rows)
-    if any(r.state == "pruned" for r in rows) and len(survivors) > 1:
-        pictures.append(
-            ("successive halving: trials that reached each rung", plots.rungs(survivors))
-        )
-    if pictures:
-        report.sections.append(Section("the search landscape", pictures))
+    if not any(r.state == TrialStatus.PRUNED for r in rows) or len(survivors) < 2:
+        return None
+    caption = "successive halving: trials that reached each rung"
+    return caption, plots.png(plots.rungs(survivors))
 
 
 def _timeline(search: SavedSearch) -> figures.Timeline:
@@ -290,8 +389,8 @@ def _results_table(rows: Sequence[TrialRow]) -> Section:
                 r.state,
                 score,
                 f"{r.std:.4f}" if r.std is not None else "",
-                str(r.epochs),
-                f"{r.seconds:.0f}",
+                str(r.epochs) if r.finished else "",  # a running trial stores them at its end
+                f"{r.seconds:.0f}" if r.finished else "",
                 *(str(r.params.get(p, "")) for p in params),
             ]
         )
@@ -299,7 +398,8 @@ def _results_table(rows: Sequence[TrialRow]) -> Section:
     return Section(
         f"results{more}",
         table=(header, body),
-        text="A pruned trial's score in brackets: its mean validation accuracy when stopped.",
+        text="In brackets, the score of a trial stopped early (pruned, failed or running): "
+        "the last mean validation accuracy it reported.",
     )
 
 

@@ -10,14 +10,23 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import optuna
 import torch
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.importance import FanovaImportanceEvaluator
 
+from deepnet.errors import RunFormatError
 from deepnet.nn import SeedNet
-from deepnet.search.records import HISTORY_FIELDS
+from deepnet.search.records import HISTORY_FIELDS, TrialStatus
 from deepnet.search.results import TrialRow
 
 CURVE_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -137,35 +146,63 @@ def _sort_values(values: Sequence[Any]) -> list[Any]:
         return sorted(values, key=repr)
 
 
-def score_by_value(rows: Sequence[TrialRow], param: str) -> list[tuple[Any, list[float]]]:
-    """For each value of ``param``: the CV scores of the completed trials that used it."""
-    scores: dict[Any, list[float]] = {}
+@dataclass(frozen=True)
+class TrialScore:
+    """A trial's score at its last rung: the final CV accuracy of a completed trial, else the
+    last mean validation accuracy it reported before it was stopped (``final`` False)."""
+
+    number: int
+    score: float
+    final: bool
+
+
+def last_rung(row: TrialRow) -> TrialScore | None:
+    """The trial's score at the last rung it reached; None if it reported none."""
+    if row.ok:
+        return TrialScore(row.number, row.score, final=True)
+    if row.last_value is None or math.isnan(row.last_value):
+        return None
+    return TrialScore(row.number, row.last_value, final=False)
+
+
+def score_by_value(rows: Sequence[TrialRow], param: str) -> list[tuple[Any, list[TrialScore]]]:
+    """For each value of ``param``: the last-rung scores of every trial that used it."""
+    scores: dict[Any, list[TrialScore]] = {}
     for r in rows:
-        if r.ok and param in r.params:
-            scores.setdefault(r.params[param], []).append(r.score)
+        if param in r.params and (score := last_rung(r)) is not None:
+            scores.setdefault(r.params[param], []).append(score)
     return [(v, scores[v]) for v in _sort_values(list(scores))]
 
 
 @dataclass(frozen=True)
 class HeatMap:
-    """Best CV score for each pair of values of two parameters (NaN: no completed trial)."""
+    """Best score for each pair of values of two parameters: the best final CV score where a
+    trial completed (``final``), else the best last rung (NaN: no trial reported one)."""
 
     x_param: str
     y_param: str
     x_values: list[Any]
     y_values: list[Any]
     scores: np.ndarray  # (len(y_values), len(x_values))
+    final: np.ndarray  # bool, same shape: the cell's score is a completed trial's
 
 
 def heat_map(rows: Sequence[TrialRow], x_param: str, y_param: str) -> HeatMap:
-    done = [r for r in rows if r.ok and x_param in r.params and y_param in r.params]
-    xs = _sort_values(list({r.params[x_param] for r in done}))
-    ys = _sort_values(list({r.params[y_param] for r in done}))
+    scored = [
+        (r, s)
+        for r in rows
+        if x_param in r.params and y_param in r.params and (s := last_rung(r)) is not None
+    ]
+    xs = _sort_values(list({r.params[x_param] for r, _ in scored}))
+    ys = _sort_values(list({r.params[y_param] for r, _ in scored}))
     grid = np.full((len(ys), len(xs)), np.nan)
-    for r in done:
+    final = np.zeros((len(ys), len(xs)), dtype=bool)
+    for r, s in scored:
         i, j = ys.index(r.params[y_param]), xs.index(r.params[x_param])
-        grid[i, j] = r.score if math.isnan(grid[i, j]) else max(grid[i, j], r.score)
-    return HeatMap(x_param, y_param, xs, ys, grid)
+        # a completed trial's score outranks any last rung: rungs of different depth differ
+        if (s.final, s.score) > (final[i, j], -math.inf if math.isnan(grid[i, j]) else grid[i, j]):
+            grid[i, j], final[i, j] = s.score, s.final
+    return HeatMap(x_param, y_param, xs, ys, grid, final)
 
 
 def heat_map_params(rows: Sequence[TrialRow]) -> tuple[str, str] | None:
@@ -180,28 +217,36 @@ def heat_map_params(rows: Sequence[TrialRow]) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class Timeline:
-    """One search's trials in the order they finished: elapsed seconds, score, best so far."""
+    """One search's completed trials in the order they finished (elapsed seconds, score, best
+    so far), and when each trial stopped early ended, with its last rung."""
 
     label: str
     seconds: list[float]
     scores: list[float]
     best: list[float]
+    stopped: list[tuple[float, float]] = field(default_factory=list)  # (seconds, last rung)
 
 
 def timeline(rows: Sequence[TrialRow], label: str) -> Timeline:
-    done = sorted(
-        (r for r in rows if r.ok and r.finished_at is not None), key=lambda r: r.finished_at
-    )
     starts = [r.started_at for r in rows if r.started_at is not None]
-    if not done or not starts:
+    if not starts:
         return Timeline(label, [], [], [])
     t0 = min(starts)
+    ended = sorted(
+        (r for r in rows if r.finished and r.finished_at is not None), key=lambda r: r.finished_at
+    )
+    done = [r for r in ended if r.ok]
     scores = [r.score for r in done]
     return Timeline(
         label,
         [r.finished_at - t0 for r in done],
         scores,
-        list(np.maximum.accumulate(scores)),
+        list(np.maximum.accumulate(scores)) if scores else [],
+        [
+            (r.finished_at - t0, s.score)
+            for r in ended
+            if not r.ok and (s := last_rung(r)) is not None
+        ],
     )
 
 
@@ -210,3 +255,81 @@ def rung_survivors(rows: Sequence[TrialRow]) -> list[tuple[int, int]]:
     stopped at: how successive halving promoted trials from rung to rung."""
     trained = [r.epochs for r in rows if r.finished and r.epochs > 0]
     return [(e, sum(t >= e for t in trained)) for e in sorted(set(trained))]
+
+
+@dataclass(frozen=True)
+class TrialPath:
+    """One trial's mean validation accuracy over its folds per epoch, up to where it stopped."""
+
+    number: int
+    state: TrialStatus
+    epochs: list[int]
+    val_accuracy: list[float]
+
+
+def trial_paths(rows: Sequence[TrialRow]) -> list[TrialPath]:
+    """The path of every trial that stored a history (one still running stores none yet)."""
+    paths = []
+    for r in rows:
+        if not r.history:
+            continue
+        mean = fold_curves(r.history).mean.get("val_accuracy", [])
+        points = [(e, v) for e, v in enumerate(mean, start=1) if math.isfinite(v)]
+        if points:
+            epochs, values = zip(*points, strict=True)
+            paths.append(TrialPath(r.number, r.state, list(epochs), list(values)))
+    return paths
+
+
+MIN_IMPORTANCE_TRIALS = 8  # fANOVA's forest on fewer completed trials is noise
+
+
+@dataclass(frozen=True)
+class Importances:
+    """fANOVA importance of each varying parameter (summing to 1), most important first."""
+
+    n_trials: int
+    values: list[tuple[str, float]]
+
+
+def importances(rows: Sequence[TrialRow]) -> Importances:
+    """Parameter importance over the completed trials (Optuna's fANOVA evaluator, seeded);
+    RunFormatError when the search has too few of them to say.
+
+    Each parameter's range is the one the trials used; fANOVA works on that range without
+    log scaling, so the search space itself is not needed.
+    """
+    done = [r for r in rows if r.ok]
+    names = [n for n in varying_params(done) if all(n in r.params for r in done)]
+    if len(done) < MIN_IMPORTANCE_TRIALS or len(names) < 2:
+        raise RunFormatError(
+            f"needs at least {MIN_IMPORTANCE_TRIALS} completed trials in which at least 2 "
+            f"parameters vary (this search has {len(done)} completed, {len(names)} varying)"
+        )
+    distributions = {n: _observed_distribution([r.params[n] for r in done]) for n in names}
+    trials = [
+        optuna.trial.create_trial(
+            params={n: r.params[n] for n in names}, distributions=distributions, value=r.score
+        )
+        for r in done
+    ]
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
+    try:
+        study = optuna.create_study(direction="maximize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    study.add_trials(trials)
+    found = optuna.importance.get_param_importances(
+        study, evaluator=FanovaImportanceEvaluator(seed=0)
+    )
+    return Importances(len(done), list(found.items()))
+
+
+def _observed_distribution(values: Sequence[Any]) -> BaseDistribution:
+    """A numeric range over the values a parameter took, or their categories."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return IntDistribution(min(values), max(values))
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return FloatDistribution(float(min(values)), float(max(values)))
+    return CategoricalDistribution(_sort_values(list(dict.fromkeys(values))))

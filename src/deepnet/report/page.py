@@ -13,15 +13,22 @@ from deepnet.report import REPORT_FILE
 if TYPE_CHECKING:
     from deepnet.report.build import Report, Section
 
+# Nothing may widen the page past the window: long words (paths, parameter lists) wrap
+# anywhere, pictures shrink to fit, and the results table scrolls inside its own box.
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1100px;
+  color: #222; }
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+p, li, figcaption, table.headline td { overflow-wrap: anywhere; }
 table { border-collapse: collapse; font-size: .85em; }
 td, th { border: 1px solid #ddd; padding: .25em .5em; text-align: right; }
-th { background: #f4f4f4; } table.headline td:first-child { font-weight: 600; text-align: left; }
-table.headline td { text-align: left; }
-figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; }
-figcaption { font-size: .85em; color: #555; } img { max-width: 100%; }
+th { background: #f4f4f4; } table.headline td { text-align: left; }
+table.headline td:first-child { font-weight: 600; white-space: nowrap; }
+table.results td { white-space: nowrap; }
+.scroll { overflow-x: auto; max-width: 100%; }
+figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; max-width: 100%; }
+figcaption { font-size: .85em; color: #555; contain: inline-size; }  /* as wide as its image */
+img { max-width: 100%; height: auto; }
 .missing { background: #fff6e0; border: 1px solid #e8c66b; padding: .5em 1em; }
 """
 
@@ -58,12 +65,12 @@ def _section(section: Section) -> str:
         )
     if section.table:
         header, rows = section.table
-        out.append('<table class="results"><tr>')
+        out.append('<div class="scroll"><table class="results"><tr>')
         out += [f"<th>{escape(h)}</th>" for h in header]
         out.append("</tr>")
         for row in rows:
             out.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
-        out.append("</table>")
+        out.append("</table></div>")
     out.append("</section>")
     return "\n".join(out)
 

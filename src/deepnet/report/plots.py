@@ -1,29 +1,57 @@
-"""Drawing: each function turns plot data (see ``figures``) into PNG bytes with matplotlib.
+"""Drawing: each function turns plot data (see ``figures``) into a matplotlib Figure, and
+``png`` turns a Figure into the bytes a report inlines.
 
 Figures are made with matplotlib's object API on the Agg canvas, so nothing needs a screen
-and no global pyplot state is touched.
+and no global pyplot state is touched. Returning the Figure lets tests check its layout.
+Grids of small images use the constrained layout, which keeps a figure's title clear of
+its panels' titles.
 """
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from deepnet.report.figures import Curves, FoldCurves, HeatMap, Mistake, Timeline
+from deepnet.report.figures import (
+    Curves,
+    FoldCurves,
+    HeatMap,
+    Importances,
+    Mistake,
+    Timeline,
+    TrialPath,
+    TrialScore,
+)
+from deepnet.search.records import TrialStatus
 
 TRAIN, VAL = "#1f77b4", "#d62728"
+FINAL, LAST_RUNG = "completed (final CV accuracy)", "stopped early (last rung)"
 
 
-def _png(fig: Figure) -> bytes:
+def _legend(ax: Axes) -> None:
+    """A legend beside the axes, so that it never hides a point, with one entry per label
+    (plots draw a label once per group)."""
+    handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    if handles:
+        ax.legend(
+            handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1)
+        )
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, cropped to what was drawn."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     return buffer.getvalue()
 
 
-def learning_curves(curves: Curves, title: str) -> bytes:
+def learning_curves(curves: Curves, title: str) -> Figure:
     """Accuracy and loss per epoch, training vs validation."""
     fig = Figure(figsize=(9, 3.4))
     for ax, metric in zip(fig.subplots(1, 2), ("accuracy", "loss"), strict=True):
@@ -33,12 +61,13 @@ def learning_curves(curves: Curves, title: str) -> bytes:
                 label = "training" if split == "train" else "validation"
                 ax.plot(curves.epochs, curves.series[name], "o-", ms=3, color=color, label=label)
         ax.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
         ax.grid(alpha=0.3)
         ax.legend()
-    return _png(fig)
+    return fig
 
 
-def fold_learning_curves(data: FoldCurves, title: str) -> bytes:
+def fold_learning_curves(data: FoldCurves, title: str) -> Figure:
     """Each fold's validation and training curves (thin) with the mean and a ±1 std band."""
     fig = Figure(figsize=(9, 3.4))
     for ax, metric in zip(fig.subplots(1, 2), ("accuracy", "loss"), strict=True):
@@ -53,15 +82,16 @@ def fold_learning_curves(data: FoldCurves, title: str) -> bytes:
                 ax.plot(data.epochs, mean, "o-", ms=3, color=color, label=label)
                 ax.fill_between(data.epochs, mean - std, mean + std, color=color, alpha=0.15)
         ax.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _png(fig)
+    return fig
 
 
-def image_grid(images: np.ndarray, row_labels: Sequence[str], title: str) -> bytes:
+def image_grid(images: np.ndarray, row_labels: Sequence[str], title: str) -> Figure:
     """Images (rows, cols, H, W) in a grid, one labelled row per class."""
     rows, cols = images.shape[:2]
-    fig = Figure(figsize=(cols * 0.9, rows * 0.95 + 0.4))
+    fig = Figure(figsize=(cols * 0.9, rows * 0.95 + 0.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     for i in range(rows):
         for j in range(cols):
@@ -71,14 +101,14 @@ def image_grid(images: np.ndarray, row_labels: Sequence[str], title: str) -> byt
             ax.set_yticks([])
         axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center")
     fig.suptitle(title)
-    return _png(fig)
+    return fig
 
 
-def kernels(weights: np.ndarray, title: str, row_label: str = "filter") -> bytes:
+def kernels(weights: np.ndarray, title: str, row_label: str = "filter") -> Figure:
     """Kernels (rows, cols, k, k) on a shared diverging colour scale (blue -, red +)."""
     rows, cols = weights.shape[:2]
     limit = float(np.abs(weights).max()) or 1.0
-    fig = Figure(figsize=(max(cols, 2) * 0.8 + 0.8, rows * 0.8 + 0.5))
+    fig = Figure(figsize=(max(cols, 2) * 0.8 + 0.8, rows * 0.8 + 0.5), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for i in range(rows):
         for j in range(cols):
@@ -91,27 +121,32 @@ def kernels(weights: np.ndarray, title: str, row_label: str = "filter") -> bytes
         )
     fig.colorbar(image, ax=axes, shrink=0.8)
     fig.suptitle(title)
-    return _png(fig)
+    return fig
 
 
-def maps(image: np.ndarray, layers: Sequence[np.ndarray], title: str) -> bytes:
-    """The input image, then each layer's feature maps (channels, h, w) in a row."""
-    width = max(len(m) for m in layers)
-    fig = Figure(figsize=(width * 1.1 + 1.2, (len(layers) + 1) * 1.2))
-    axes = fig.subplots(len(layers) + 1, width, squeeze=False)
+MAPS_PER_ROW = 8  # wider layers wrap, so the maps stay large enough to read
+
+
+def maps(image: np.ndarray, layers: Sequence[np.ndarray], title: str) -> Figure:
+    """The input image, then each layer's feature maps (channels, h, w), MAPS_PER_ROW a row."""
+    cols = min(MAPS_PER_ROW, max(len(m) for m in layers))
+    starts = np.cumsum([1, *(-(-len(m) // cols) for m in layers)])  # first row of each layer
+    fig = Figure(figsize=(cols * 1.1 + 0.4, starts[-1] * 1.2 + 0.4), layout="constrained")
+    axes = fig.subplots(starts[-1], cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     axes[0, 0].imshow(image, cmap="gray_r")
     axes[0, 0].set_title("input", fontsize=8)
-    for i, layer in enumerate(layers, start=1):
+    for i, (layer, start) in enumerate(zip(layers, starts, strict=False), start=1):
         for j, channel in enumerate(layer):
-            axes[i, j].imshow(channel, cmap="viridis")
-            axes[i, j].set_title(f"conv{i} #{j + 1}", fontsize=7)
+            ax = axes[start + j // cols, j % cols]
+            ax.imshow(channel, cmap="viridis")
+            ax.set_title(f"conv{i} #{j + 1}", fontsize=8)
     fig.suptitle(title)
-    return _png(fig)
+    return fig
 
 
-def confusion(matrix: np.ndarray, names: Sequence[str]) -> bytes:
+def confusion(matrix: np.ndarray, names: Sequence[str]) -> Figure:
     """Counts of true (rows) vs predicted (columns) test labels."""
     k = len(names)
     fig = Figure(figsize=(1.2 + 0.7 * k, 1.0 + 0.6 * k))
@@ -124,14 +159,14 @@ def confusion(matrix: np.ndarray, names: Sequence[str]) -> bytes:
     ax.set_xticks(range(k), names)
     ax.set_yticks(range(k), names)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test split)")
-    return _png(fig)
+    return fig
 
 
-def mistake_grid(images: np.ndarray, found: Sequence[Mistake], names: Sequence[str]) -> bytes:
+def mistake_grid(images: np.ndarray, found: Sequence[Mistake], names: Sequence[str]) -> Figure:
     """Misclassified test images with true label, predicted label and confidence."""
     cols = min(8, len(found))
     rows = -(-len(found) // cols)
-    fig = Figure(figsize=(cols * 1.25, rows * 1.5))
+    fig = Figure(figsize=(cols * 1.25, rows * 1.5 + 0.4), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -142,56 +177,158 @@ def mistake_grid(images: np.ndarray, found: Sequence[Mistake], names: Sequence[s
             fontsize=7,
         )
     fig.suptitle("misclassified test images, most confident first")
-    return _png(fig)
+    return fig
 
 
-def score_by_value(param: str, groups: Sequence[tuple[object, list[float]]]) -> bytes:
-    """CV score of every completed trial against the value of one parameter."""
-    fig = Figure(figsize=(max(3.5, 0.7 * len(groups) + 1.5), 3))
+def score_by_value(param: str, groups: Sequence[tuple[object, list[TrialScore]]]) -> Figure:
+    """Every trial's last-rung score against the value of one parameter: filled dots for
+    completed trials' CV accuracy, hollow ones for trials stopped earlier."""
+    fig = Figure(figsize=(max(4.5, 0.7 * len(groups) + 2.5), 3.2))
     ax = fig.subplots()
     for i, (_, scores) in enumerate(groups):
-        ax.scatter([i] * len(scores), scores, s=14, alpha=0.6, color=TRAIN)
-        ax.plot([i - 0.25, i + 0.25], [max(scores)] * 2, color=VAL)
+        for final in (True, False):
+            ys = [s.score for s in scores if s.final is final]
+            if ys:
+                ax.scatter(
+                    [i] * len(ys),
+                    ys,
+                    s=18,
+                    alpha=0.7,
+                    facecolors=TRAIN if final else "none",
+                    edgecolors=TRAIN,
+                    label=FINAL if final else LAST_RUNG,
+                )
+        finals = [s.score for s in scores if s.final]
+        if finals:
+            ax.plot([i - 0.25, i + 0.25], [max(finals)] * 2, color=VAL, label="best completed")
     ax.set_xticks(range(len(groups)), [str(v) for v, _ in groups], rotation=30, ha="right")
-    ax.set(xlabel=param, ylabel="CV accuracy", title=f"score by {param} (red: best)")
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set(xlabel=param, ylabel="mean validation accuracy", title=f"score by {param}")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    _legend(ax)
+    return fig
 
 
-def heat_map(data: HeatMap) -> bytes:
-    """Best CV score for each pair of values of two parameters."""
-    fig = Figure(figsize=(1.5 + 0.8 * len(data.x_values), 1.2 + 0.45 * len(data.y_values)))
+def heat_map(data: HeatMap) -> Figure:
+    """Best score for each pair of values of two parameters; a cell no trial completed in
+    shows its best last rung in brackets."""
+    fig = Figure(figsize=(1.8 + 0.9 * len(data.x_values), 1.4 + 0.45 * len(data.y_values)))
     ax = fig.subplots()
     image = ax.imshow(np.ma.masked_invalid(data.scores), cmap="viridis", aspect="auto")
     for i in range(len(data.y_values)):
         for j in range(len(data.x_values)):
-            if not np.isnan(data.scores[i, j]):
-                ax.text(j, i, f"{data.scores[i, j]:.4f}", ha="center", va="center", fontsize=7)
+            score = data.scores[i, j]
+            if not np.isnan(score):
+                text = f"{score:.4f}" if data.final[i, j] else f"({score:.4f})"
+                color = "black" if image.norm(score) > 0.6 else "white"  # dark on yellow
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
     ax.set_xticks(range(len(data.x_values)), [str(v) for v in data.x_values], rotation=30)
     ax.set_yticks(range(len(data.y_values)), [str(v) for v in data.y_values])
-    ax.set(xlabel=data.x_param, ylabel=data.y_param, title="best CV accuracy")
+    ax.set(xlabel=data.x_param, ylabel=data.y_param, title="best score (bracketed: last rung)")
     fig.colorbar(image, ax=ax)
-    return _png(fig)
+    return fig
 
 
-def timelines(lines: Sequence[Timeline]) -> bytes:
-    """Each search's trial scores (dots) and best so far (line) against elapsed time."""
+MIN_SPAN_S = 10.0  # a time axis never spans less, however close the points are
+MINUTES_FROM_S = 180.0  # longer searches are plotted in minutes
+
+
+def timelines(lines: Sequence[Timeline]) -> Figure:
+    """Each search's completed trials' scores (dots), best so far (line) and trials stopped
+    early (hollow, at their last rung) against the time since the search started, over at
+    least MIN_SPAN_S."""
+    times = [s for line in lines for s in (*line.seconds, *(t for t, _ in line.stopped))]
+    span = max([MIN_SPAN_S, *times])
+    scale, unit = (60.0, "minutes") if span > MINUTES_FROM_S else (1.0, "seconds")
     fig = Figure(figsize=(7, 3.4))
     ax = fig.subplots()
-    for line in lines:
-        dots = ax.scatter(line.seconds, line.scores, s=10, alpha=0.4)
+    for i, line in enumerate(lines):
+        color = f"C{i}"
+        ax.scatter([s / scale for s in line.seconds], line.scores, s=14, color=color)
         ax.step(
-            line.seconds, line.best, where="post", color=dots.get_facecolor()[0], label=line.label
+            [s / scale for s in line.seconds],
+            line.best,
+            where="post",
+            color=color,
+            label=line.label,
         )
+        if line.stopped:
+            ax.scatter(
+                [t / scale for t, _ in line.stopped],
+                [v for _, v in line.stopped],
+                s=14,
+                facecolors="none",
+                edgecolors=color,
+                alpha=0.6,
+                label=f"{line.label}: {LAST_RUNG}",
+            )
+    ax.set_xlim(0, span / scale * 1.05)
+    if ax.get_ylim()[1] > 1:
+        ax.set_ylim(top=1.002)  # an accuracy: nothing lies above 1
     ax.set(
-        xlabel="seconds since the search started", ylabel="CV accuracy", title="scores over time"
+        xlabel=f"{unit} since the search started",
+        ylabel="mean validation accuracy",
+        title="scores over time",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    _legend(ax)
+    return fig
 
 
-def rungs(survivors: Sequence[tuple[int, int]]) -> bytes:
+STATE_STYLES = {  # colour, marker of where a trial stopped
+    TrialStatus.COMPLETE: ("#2ca02c", "o"),
+    TrialStatus.PRUNED: ("#7f7f7f", "v"),
+    TrialStatus.FAILED: ("#d62728", "X"),
+    TrialStatus.RUNNING: ("#ff7f0e", ">"),
+    TrialStatus.WAITING: ("#ff7f0e", ">"),
+}
+
+
+def trial_paths(paths: Sequence[TrialPath]) -> Figure:
+    """Every trial's mean validation accuracy per epoch, with a marker where it stopped."""
+    counts = Counter(p.state for p in paths)
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    for path in paths:
+        color, marker = STATE_STYLES[path.state]
+        ax.plot(path.epochs, path.val_accuracy, color=color, alpha=0.45, lw=1)
+        ax.plot(
+            path.epochs[-1:],
+            path.val_accuracy[-1:],
+            marker,
+            color=color,
+            ms=6,
+            label=f"{path.state} ({counts[path.state]})",
+        )
+    ax.set(
+        xlabel="epoch",
+        ylabel="mean validation accuracy",
+        title="every trial, stopped where the marker is",
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
+def importances(data: Importances) -> Figure:
+    """Each parameter's share of the score's variance (fANOVA), most important on top."""
+    names = [n for n, _ in reversed(data.values)]
+    shares = [v for _, v in reversed(data.values)]
+    fig = Figure(figsize=(6, 0.8 + 0.35 * len(names)))
+    ax = fig.subplots()
+    ax.barh(names, shares, color=TRAIN)
+    for i, v in enumerate(shares):
+        ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    ax.set_xlim(0, max(shares) * 1.2 or 1.0)
+    ax.set(
+        xlabel="importance (fANOVA, sums to 1)",
+        title=f"parameter importance over {data.n_trials} completed trials",
+    )
+    return fig
+
+
+def rungs(survivors: Sequence[tuple[int, int]]) -> Figure:
     """How many trials trained at least e epochs, at each epoch count where some stopped."""
     fig = Figure(figsize=(5, 3))
     ax = fig.subplots()
@@ -201,4 +338,4 @@ def rungs(survivors: Sequence[tuple[int, int]]) -> bytes:
     for i, n in enumerate(counts):
         ax.text(i, n, str(n), ha="center", va="bottom")
     ax.set(xlabel="epochs trained (rung)", ylabel="trials", title="trials promoted to each rung")
-    return _png(fig)
+    return fig
