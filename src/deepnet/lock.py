@@ -103,6 +103,23 @@ def _is_at(fd: int, path: Path) -> bool:
         return False
 
 
+def holder(run_dir: Path) -> Holder | None:
+    """The live process holding ``run_dir``, or None when none does (finished, or killed:
+    a dead holder's lock is released by the kernel). Only reads, so a read-only folder works."""
+    path = run_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(path) or Holder(0, "?", "?")
+    finally:
+        os.close(fd)  # closing releases a shared lock taken here
+    return None
+
+
 def _read_holder(path: Path) -> Holder | None:
     """The record in a lock file; None while its holder is still writing it."""
     try:

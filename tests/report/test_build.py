@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import socket
 
 import pytest
 
@@ -11,6 +12,7 @@ from deepnet.report import REPORT_FILE, figures, report
 from deepnet.report.build import build_report
 from deepnet.runs import load_run
 from deepnet.tune import load_search
+from tests.test_lock import hold_in_another_process
 
 
 def titles(rep):
@@ -114,8 +116,13 @@ def test_a_search_still_running_says_what_is_missing(search_run, tmp_path):
     shutil.rmtree(run_dir / "refit")
     info = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "running"}))
-    rep = build_report(run_dir)
-    assert headline(rep)["status"].startswith("running")
+    holder = hold_in_another_process(run_dir)  # as the searching process would
+    try:
+        rep = build_report(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert headline(rep)["status"].startswith(f"running (process {holder.pid} ")
     assert any(m.startswith("refit:") for m in rep.missing)
     assert "the search landscape" in titles(rep)
     assert not any(t.startswith("refit:") for t in titles(rep))
@@ -143,7 +150,9 @@ def test_a_search_killed_midway(killed_search):
     running = [r for r in saved.rows if r.state == "running"]
     assert saved.status == "running" and running and sum(r.ok for r in saved.rows) >= 4
     rep = build_report(killed_search)
-    assert headline(rep)["status"] == "running (no end recorded: still running, or killed)"
+    assert headline(rep)["status"] == (
+        "killed (recorded as running, but no process holds the run folder)"
+    )
     assert f"{len(running)} running" in headline(rep)["trials"]
     best = saved.rows[0]
     assert headline(rep)["best CV accuracy"] == (
@@ -202,7 +211,9 @@ def test_a_train_run_stopped_by_ctrl_c(small_data, small27_npz, tmp_path):
 
 def test_a_train_run_killed_midway(killed_train):
     rep = build_report(killed_train)
-    assert headline(rep)["status"] == "running (no end recorded: still running, or killed)"
+    assert headline(rep)["status"] == (
+        "killed (recorded as running, but no process holds the run folder)"
+    )
     assert headline(rep)["epochs trained"] == "0 of 30"
     assert "started" in headline(rep) and "training time" not in headline(rep)
     assert "learning curves: no epochs were recorded" in rep.missing
@@ -245,3 +256,13 @@ def test_an_older_format_is_named(train_run, tmp_path):
 def test_a_folder_that_is_not_a_run_is_an_error(tmp_path):
     with pytest.raises(RunFormatError, match="not a deepnet run folder"):
         build_report(tmp_path / "nowhere")
+
+
+def test_a_run_still_going_names_its_process(killed_train):
+    holder = hold_in_another_process(killed_train)  # as the live training process would
+    try:
+        status = headline(build_report(killed_train))["status"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status.startswith(f"running (process {holder.pid} on {socket.gethostname()} since ")

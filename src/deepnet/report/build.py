@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepnet import runs
+from deepnet import lock, runs
 from deepnet.data import load_dataset
 from deepnet.errors import DeepNetError, RunFormatError
 from deepnet.evaluate import images_to_tensor, predict_logits
@@ -90,12 +90,16 @@ def build_report(run_dir: str | Path, compare: Sequence[str | Path] = ()) -> Rep
 # --- training runs -----------------------------------------------------------------
 
 
-def _status(info: dict[str, Any]) -> str:
-    """The recorded status; "running" is all a killed process leaves, so it says so."""
+def _status(info: dict[str, Any], run_dir: Path) -> str:
+    """The recorded status; "running" is all a killed process leaves, so the run folder's
+    lock tells the two apart (a dead process holds none)."""
     status = str(info.get("status", "unknown"))
-    if status == "running":
-        return "running (no end recorded: still running, or killed)"
-    return status
+    if status != "running":
+        return status
+    who = lock.holder(run_dir)
+    if who is None:
+        return "killed (recorded as running, but no process holds the run folder)"
+    return f"running (process {who.pid} on {who.host} since {who.since})"
 
 
 def _seconds(info: dict[str, Any]) -> str | None:
@@ -105,7 +109,7 @@ def _seconds(info: dict[str, Any]) -> str | None:
 
 
 def _train_headline(report: Report, run: SavedRun, prefix: str = "") -> None:
-    report.headline.append((f"{prefix}status", _status(run.info)))
+    report.headline.append((f"{prefix}status", _status(run.info, run.path)))
     if run.metrics:
         m = run.metrics
         low, high = m.interval_95
@@ -226,7 +230,7 @@ def _search_report(run_dir: Path, compare: Sequence[str | Path]) -> Report:
     rows = search.rows
     done = [r for r in rows if r.ok]
     info = runs.read_json(run_dir / runs.RUN_FILE)
-    report.headline.append(("status", _status(info)))
+    report.headline.append(("status", _status(info, run_dir)))
     states = Counter(str(r.state) for r in rows)
     report.headline.append(
         ("trials", ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none yet")
@@ -282,7 +286,7 @@ def _search_report(run_dir: Path, compare: Sequence[str | Path]) -> Report:
 def _no_refit(run_dir: Path) -> str:
     refit_dir = run_dir / REFIT_DIR
     if (refit_dir / runs.RUN_FILE).is_file():
-        status = _status(runs.read_json(refit_dir / runs.RUN_FILE))
+        status = _status(runs.read_json(refit_dir / runs.RUN_FILE), refit_dir)
         return f"refit: the refit of the best configuration did not finish (it is {status})"
     return "refit: the best configuration has not been refit and tested yet"
 
