@@ -17,8 +17,8 @@ import torch
 from deepnet.nn import OPTIMIZERS
 
 if TYPE_CHECKING:
+    from deepnet.engine.member_runs import Run
     from deepnet.engine.parameters import Layout
-    from deepnet.engine.runs import Run
 
 
 @dataclass(frozen=True)

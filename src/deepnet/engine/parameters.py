@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from deepnet.engine.runs import Run
+from deepnet.engine.member_runs import Run
 from deepnet.nn import SeedNet
 from deepnet.nn.architecture import Architecture
 

@@ -32,10 +32,10 @@ from deepnet.engine.dropout import draw
 from deepnet.engine.inputs import check_training_data, training_tensors
 from deepnet.engine.kernels import LANES, conv_stack, gather_images
 from deepnet.engine.member import EpochResult, Member, epoch_status
+from deepnet.engine.member_runs import Run, by_runs, sort_key
 from deepnet.engine.optimizer_bank import OptimizerBank
 from deepnet.engine.parameters import Layout, StackedParameters
 from deepnet.engine.roster import Hidden, MemberState, Roster, StepShape
-from deepnet.engine.runs import Run, by_runs, sort_key
 from deepnet.engine.training import Training
 from deepnet.nn import ACTIVATIONS, SeedNet, categorical_crossentropy, max_norm_
 from deepnet.nn.architecture import Architecture

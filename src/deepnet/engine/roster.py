@@ -19,8 +19,8 @@ import torch
 from deepnet.config import TrainConfig
 from deepnet.engine.dropout import MaskStream
 from deepnet.engine.member import Member
+from deepnet.engine.member_runs import Run, runs_of, sort_key
 from deepnet.engine.optimizer_bank import RuleGroup
-from deepnet.engine.runs import Run, runs_of, sort_key
 
 
 @dataclass(frozen=True)
