@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: Fashion-MNIST's IDX files, Chromium with its driver for
-# the report's browser test, and PostgreSQL's server for the study-storage tests (which
-# start their own server in a temporary folder and stop it). Installed only when missing;
+# the report's browser test, PostgreSQL's server for the study-storage tests (which start
+# their own server in a temporary folder and stop it), and unshare, ip and pgrep for the
+# Ray tests' private cluster. Installed only when missing;
 # needs root (CI runs as root). Without them the tests that need them are skipped, with a reason.
 set -euo pipefail
 missing=()
@@ -9,6 +10,10 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+# the Ray tests run a two-node cluster in a private network and process namespace
+command -v unshare >/dev/null || missing+=(util-linux)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v pgrep >/dev/null || missing+=(procps)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -119,7 +119,7 @@ def test_finished_trials_is_what_resuming_keeps(searched, tmp_path):
 
 def test_a_bad_storage_leaves_the_folder_usable(small27, tmp_path):
     run_dir = tmp_path / "run"
-    with pytest.raises(SearchError, match="cannot open the study storage 'nosuchdb://x'"):
+    with pytest.raises(SearchError, match="the study storage nosuchdb://x uses 'nosuchdb'"):
         tune(SPEC, small27, run_dir, storage="nosuchdb://x", n_jobs=1, on_trial=pytest.fail)
     assert not run_dir.exists()  # nothing was recorded
     tune(SPEC, small27, run_dir, n_jobs=1, refit=False)  # the corrected command

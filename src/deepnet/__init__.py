@@ -57,6 +57,7 @@ _MODULE_OF = {
     "RandomizedSearchCV": "deepnet.model_selection",
     "SavedRun": "deepnet.runs",
     "load_run": "deepnet.runs",
+    "Executor": "deepnet.search",
     "SearchOutcome": "deepnet.search",
     "SearchSpec": "deepnet.search",
     "Space": "deepnet.search",

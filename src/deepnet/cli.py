@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from deepnet.config import Param, TrainConfig
+    from deepnet.search.executor import SearchEvent
     from deepnet.tune import SavedSearch
 
 # Wide output when piped to a file or a log, the terminal's width otherwise.
@@ -343,7 +344,21 @@ def evaluate_run(run: Path, data_path: Path | None) -> None:
     default=-1,
     show_default=True,
     help="Worker processes (-1: one per core; 1: train in this process); never more than "
-    "the cores or the trials that can train at once.",
+    "the cores or the trials that can train at once. With --executor ray: Ray workers, "
+    "-1 one per free CPU of the cluster.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where workers train: this machine, or a Ray cluster (pip install 'deepnet[ray]').",
+)
+@click.option(
+    "--ray-address",
+    metavar="HOST:PORT|auto",
+    help="The Ray cluster's head (what ray start --head printed) [default: $RAY_ADDRESS, "
+    "else the cluster this machine belongs to].",
 )
 @click.option("--storage", help="Optuna database URL [default: sqlite:///RUN/study.db].")
 @click.option("--study-name", help="Study name in the storage [default: the run folder's name].")
@@ -371,6 +386,8 @@ def search(
     min_epochs: int | None,
     reduction_factor: int | None,
     n_jobs: int,
+    executor: str,
+    ray_address: str | None,
     storage: str | None,
     study_name: str | None,
     out: Path | None,
@@ -393,7 +410,7 @@ def search(
     """
     from deepnet.data import load_dataset
     from deepnet.search import build_spec
-    from deepnet.search.executor import resolve_n_jobs
+    from deepnet.search.executor import Executor, ExecutorKind, resolve_n_jobs
     from deepnet.tune import default_search_dir, finished_trials, load_search, tune
 
     _quiet_optuna()
@@ -406,22 +423,29 @@ def search(
         "reduction_factor": reduction_factor,
     }
     spec = build_spec(params, config_file, overrides)
+    where = Executor(executor, ray_address)  # type: ignore[arg-type]
     selected = load_dataset(dataset, classes, data_path)
     run_dir = out or default_search_dir(spec, selected)
     total = sum(stage.n_trials for stage in spec.stages)
-    # stages run one after another: a stage's trials are the most that train at once
-    workers = resolve_n_jobs(n_jobs, max_useful=max(stage.n_trials for stage in spec.stages))
+    if where.kind is ExecutorKind.LOCAL:
+        # stages run one after another: a stage's trials are the most that train at once
+        workers = resolve_n_jobs(n_jobs, max_useful=max(stage.n_trials for stage in spec.stages))
+        counted = f"{workers} worker(s)"
+    else:  # the cluster says how many when the search has connected
+        from deepnet.search.ray_executor import preflight
+
+        preflight(where)  # not installed, or no head there: say so before anything is made
+        workers, counted = n_jobs, f"workers on {where}"
     console.print(
         f"searching on {_data_text(selected.name, selected.class_names)}: "
         f"{len(selected.y_train)} training images, {spec.cv}-fold CV, "
-        f"{' then '.join(s.strategy for s in spec.stages)}, {total} trials, "
-        f"{workers} worker(s)"
+        f"{' then '.join(s.strategy for s in spec.stages)}, {total} trials, {counted}"
     )
     console.print(f"run      {escape(str(run_dir))}")
     done_before = finished_trials(run_dir)
     if done_before:
         console.print(f"resuming: {done_before} trials already finished are kept")
-    with _trial_progress(total, done_before) as on_trial:
+    with _trial_progress(total, done_before) as (on_trial, on_event):
         try:
             result = tune(
                 spec,
@@ -433,6 +457,8 @@ def search(
                 refit=refit,
                 data_path=data_path,
                 on_trial=on_trial,
+                executor=where,
+                on_event=on_event,
             )
         except KeyboardInterrupt:
             console.print(
@@ -612,8 +638,12 @@ def _progress(label: str, unit: str) -> Progress:
 
 
 @contextmanager
-def _trial_progress(total: int, done: int) -> Iterator[Callable[[FrozenTrial], None]]:
-    """A progress bar over trials with the best score so far; yields the per-trial callback."""
+def _trial_progress(
+    total: int, done: int
+) -> Iterator[tuple[Callable[[FrozenTrial], None], Callable[[SearchEvent], None]]]:
+    """A progress bar over trials with the best score so far; yields the per-trial callback
+    and the one for the workers' events (started, lost)."""
+    from deepnet.search.executor import WorkerLost
     from deepnet.search.results import row_of
 
     best = [0.0]
@@ -628,7 +658,19 @@ def _trial_progress(total: int, done: int) -> Iterator[Callable[[FrozenTrial], N
                 progress.update(task, description=f"best {row.score:.4f}")
             progress.advance(task)
 
-        yield on_trial
+        def on_event(event: SearchEvent) -> None:
+            if isinstance(event, WorkerLost):
+                again = ", ".join(map(str, event.requeued)) or "none"
+                progress.console.print(
+                    f"[yellow]lost {escape(event.worker)}: trials {again} re-queued[/yellow]\n"
+                    f"  {escape(event.reason)}"
+                )
+            else:
+                progress.console.print(f"workers  {event.count} on {escape(event.where)}")
+                for note in event.notes:
+                    progress.console.print(f"[yellow]{escape(note)}[/yellow]")
+
+        yield on_trial, on_event
 
 
 @contextmanager

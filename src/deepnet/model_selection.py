@@ -4,8 +4,9 @@ They take what scikit-learn's classes take (``param_grid`` / ``param_distributio
 ``cv``, ``n_iter``, ``n_jobs``, ``refit``, ``verbose``, ``random_state``) and expose what
 they expose (``cv_results_``, ``best_params_``, ``best_score_``, ``best_index_``,
 ``best_estimator_``), but train through deepnet's engine and an Optuna study, so
-``strategy="halving"`` prunes hopeless configurations and ``storage=`` makes a search
-resumable. The seed's notebook runs with only its imports changed::
+``strategy="halving"`` prunes hopeless configurations, ``storage=`` makes a search
+resumable and ``executor="ray"`` trains on the Ray cluster this machine belongs to (or
+``executor=Executor("ray", "HOST:PORT")``). The seed's notebook runs with only its imports changed::
 
     from deepnet import DeepNetClassifier, GridSearchCV
     grid = GridSearchCV(DeepNetClassifier(), param_grid=dict(optimizer=[...]), n_jobs=-1)
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
@@ -31,6 +32,9 @@ from deepnet.estimator import DeepNetClassifier, FittedState, NotFittedError
 from deepnet.search import SearchSpec, Space, Stage, cv_results, run_search
 from deepnet.search.results import row_of
 from deepnet.search.study import optuna_quieted
+
+if TYPE_CHECKING:
+    from deepnet.search.executor import Executor
 
 
 class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
@@ -51,6 +55,7 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
         strategy: str,
         storage: str | None,
         study_name: str | None,
+        executor: str | Executor,
     ):
         self.estimator = estimator
         self.scoring = scoring
@@ -62,6 +67,7 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
         self.strategy = strategy
         self.storage = storage
         self.study_name = study_name
+        self.executor = executor
 
     def _space(self) -> dict[str, Any]:
         return getattr(self, self._space_arg)
@@ -100,6 +106,7 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
                 storage=self.storage,
                 study_name=self.study_name or f"deepnet-{digest}",
                 n_jobs=self.n_jobs,
+                executor=self.executor,
                 folds=folds,
                 data={"sha1": digest, "classes": [str(c) for c in classes]},
                 on_trial=self._report if self.verbose > 1 else None,
@@ -173,6 +180,7 @@ class GridSearchCV(_SearchCV):
         strategy: str = "grid",
         storage: str | None = None,
         study_name: str | None = None,
+        executor: str | Executor = "local",
     ):
         super().__init__(
             estimator,
@@ -185,6 +193,7 @@ class GridSearchCV(_SearchCV):
             strategy=strategy,
             storage=storage,
             study_name=study_name,
+            executor=executor,
         )
         self.param_grid = param_grid
 
@@ -217,6 +226,7 @@ class RandomizedSearchCV(_SearchCV):
         strategy: str = "random",
         storage: str | None = None,
         study_name: str | None = None,
+        executor: str | Executor = "local",
     ):
         super().__init__(
             estimator,
@@ -229,6 +239,7 @@ class RandomizedSearchCV(_SearchCV):
             strategy=strategy,
             storage=storage,
             study_name=study_name,
+            executor=executor,
         )
         self.param_distributions = param_distributions
         self.n_iter = n_iter

@@ -27,6 +27,7 @@ from deepnet.errors import RunExistsError, RunFormatError, SearchError
 from deepnet.runs import SavedRun, load_run
 from deepnet.search import SearchOutcome, SearchSpec, run_search, write_csv
 from deepnet.search.driver import OnTrial
+from deepnet.search.executor import Executor, OnEvent
 from deepnet.search.results import TrialRow, ranked, trial_rows
 from deepnet.search.runner import stage_study_name
 from deepnet.search.storage import ENV_VAR, open_storage, redact, same_storage, storage_url
@@ -134,6 +135,8 @@ def tune(
     data_path: str | Path | None = None,
     on_trial: OnTrial | None = None,
     on_refit_epoch: Callable | None = None,
+    executor: str | Executor = "local",
+    on_event: OnEvent | None = None,
 ) -> TuneResult:
     """Run or resume the search in ``run_dir``; then refit and test the best configuration.
 
@@ -141,6 +144,7 @@ def tune(
     SIGTERM stops the search as Ctrl-C does; both leave it interrupted, ready to resume.
     ``storage`` (default $DEEPNET_STORAGE, else RUN/study.db) and ``study_name`` (default
     the folder's name) are recorded, the storage's password never; resuming keeps them.
+    ``executor`` and ``on_event``: as in run_search.
     """
     url = storage_url(storage)
     record = {
@@ -165,6 +169,8 @@ def tune(
                 data=_data_key(dataset),
                 n_jobs=n_jobs,
                 on_trial=on_trial,
+                executor=executor,
+                on_event=on_event,
             )
             write_csv(outcome.rows, run_dir / RESULTS_FILE)
             refit_run = (

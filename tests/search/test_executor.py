@@ -19,7 +19,7 @@ from deepnet.engine import Member
 from deepnet.search.executor import (
     InlineWorker,
     ProcessWorker,
-    WorkerCrashError,
+    WorkerLostError,
     resolve_n_jobs,
     start_workers,
 )
@@ -59,14 +59,14 @@ def test_a_process_worker_trains_what_an_inline_worker_trains(small27):
     assert process.process.returncode == 0
 
 
-def test_a_killed_worker_is_reported_not_waited_for(small27):
+def test_a_killed_worker_is_reported_lost_not_waited_for(small27):
     worker = ProcessWorker()
     worker.load(small27.x_train[:200], small27.y_train[:200], 2)
     worker.process.kill()
     worker.process.wait()
     worker.submit(_members(200))  # the pipe is broken: reported by receive, not raised here
     worker.advance()
-    with pytest.raises(WorkerCrashError, match=rf"worker process {worker.process.pid} died"):
+    with pytest.raises(WorkerLostError, match=rf"worker process {worker.process.pid} died"):
         worker.receive()
     assert not worker.alive()
     worker.close()
@@ -80,8 +80,8 @@ def test_no_more_workers_than_cores_with_one_warning():
 def test_no_more_workers_than_trials_that_can_train_at_once(small27):
     assert resolve_n_jobs(-1, max_useful=1) == 1
     assert resolve_n_jobs(None, max_useful=5) == 1
-    workers = start_workers(small27.x_train, small27.y_train, 2, -1, max_useful=1)
-    assert [type(w) for w in workers] == [InlineWorker]
+    with start_workers(small27.x_train, small27.y_train, 2, -1, max_useful=1) as pool:
+        assert [type(w) for w in pool.workers] == [InlineWorker]
 
 
 @pytest.mark.parametrize("n_jobs", [0, 1.5, True, "2"])

@@ -1,12 +1,20 @@
-"""run_search on real data: scores, pruning, failures, resume, executors, stages."""
+"""run_search on real data: scores, pruning, failures, resume, executors, lost workers,
+stages."""
 
 import statistics
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from deepnet import DataError, SearchError, SearchSpec, Space, Stage, run_search
 from deepnet.data import stratified_folds
+from deepnet.search.driver import run_stage
+from deepnet.search.executor import Pool, ProcessWorker, WorkerLost
+from deepnet.search.records import TrialRecord
+from deepnet.search.results import trial_rows
+from deepnet.search.runner import max_epochs
+from deepnet.search.study import open_study
 from tests.search.conftest import scores
 
 FAST = {"epochs": [2], "batch_size": [64]}
@@ -171,7 +179,7 @@ def test_a_study_with_another_space_is_refused(tiny, tmp_path):
 
 
 def test_a_storage_that_cannot_be_opened(tiny, tmp_path):
-    with pytest.raises(SearchError, match="cannot open the study storage 'nosuchdb://x'"):
+    with pytest.raises(SearchError, match="the study storage nosuchdb://x uses 'nosuchdb'"):
         search(tiny, spec({"optimizer": ["Adam"]}), storage="nosuchdb://x")
 
 
@@ -225,3 +233,61 @@ def test_configurations_differing_only_in_epochs_share_one_run(tiny):
         assert short.score == pytest.approx(
             statistics.fmean(h[0][3] for _, h in sorted(long.history.items()))
         )
+
+
+FOUR = {"optimizer": ["Adam", "Nadam", "SGD", "RMSprop"]}
+
+
+def _process_pool(tiny, n: int, killed: int) -> Pool:
+    """``n`` worker processes holding the images, the last ``killed`` of them SIGKILLed (the
+    driver hands batches out from the end: they are the first to get one)."""
+    workers = [ProcessWorker() for _ in range(n)]
+    for worker in workers:
+        worker.load(*tiny, 2)
+    for worker in workers[n - killed :]:
+        worker.process.kill()
+        worker.process.wait()
+    return Pool(workers)
+
+
+def _run_stage(tiny, the_spec, pool, storage=None, on_event=None):
+    """One stage through the driver, in the study run_search would open for it."""
+    stage = the_spec.stages[0]
+    folds = stratified_folds(tiny[1], the_spec.cv, the_spec.seed)
+    what = {"stage": stage.to_json(), "cv": 3, "seed": 0, "data": {"n": len(tiny[1])}}
+    study = open_study(storage, "t", stage, what, 0, max_epochs(stage.space))
+    run_stage(study, stage, stage.space.distributions(), folds, 0, pool, on_event=on_event)
+    return study
+
+
+def test_a_lost_worker_costs_only_its_trials_in_flight(tiny):
+    s = spec(FOUR)
+    events = []
+    with _process_pool(tiny, 2, killed=1) as pool:
+        survivor = pool.workers[0]
+        study = _run_stage(tiny, s, pool, on_event=events.append)
+        assert pool.workers == [survivor]
+    interrupted = [t for t in study.trials if TrialRecord.of(t).interrupted]
+    assert len(interrupted) == 2  # its batch: half of the queue
+    assert all("worker was lost" in TrialRecord.of(t).reason for t in interrupted)
+    assert events == [
+        WorkerLost(events[0].worker, events[0].reason, tuple(t.number for t in interrupted))
+    ]
+    assert "worker process" in events[0].worker and "died" in events[0].reason
+    rows = trial_rows(study)
+    assert len(rows) == 4 and all(r.state == "complete" for r in rows)  # none failed
+    assert scores(SimpleNamespace(rows=rows)) == scores(search(tiny, s))
+
+
+def test_every_worker_lost_is_an_error_and_the_rerun_resumes(tiny, tmp_path):
+    s = spec(FOUR)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    with (
+        _process_pool(tiny, 2, killed=2) as pool,
+        pytest.raises(SearchError, match=r"every worker is lost .*run the same command again"),
+    ):
+        _run_stage(tiny, s, pool, storage)
+    trained = []
+    resumed = search(tiny, s, storage=storage, on_trial=lambda t: trained.append(t.number))
+    assert len(trained) == 4  # the lost ones, from scratch
+    assert scores(resumed) == scores(search(tiny, s))

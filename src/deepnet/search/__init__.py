@@ -2,10 +2,12 @@
 
 The search layer knows nothing of tensors: it turns a space and a strategy into trials,
 trials into members (one per fold), and the engine's per-epoch results into scores,
-pruning decisions and study records. ``run_search`` and ``SearchOutcome`` (which need the
-training engine) are imported on first use, so reading specs and results stays light.
+pruning decisions and study records. ``run_search``, ``SearchOutcome`` and ``Executor``
+(which need the training engine) are imported on first use, so reading specs and results
+stays light.
 """
 
+import importlib
 from typing import Any
 
 from deepnet.search.records import TrialStatus
@@ -14,10 +16,15 @@ from deepnet.search.space import Space, loguniform, randint, uniform
 from deepnet.search.spec import SearchSpec, Stage, build_spec
 from deepnet.search.strategies import STRATEGIES, Strategy
 
-_RUNNER = ("SearchOutcome", "run_search")
+_LAZY = {
+    "Executor": "deepnet.search.executor",
+    "SearchOutcome": "deepnet.search.runner",
+    "run_search": "deepnet.search.runner",
+}
 
 __all__ = [
     "STRATEGIES",
+    "Executor",
     "SearchOutcome",
     "SearchSpec",
     "Space",
@@ -37,8 +44,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _RUNNER:
-        from deepnet.search import runner
-
-        return getattr(runner, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'deepnet.search' has no attribute {name!r}")

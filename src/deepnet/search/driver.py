@@ -6,9 +6,11 @@ epoch the driver reports the mean validation accuracy over the folds to the tria
 stops all of a trial's members when the pruner says so. A trial's score is the mean final
 validation accuracy over its folds. Only this module talks to Optuna while training runs.
 
-The workers advance in rounds of one epoch and the driver reads each round in a fixed
-worker order, so a search with the same seed and the same number of workers makes the same
-pruning decisions and ends with the same table, however the processes are scheduled.
+The workers advance in rounds of one epoch; the pool says in which order the driver reads
+them (see Pool and RayPool). A trial's own result never depends on that order, only pruning
+decisions can. A worker that is lost costs only its batch's open trials: they are stored as
+interrupted (as after a crash, so nothing counts them) and their configurations are asked
+again, to train from scratch on another worker.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from deepnet.config import TrainConfig
 from deepnet.data.folds import Split
 from deepnet.engine import EpochResult, Member, Status
 from deepnet.errors import SearchError
-from deepnet.search.executor import Worker, WorkerCrashError
+from deepnet.search.executor import (
+    OnEvent,
+    Pool,
+    Worker,
+    WorkerCrashError,
+    WorkerLost,
+    WorkerLostError,
+)
 from deepnet.search.records import TrialRecord, encode_history
 from deepnet.search.spec import Stage
 from deepnet.search.strategies import shared_run_key
@@ -68,6 +77,12 @@ class _TrialRun:
     def fail(self, reason: str) -> TrialState:
         self.reason = reason
         return TrialState.FAIL
+
+    def interrupt(self, study: optuna.Study, reason: str) -> None:
+        """Store it as interrupted: failed, uncounted, and asked again (now or on resume)."""
+        self.state, self.reason = TrialState.FAIL, reason
+        self.save(TrialState.FAIL, interrupted=True)
+        study.tell(self.trial, state=TrialState.FAIL)
 
     def save(self, state: TrialState, interrupted: bool = False) -> float | None:
         """Store the trial's record (histories; fold scores if it completed); return its
@@ -154,8 +169,9 @@ def run_stage(
     distributions: dict[str, BaseDistribution],
     folds: Sequence[Split],
     seed: int,
-    workers: list[Worker],
+    pool: Pool,
     on_trial: OnTrial | None = None,
+    on_event: OnEvent | None = None,
     members_per_worker: int = 12,
 ) -> None:
     """Run the stage's trials until its queue (or, for TPE, its n_iter) is used up.
@@ -166,11 +182,16 @@ def run_stage(
     Trials that differ only in epochs share their members: the longer one reports the
     shorter one's result on the way.
     """
+    workers = pool.workers
     idle, busy = list(workers), {}
     configs = stage.candidates(seed)
     queue = None if configs is None else Queue(study, configs)
+    requeued: list[dict] = []  # configurations of trials whose worker was lost: asked first
 
     def next_trial() -> optuna.Trial | None:
+        if requeued:
+            study.enqueue_trial(requeued.pop(0))
+            return study.ask(distributions)
         if queue is not None:
             return queue.ask(distributions)
         counted = [t for t in study.get_trials(deepcopy=False) if not TrialRecord.of(t).interrupted]
@@ -181,7 +202,7 @@ def run_stage(
         at most an even share of it among ``sharers`` workers); whether any were added."""
         runs = max(1, members // len(folds))
         if queue is not None:
-            runs = min(runs, math.ceil(len(queue) / sharers))
+            runs = min(runs, math.ceil((len(queue) + len(requeued)) / sharers))
         target = len(batch.runs) + runs
         added = False
         while len(batch.runs) < target and (trial := next_trial()):
@@ -199,6 +220,26 @@ def run_stage(
         if on_trial:
             on_trial(frozen)
 
+    def lose(worker: Worker, batch: _Batch, exc: WorkerLostError) -> None:
+        """Re-queue the open trials of a lost worker's batch, and stop using the worker (so
+        a trial that kills every worker it trains on ends the search, after n losses)."""
+        again = batch.open_trials()
+        for run in again:
+            run.interrupt(study, f"its worker was lost ({exc}); re-queued")
+            requeued.append(dict(run.trial.params))
+        if on_event:
+            on_event(WorkerLost(str(worker), str(exc), tuple(r.trial.number for r in again)))
+        retire(worker, str(exc))
+
+    def retire(worker: Worker, why: str) -> None:
+        """Stop using a worker that is gone; none left is an error (the study is intact)."""
+        pool.drop(worker)
+        if not workers:
+            raise SearchError(
+                f"every worker is lost (the last: {why}); finished trials are kept in the "
+                "study: run the same command again to resume."
+            )
+
     try:
         while True:
             while idle and fill(batch := _Batch(), members_per_worker, len(idle)):
@@ -208,12 +249,15 @@ def run_stage(
                 busy[worker] = batch
             if not busy:
                 return
-            # Every busy worker trains one epoch; rounds are read in worker order, so what the
-            # pruner sees, and so every decision, never depends on which process is faster.
-            for worker in list(busy):
+            # Every busy worker trains one epoch; rounds are read in the pool's order.
+            for worker in pool.arrivals(list(busy)):
                 batch = busy[worker]
                 try:
                     results = worker.receive()
+                except WorkerLostError as exc:
+                    del busy[worker]
+                    lose(worker, batch, exc)
+                    continue
                 except WorkerCrashError as exc:
                     for run in batch.open_trials():
                         finish(run, run.fail(f"training crashed: {exc}"))
@@ -234,18 +278,12 @@ def run_stage(
                 del busy[worker]
                 if worker.alive():
                     idle.append(worker)
-                else:  # a dead process is dropped; the others go on
-                    workers.remove(worker)
-                    worker.close()
-                    if not workers:
-                        raise SearchError(
-                            "every worker process died (out of memory?); finished trials are "
-                            "kept: rerun with --n-jobs 1 or a smaller batch size to resume."
-                        )
+                else:  # it died after its last round: nothing in flight is lost
+                    retire(worker, f"{worker} exited")
     except BaseException:
         for batch in busy.values():
             for run in batch.open_trials():
-                run.fail("interrupted before it finished; it is retried when the search resumes")
-                run.save(TrialState.FAIL, interrupted=True)
-                study.tell(run.trial, state=TrialState.FAIL)
+                run.interrupt(
+                    study, "interrupted before it finished; it is retried when the search resumes"
+                )
         raise

@@ -1,10 +1,11 @@
-"""Where populations train: in this process, or in worker processes on the other cores.
+"""Where populations train: in this process, in worker processes on the other cores, or in
+actors on a Ray cluster (deepnet.search.ray_executor).
 
 A worker trains one batch of members at a time (as populations, see deepnet.engine), one
 lockstep epoch per request, and answers with that round's EpochResults; the search driver
 reads the round, decides which members to stop (pruning), and asks for the next. The
-driver never touches tensors and a worker never touches the study. Both kinds of worker
-offer the same calls:
+driver never touches tensors and a worker never touches the study. Every kind of worker
+(inline, process, Ray actor) offers the same calls:
 
     submit(members)      start a new batch (replacing the previous one)
     join(members)        add members to the batch; they start with the next round
@@ -12,6 +13,11 @@ offer the same calls:
     receive()            that round's results (waits for them)
     alive()              whether the worker can take more work
     close()              stop it (a process exits at once, even mid-epoch)
+
+A ``Pool`` holds a search's workers and says in which order the driver reads their rounds.
+A worker that raises while training fails its trials (WorkerCrashError); a worker that is
+lost (its process, actor or machine gone: WorkerLostError) costs only its in-flight trials,
+which the driver trains again on the others.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +50,108 @@ class Worker(Protocol):
 
 class WorkerCrashError(RuntimeError):
     """A worker raised while training; the message is its exception."""
+
+
+class WorkerLostError(RuntimeError):
+    """A worker is gone (process died, actor or node lost); the message says which and why."""
+
+
+class ExecutorKind(StrEnum):
+    LOCAL = "local"  # this machine: one process per worker (or this process for one)
+    RAY = "ray"  # one Ray actor per worker on the cluster's machines
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where a search's workers run: ``Executor("local")``, or ``Executor("ray", address)``
+    with the cluster's HOST:PORT, "auto" or None for the cluster this machine belongs to
+    (or $RAY_ADDRESS)."""
+
+    kind: ExecutorKind = ExecutorKind.LOCAL
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            kind = ExecutorKind(self.kind)
+        except ValueError:
+            raise ConfigError(
+                f"executor={self.kind!r} is not known: use 'local' (this machine) or 'ray' "
+                "(a Ray cluster)."
+            ) from None
+        if self.address is not None and kind is not ExecutorKind.RAY:
+            raise ConfigError(
+                f"a Ray address ({self.address!r}) is for executor 'ray', not {kind.value!r}: "
+                "add --executor ray, or leave the address out."
+            )
+        object.__setattr__(self, "kind", kind)
+
+    @classmethod
+    def of(cls, value: str | Executor) -> Executor:
+        return value if isinstance(value, Executor) else cls(value)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        if self.kind is ExecutorKind.LOCAL:
+            return "this machine"
+        return f"the Ray cluster at {self.address or 'auto'}"
+
+
+@dataclass(frozen=True)
+class WorkersStarted:
+    """The workers are up: how many, where, and anything worth saying about their machines
+    (such as a node without a C compiler, which trains with the slower fallback)."""
+
+    count: int
+    where: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerLost:
+    """A worker was lost: these open trials of its batch were re-queued."""
+
+    worker: str
+    reason: str
+    requeued: tuple[int, ...]
+
+
+SearchEvent = WorkersStarted | WorkerLost
+OnEvent = Callable[[SearchEvent], None]
+
+
+class Pool:
+    """A search's workers, and the order in which the driver reads their rounds.
+
+    Here the order is fixed (the workers' own), so what the pruner sees, and so every
+    decision, never depends on which worker is faster: a search with the same seed and
+    the same number of workers ends with the same table. A slow worker stalls the others
+    for that; RayPool reads rounds as they come instead.
+    """
+
+    def __init__(self, workers: list[Worker], where: str = "this machine"):
+        self.workers = workers
+        self.where = where
+
+    def started(self) -> WorkersStarted:
+        return WorkersStarted(len(self.workers), self.where)
+
+    def arrivals(self, busy: Sequence[Worker]) -> list[Worker]:
+        """The busy workers whose rounds to read next, in the order to read them."""
+        return list(busy)
+
+    def drop(self, worker: Worker) -> None:
+        """Stop using a worker that is gone."""
+        self.workers.remove(worker)
+        worker.close()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class InlineWorker:
@@ -119,14 +229,17 @@ class ProcessWorker:
 
     def receive(self) -> list[EpochResult]:
         if self._lost:
-            raise WorkerCrashError(self._death())
+            raise WorkerLostError(self._death())
         try:
             reply = self.channel.receive()
         except EOFError:
-            raise WorkerCrashError(self._death()) from None
+            raise WorkerLostError(self._death()) from None
         if isinstance(reply, Crash):
             raise WorkerCrashError(reply.message)
         return reply.results
+
+    def __str__(self) -> str:
+        return f"worker process {self.process.pid}"
 
     def close(self) -> None:
         """Close the pipe (the worker exits when it reads end of file) and reap the process."""
@@ -159,14 +272,20 @@ def start_workers(
     n_classes: int,
     n_jobs: int | None,
     max_useful: int | None = None,
-) -> list[Worker]:
-    """The workers for ``n_jobs`` (see resolve_n_jobs): 1 trains inline, more are processes.
+    executor: Executor | None = None,
+) -> Pool:
+    """The workers for ``n_jobs`` (see resolve_n_jobs) on the executor (default: local).
 
-    ``max_useful`` is the most trials the search can train at once: no more workers start.
+    Locally, 1 trains inline and more are processes. ``max_useful`` is the most trials the
+    search can train at once: no more workers start.
     """
+    if executor is not None and executor.kind is ExecutorKind.RAY:
+        from deepnet.search.ray_executor import start_ray_workers
+
+        return start_ray_workers(images, labels, n_classes, n_jobs, max_useful, executor)
     n = resolve_n_jobs(n_jobs, max_useful)
     if n == 1:
-        return [InlineWorker(images, labels, n_classes)]
+        return Pool([InlineWorker(images, labels, n_classes)])
     workers = [ProcessWorker() for _ in range(n)]  # all start up at once
     try:
         for worker in workers:
@@ -175,23 +294,29 @@ def start_workers(
         for worker in workers:
             worker.close()
         raise
-    return workers
+    return Pool(list(workers))
 
 
-def resolve_n_jobs(n_jobs: int | None, max_useful: int | None = None) -> int:
+def resolve_n_jobs(
+    n_jobs: int | None,
+    max_useful: int | None = None,
+    cores: int | None = None,
+    where: str = "this machine",
+) -> int:
     """How many workers to start, by scikit-learn's convention: None is 1, -1 is every core,
     -2 all but one. Never more than the cores (with a warning: more only slow each other
-    down) nor than ``max_useful``, the most trials that can train at once."""
+    down) nor than ``max_useful``, the most trials that can train at once. ``cores`` are
+    this machine's unless given (a Ray cluster's free CPUs, ``where`` names it)."""
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | None) or n_jobs == 0:
         raise ConfigError(
             f"n_jobs={n_jobs!r} is not allowed: use a positive count, or -1 for every core."
         )
-    cores = os.cpu_count() or 1
+    cores = cores or os.cpu_count() or 1
     if n_jobs is None:
         n = 1
     elif n_jobs > cores:
         warnings.warn(
-            f"n_jobs={n_jobs} asks for more workers than the {cores} cores of this machine; "
+            f"n_jobs={n_jobs} asks for more workers than the {cores} cores of {where}; "
             f"starting {cores}.",
             UserWarning,
             stacklevel=3,

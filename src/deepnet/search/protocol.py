@@ -4,6 +4,9 @@ Each message is one pickle preceded by its length (8 bytes, big-endian). The dri
 requests (``Load`` once, then ``Submit``, ``Join`` and ``Advance``); the worker answers each
 ``Advance`` with a ``Round`` or a ``Crash``. Closing the driver's end of the pipe, or the
 driver dying, is the only way to stop a worker: it exits when it reads end of file.
+
+A Ray actor (deepnet.search.ray_executor) takes the same requests without the pipe: each
+round's Submit or Join and its Advance in one remote call, ``Load`` through the object store.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from deepnet.config import TrainConfig
 from deepnet.data.folds import Split, stratified_folds
 from deepnet.errors import DataError, SearchError
 from deepnet.search.driver import OnTrial, run_stage
-from deepnet.search.executor import start_workers
+from deepnet.search.executor import Executor, OnEvent, start_workers
 from deepnet.search.results import TrialRow, best, failure_summary, ranked, trial_rows
 from deepnet.search.space import Space
 from deepnet.search.spec import SearchSpec
@@ -52,11 +52,16 @@ def run_search(
     n_jobs: int | None = -1,
     folds: Sequence[Split] | None = None,
     on_trial: OnTrial | None = None,
+    executor: str | Executor = "local",
+    on_event: OnEvent | None = None,
 ) -> SearchOutcome:
     """Run (or resume) every stage of ``spec`` on the training images; no test data here.
 
     ``storage`` is a database URL (None: in memory). Stage k > 1 searches its own space with
-    every other parameter fixed at the best configuration found so far.
+    every other parameter fixed at the best configuration found so far. ``executor`` says
+    where the workers run: "local" (this machine), "ray" (the Ray cluster this machine
+    belongs to, or $RAY_ADDRESS) or ``Executor("ray", "HOST:PORT")``;
+    ``on_event`` hears when they have started and when one is lost.
     """
     if len(images) != len(labels):
         raise DataError(
@@ -69,8 +74,10 @@ def run_search(
     studies = []
     best_params: dict[str, Any] = {}
     most = max(stage.n_trials for stage in spec.stages)  # stages run one after another
-    workers = start_workers(images, labels, n_classes, n_jobs, max_useful=most)
-    try:
+    pool = start_workers(images, labels, n_classes, n_jobs, most, Executor.of(executor))
+    with pool:
+        if on_event:
+            on_event(pool.started())
         for i, stage in enumerate(spec.stages):
             space = stage.space.fixed(best_params) if best_params else stage.space
             stage = replace(stage, space=space)
@@ -88,7 +95,9 @@ def run_search(
                 spec.seed,
                 max_epochs(space),
             )
-            run_stage(study, stage, space.distributions(), folds, spec.seed, workers, on_trial)
+            run_stage(
+                study, stage, space.distributions(), folds, spec.seed, pool, on_trial, on_event
+            )
             studies.append(study)
             stage_rows = trial_rows(study, i)
             rows += stage_rows
@@ -100,9 +109,6 @@ def run_search(
                     "weight_constraint=3, and check the space."
                 )
             best_params = top.params
-    finally:
-        for worker in workers:
-            worker.close()
     ranked_rows = ranked(rows)
     return SearchOutcome(ranked_rows, best(ranked_rows), time.perf_counter() - start, studies)
 

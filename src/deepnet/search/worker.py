@@ -23,7 +23,17 @@ import traceback
 import torch
 
 from deepnet.search.executor import InlineWorker, WorkerCrashError
-from deepnet.search.protocol import Advance, Channel, Crash, Join, Load, Request, Round, Submit
+from deepnet.search.protocol import (
+    Advance,
+    Channel,
+    Crash,
+    Join,
+    Load,
+    Reply,
+    Request,
+    Round,
+    Submit,
+)
 
 
 def main(argv: list[str]) -> None:
@@ -42,22 +52,33 @@ def serve(channel: Channel, inbox: queue.SimpleQueue[Request]) -> None:
         match inbox.get():
             case Load(images, labels, n_classes):
                 worker = InlineWorker(images, labels, n_classes)
-            case Submit(members) if worker is not None:
-                worker.submit(members)
-            case Join(members) if worker is not None:
-                worker.join(members)
-            case Advance(stop) if worker is not None:
-                worker.advance(stop)
-                try:
-                    reply: Round | Crash = Round(worker.receive())
-                except WorkerCrashError as exc:  # the driver fails the trials, not the search
-                    reply = Crash(str(exc))
+            case request if worker is not None:
+                reply = answer(worker, request)
+                if reply is None:
+                    continue
                 try:
                     channel.send(reply)
                 except BrokenPipeError:  # the driver is gone: nothing left to train for
                     os._exit(0)
             case request:
                 raise WorkerCrashError(f"{type(request).__name__} before Load")
+
+
+def answer(worker: InlineWorker, request: Submit | Join | Advance) -> Reply | None:
+    """Carry out one request on the worker; an Advance is answered with its round (or the
+    Crash that failed it: the driver fails the trials, not the search)."""
+    match request:
+        case Submit(members):
+            worker.submit(members)
+        case Join(members):
+            worker.join(members)
+        case Advance(stop):
+            worker.advance(stop)
+            try:
+                return Round(worker.receive())
+            except WorkerCrashError as exc:
+                return Crash(str(exc))
+    return None
 
 
 def _read_requests(channel: Channel, inbox: queue.SimpleQueue[Request]) -> None:
