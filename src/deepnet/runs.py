@@ -221,6 +221,11 @@ def load_run(path: str | Path) -> SavedRun:
             f"format {FORMAT}. Use the deepnet version that wrote it, or train again."
         )
     if not (path / CONFIG_FILE).is_file():
+        if (path / "search.json").is_file():
+            raise RunFormatError(
+                f"{path} is a search run folder; its model is the refit of the best "
+                f"configuration: use {path / 'refit'} (e.g. deepnet evaluate {path / 'refit'})."
+            )
         raise RunFormatError(f"{path} has no {CONFIG_FILE}; the run did not get far enough.")
     saved = read_json(path / CONFIG_FILE)
     try:

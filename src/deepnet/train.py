@@ -19,6 +19,7 @@ from deepnet.engine import Engine, EpochResult, Member, PopulationEngine, Status
 from deepnet.errors import ConfigError
 from deepnet.evaluate import TestMetrics, evaluate
 from deepnet.nn import SeedNet
+from deepnet.seeds import MAX_SEED
 
 RUN_KEY = "model"
 
@@ -84,10 +85,14 @@ def train(
 
 
 def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= seed <= MAX_SEED
+    ):
         raise ConfigError(
-            f"seed={seed!r} is not allowed: use an integer >= 0 (it seeds the initial "
-            "weights, the shuffling and the dropout)."
+            f"seed={seed!r} is not allowed: use an integer from 0 to {MAX_SEED} (it seeds the "
+            "initial weights, the shuffling and the dropout)."
         )
 
 

@@ -272,3 +272,11 @@ def test_npz_declaring_an_impossible_array_is_refused(tmp_path, mnist_all):
     # of the data it does hold
     with pytest.raises(DataError, match=rf"cannot read {re.escape(str(path))}: (an array|EOF)"):
         load_dataset("mnist", (2, 7), path)
+
+
+def test_a_text_file_named_npz_is_not_called_a_pickle(tmp_path):
+    path = tmp_path / "text.npz"
+    path.write_text("not a zip\n")
+    with pytest.raises(DataError, match=r"is not a \.npz file") as info:
+        load_dataset("mnist", (2, 7), path)
+    assert "pickle" not in str(info.value)

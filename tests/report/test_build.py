@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from deepnet import SearchSpec, Space, Stage, TrainConfig, train, tune
-from deepnet.errors import RunFormatError, SearchError
+from deepnet.errors import RunExistsError, RunFormatError, SearchError
 from deepnet.report import REPORT_FILE, figures, report
 from deepnet.report.build import build_report
 from deepnet.runs import load_run
@@ -266,3 +266,14 @@ def test_a_run_still_going_names_its_process(killed_train):
         holder.kill()
         holder.wait()
     assert status.startswith(f"running (process {holder.pid} on {socket.gethostname()} since ")
+
+
+def test_the_report_goes_where_out_says(train_run, tmp_path):
+    out = tmp_path / "elsewhere.html"
+    assert report(train_run, out=out) == out and "<html" in out.read_text()
+
+
+def test_a_report_that_cannot_be_written_is_one_error(train_run, tmp_path):
+    with pytest.raises(RunExistsError, match=r"cannot write the report to .* --out"):
+        report(train_run, out=tmp_path / "no" / "such" / "folder" / "report.html")
+    assert not list(tmp_path.rglob("*.tmp"))

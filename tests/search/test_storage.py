@@ -66,3 +66,8 @@ def test_a_study_lives_in_the_real_server(postgres_url):
     )
     assert [t.value for t in again.trials] == [0.5]
     assert again.trials[0].params == {"x": 1.0}
+
+
+def test_an_sqlite_file_in_a_missing_folder_says_so(tmp_path):
+    with pytest.raises(SearchError, match="Check that its folder exists and is writable"):
+        open_storage(f"sqlite:///{tmp_path}/no/such/folder/study.db")

@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deepnet.errors import RunExistsError
 from deepnet.report import REPORT_FILE
 
 if TYPE_CHECKING:
@@ -75,10 +76,17 @@ def _section(section: Section) -> str:
     return "\n".join(out)
 
 
-def write_report(report: Report) -> Path:
-    """Write RUN/report.html (atomically) and return its path."""
-    path = report.run_dir / REPORT_FILE
+def write_report(report: Report, path: Path | None = None) -> Path:
+    """Write the page (atomically) to ``path``, default RUN/report.html; return its path."""
+    path = path or report.run_dir / REPORT_FILE
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(report), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(render(report), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunExistsError(
+            f"cannot write the report to {path}: {exc.strerror or exc}. Give a writable "
+            "file with --out (e.g. --out /tmp/report.html)."
+        ) from exc
     return path

@@ -18,8 +18,7 @@ from typing import Any
 
 from deepnet.errors import ConfigError
 from deepnet.search.strategies import STRATEGIES
-
-MAX_SEED = 2**31 - 1  # NumPy, scikit-learn, Optuna want < 2**32, with room for seed + fold
+from deepnet.seeds import MAX_SEED
 
 
 @dataclass(frozen=True)

@@ -80,9 +80,14 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             "pip install 'deepnet[postgres]' (or psycopg[binary])."
         ) from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
+        check = (
+            "Check that its folder exists and is writable"
+            if backend == "sqlite"
+            else "Check that the server runs and accepts this user and password"
+        )
         raise SearchError(
-            f"cannot open the study storage {redact(url)}: {_reason(exc, url)}. Check that the "
-            "server runs and accepts this user and password, or give another --storage."
+            f"cannot open the study storage {redact(url)}: {_reason(exc, url)}. {check}, or "
+            "give another --storage."
         ) from None
     if backend == "sqlite" and create:
         sqlalchemy.event.listen(rdb.engine, "connect", _fast_sqlite)
