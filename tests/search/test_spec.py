@@ -224,3 +224,27 @@ def test_build_spec_errors(request, params, config, overrides, message):
         path = config
     with pytest.raises(ConfigError, match=message):
         build_spec(params, path, overrides)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"strategy": "grid", "min_epochs": 2, "space": {"optimizer": ["Adam"]}},
+            "min_epochs in the test file set(s) the rungs of halving and hyperband, which grid",
+        ),
+        (
+            {"strategy": "random", "reduction_factor": 4, "space": {"optimizer": ["Adam"]}},
+            "reduction_factor in the test file set(s) the rungs",
+        ),
+        (
+            {"strategy": "halving", "min_epochs": 5, "space": {"epochs": [1, 2]}},
+            "min_epochs=5 is not below the longest budget (epochs up to 2)",
+        ),
+    ],
+    ids=["grid-min-epochs", "random-reduction-factor", "min-epochs-past-the-budget"],
+)
+def test_rung_settings_without_rungs_are_refused(values, message):
+    with pytest.raises(ConfigError) as info:
+        SearchSpec.from_mapping(values, "the test file")
+    assert message in str(info.value)

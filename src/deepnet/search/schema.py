@@ -20,6 +20,10 @@ from deepnet.errors import ConfigError
 from deepnet.search.strategies import STRATEGIES
 from deepnet.seeds import MAX_SEED
 
+PRUNING_STRATEGIES = ("halving", "hyperband")  # the ones with rungs
+# their defaults, which a stored spec writes for every stage
+PRUNING_DEFAULTS = {"min_epochs": 1, "reduction_factor": 3}
+
 
 @dataclass(frozen=True)
 class Key:
@@ -105,6 +109,14 @@ def check_spec(values: Any, origin: str) -> list[Mapping[str, Any]]:
         _check_keys(stage, STAGE_KEYS, where)
         if "space" not in stage:
             raise ConfigError(f"{where} has no space: add a [space] table of parameters.")
+        budget = [k for k, default in PRUNING_DEFAULTS.items() if stage.get(k, default) != default]
+        strategy = str(stage.get("strategy", "grid")).strip().lower()
+        if budget and strategy not in PRUNING_STRATEGIES:
+            raise ConfigError(
+                f"{' and '.join(budget)} in {where} set(s) the rungs of halving and hyperband, "
+                f"which {strategy} does not have: use strategy halving or hyperband, or leave "
+                f"{' and '.join(budget)} out."
+            )
     return stages
 
 

@@ -45,8 +45,8 @@ class Stage:
     space: Space
     strategy: str = "grid"
     n_iter: int | None = None  # random, tpe; halving/hyperband over a random sample
-    min_epochs: int = 1  # halving/hyperband: the smallest budget
-    reduction_factor: int = 3  # halving/hyperband: keep 1/reduction_factor per rung
+    min_epochs: int = schema.PRUNING_DEFAULTS["min_epochs"]  # halving/hyperband: first rung
+    reduction_factor: int = schema.PRUNING_DEFAULTS["reduction_factor"]  # keep 1 in this many
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, Space):

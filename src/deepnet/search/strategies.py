@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import optuna
+from optuna.distributions import IntDistribution
 from optuna.pruners import BasePruner, HyperbandPruner, NopPruner, SuccessiveHalvingPruner
 from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
 
@@ -114,7 +115,32 @@ class Random(Strategy):
     name = "random"
 
 
-class Halving(Strategy):
+def max_epochs(space: Space) -> int:
+    """The largest epoch budget any configuration of the space can have."""
+    dim = space.dims.get("epochs")
+    if dim is None:
+        from deepnet.config import TrainConfig  # torch: only when a default is needed
+
+        return TrainConfig().epochs
+    if isinstance(dim, IntDistribution):
+        return dim.high
+    return max(dim)
+
+
+class _Rungs(Strategy):
+    """Strategies that stop trials at rungs of epochs, from ``min_epochs`` on."""
+
+    def check(self, stage: Stage) -> None:
+        longest = max_epochs(stage.space)
+        if stage.min_epochs >= longest:
+            raise ConfigError(
+                f"min_epochs={stage.min_epochs} is not below the longest budget (epochs up to "
+                f"{longest}): {self.name} would never stop a trial. Lower min_epochs, or give "
+                "more epochs."
+            )
+
+
+class Halving(_Rungs):
     name = "halving"
 
     def pruner(self, stage: Stage, max_epochs: int) -> BasePruner:
@@ -123,7 +149,7 @@ class Halving(Strategy):
         )
 
 
-class Hyperband(Strategy):
+class Hyperband(_Rungs):
     name = "hyperband"
 
     def pruner(self, stage: Stage, max_epochs: int) -> BasePruner:
