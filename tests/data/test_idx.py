@@ -8,11 +8,12 @@ import sys
 import numpy as np
 import pytest
 
+from deepnet.data import load_dataset
 from deepnet.data.idx import find_idx, read_idx
 from deepnet.data.sources import FASHION_DEFAULT
 from deepnet.errors import DataError
 from tests.conftest import requires_fashion_mnist
-from tests.data.idx_files import idx_bytes
+from tests.data.idx_files import idx_bytes, write_idx_folder
 
 IMAGES = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
 
@@ -154,3 +155,17 @@ def test_plain_file_declaring_more_than_it_holds(tmp_path):
     path.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**32 - 1, 2**16, 2**16) + b"x")
     with pytest.raises(DataError, match=r"declares shape \(4294967295, 65536, 65536\).*holds 1 b"):
         read_idx(path)
+
+
+def test_images_are_counted_against_their_labels_before_they_are_read(tmp_path):
+    """A bomb whose header is consistent with the 1 GiB it expands to (1.3 M images), beside
+    a labels file of 1200: refused from the headers, before a byte of images is held."""
+    folder = tmp_path / "data"
+    image, label = np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.uint8)
+    write_idx_folder(folder, (image, np.zeros(1200, np.uint8), image, label))
+    (folder / "train-images-idx3-ubyte").unlink()
+    gzip_bomb(folder / "train-images-idx3-ubyte.gz", (GIB // 784, 28, 28), expands_to=GIB)
+    with pytest.raises(
+        DataError, match=r"declares 1369568 items but its labels file holds 1200 labels"
+    ):
+        load_dataset("mnist", (0, 1), folder)

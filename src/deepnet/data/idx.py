@@ -18,8 +18,9 @@ DEFLATE_MAX_RATIO = 1032  # zlib's bound: deflate expands its input at most 1032
 CHUNK = 1 << 20  # bytes decompressed at a time
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an unsigned-byte IDX file (images or labels) into a uint8 array.
+def read_idx(path: Path, count: int | None = None) -> np.ndarray:
+    """Read an unsigned-byte IDX file (images or labels) into a uint8 array; ``count``: how
+    many items (its first dimension) it must hold, e.g. one image per label.
 
     The header is 0x00 0x00 <type> <ndim> followed by ndim big-endian uint32 sizes; the body
     must hold exactly prod(sizes) bytes. Anything else raises DataError naming the file.
@@ -33,14 +34,16 @@ def read_idx(path: Path) -> np.ndarray:
             file.seek(0)
             capacity = path.stat().st_size * (DEFLATE_MAX_RATIO if gzipped else 1)
             stream: BinaryIO = gzip.GzipFile(fileobj=file) if gzipped else file
-            return _read(stream, path, capacity, gzipped)
+            return _read(stream, path, capacity, gzipped, count)
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(
             f"cannot read IDX file {path}: {exc}. Check the file or download it again."
         ) from exc
 
 
-def _read(stream: BinaryIO, path: Path, capacity: int, gzipped: bool) -> np.ndarray:
+def _read(
+    stream: BinaryIO, path: Path, capacity: int, gzipped: bool, count: int | None
+) -> np.ndarray:
     magic = stream.read(4)
     if len(magic) < 4 or magic[:3] != bytes([0, 0, UBYTE]) or not 1 <= magic[3] <= 4:
         raise DataError(
@@ -52,6 +55,11 @@ def _read(stream: BinaryIO, path: Path, capacity: int, gzipped: bool) -> np.ndar
     if len(sizes) < 4 * magic[3]:
         raise DataError(f"{path} is truncated inside its header. Download the file again.")
     shape = tuple(int(d) for d in np.frombuffer(sizes, ">u4"))
+    if count is not None and shape[0] != count:
+        raise DataError(
+            f"{path} declares {shape[0]} items but its labels file holds {count} labels; the "
+            "two files must come from the same release. Download them again."
+        )
     expected = math.prod(shape)
     header = 4 + len(sizes)
     if header + expected > capacity:

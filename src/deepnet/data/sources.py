@@ -101,11 +101,15 @@ def _mnist_arrays(path: Path | None) -> tuple[Arrays, str]:
 
 def _from_path(path: Path) -> Arrays:
     if path.is_dir():
+        # labels first: their count bounds the images, so a header declaring more images
+        # than there are labels is refused before any image is read
+        train_labels = read_idx(find_idx(path, "train-labels", 1))
+        test_labels = read_idx(find_idx(path, "t10k-labels", 1))
         return (
-            read_idx(find_idx(path, "train-images", 3)),
-            read_idx(find_idx(path, "train-labels", 1)),
-            read_idx(find_idx(path, "t10k-images", 3)),
-            read_idx(find_idx(path, "t10k-labels", 1)),
+            read_idx(find_idx(path, "train-images", 3), count=len(train_labels)),
+            train_labels,
+            read_idx(find_idx(path, "t10k-images", 3), count=len(test_labels)),
+            test_labels,
         )
     if path.is_file() and path.suffix == ".npz":
         return _read_npz(path)
