@@ -110,8 +110,12 @@ def test_image_label_count_mismatch(tmp_path):
     x = np.zeros((5, 28, 28), np.uint8)
     y = np.array([2, 7, 2, 7], np.uint8)
     folder = write_idx_folder(tmp_path / "idx", (x, y, x[:4], y))
+    with pytest.raises(DataError, match="images-idx3-ubyte declares 5 items but its labels file"):
+        load_dataset("mnist", (2, 7), folder)  # from the headers, before the images are read
+    npz = tmp_path / "mismatch.npz"
+    np.savez(npz, x_train=x, y_train=y, x_test=x[:4], y_test=y)
     with pytest.raises(DataError, match="has 5 train images but 4 train labels"):
-        load_dataset("mnist", (2, 7), folder)
+        load_dataset("mnist", (2, 7), npz)
 
 
 def test_corrupt_cache_says_delete_it(empty_cache):

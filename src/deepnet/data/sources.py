@@ -128,7 +128,8 @@ def _read_npz(path: Path) -> Arrays:
     if not zipfile.is_zipfile(path):  # numpy would guess at a pickle and suggest loading one
         raise DataError(
             f"{path} is not a .npz file (not a zip archive of arrays); give a Keras-style "
-            "mnist.npz (x_train, y_train, x_test, y_test) or a folder of IDX files."
+            "mnist.npz (x_train, y_train, x_test, y_test) or a folder of IDX files. If it is "
+            "deepnet's cache, delete it and it is rebuilt."
         )
     try:
         with np.load(path, allow_pickle=False) as npz:
