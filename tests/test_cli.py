@@ -105,3 +105,31 @@ def test_a_negative_seed_is_refused_naming_seed(cli, command):
     assert result.exit_code == 2
     assert "Invalid value for '--seed': -1 is not in the range x>=0" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_seed_past_the_range_is_refused_naming_seed(cli, small27_npz):
+    result = cli("train", "--epochs", 1, "--path", small27_npz, "--seed", 99999999999)
+    assert result.exit_code == 2 and "--seed" in result.output
+    assert "validation_split" not in result.output
+
+
+def test_a_path_the_system_refuses_is_one_line(cli, small27_npz, tmp_path):
+    too_long = tmp_path / ("x" * 300)
+    for args in (
+        ("train", "--epochs", 1, "--path", small27_npz, "--out", too_long),
+        ("results", too_long),
+        ("report", too_long),
+        ("data", "--path", f"{too_long}.npz"),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "File name too long" in result.output and "Traceback" not in result.output
+
+
+def test_evaluate_on_a_search_folder_points_to_its_refit(cli, tmp_path):
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "run.json").write_text('{"format": 1, "kind": "search", "status": "finished"}')
+    (search / "search.json").write_text("{}")
+    result = cli("evaluate", search)
+    assert result.exit_code == 1 and f"deepnet evaluate {search / 'refit'}" in result.output

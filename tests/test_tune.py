@@ -1,4 +1,5 @@
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from deepnet import RunExistsError, RunFormatError, SearchError, SearchSpec
+from deepnet import ConfigError, RunExistsError, RunFormatError, SearchError, SearchSpec
 from deepnet.errors import DiskFullError, RunBusyError
-from deepnet.tune import default_storage, finished_trials, load_search, tune
+from deepnet.tune import checkpoint_policy, default_storage, finished_trials, load_search, tune
 from tests import postgres
 from tests.test_lock import hold_in_another_process
 
@@ -346,3 +347,51 @@ def test_a_search_in_postgresql_killed_and_resumed(postgres_url, small27_npz, tm
     assert len(load_search(killed, postgres_url).rows) == 8
     with pytest.raises(SearchError, match="never stores: give the full URL"):
         load_search(killed)
+
+
+def test_ctrl_c_while_the_folder_is_claimed_leaves_nothing_to_block_a_rerun(
+    small27, tmp_path, monkeypatch
+):
+    """Ctrl-C while the new study is being created (the slow part of the claim) used to leave
+    run.json without search.json: a folder the same command then refused as not a search."""
+    tune_module = importlib.import_module("deepnet.tune")  # `deepnet.tune` is the function
+
+    run_dir = tmp_path / "run"
+    create_study = tune_module.optuna_study_names
+
+    def interrupted(storage, create=False):
+        if create:
+            raise KeyboardInterrupt  # as a Ctrl-C arriving there would
+        return create_study(storage, create)
+
+    monkeypatch.setattr(tune_module, "optuna_study_names", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tune(SPEC, small27, run_dir, n_jobs=1, refit=False)
+    assert not run_dir.exists()
+    monkeypatch.undo()
+    assert len(tune(SPEC, small27, run_dir, n_jobs=1, refit=False).outcome.rows) == 2
+
+
+def test_too_many_folds_are_refused_before_the_folder_is_claimed(small27, tmp_path):
+    run_dir = tmp_path / "run"
+    too_many = SearchSpec(SPEC.stages, cv=700, seed=0)
+    with pytest.raises(ConfigError, match="cv=700 folds cannot be stratified"):
+        tune(too_many, small27, run_dir, n_jobs=1, refit=False)
+    assert not run_dir.exists()  # so the corrected command starts afresh
+    assert len(tune(SPEC, small27, run_dir, n_jobs=1, refit=False).outcome.rows) == 2
+
+
+def test_checkpoints_default_to_the_run_folder_every_minute(tmp_path):
+    policy = checkpoint_policy(tmp_path / "run")
+    assert policy.directory == (tmp_path / "run" / "checkpoints").absolute()
+    assert policy.every == 60
+    assert checkpoint_policy(Path("rel"), 0).directory == Path("rel", "checkpoints").absolute()
+    assert checkpoint_policy(tmp_path, 0, tmp_path / "shared").directory == tmp_path / "shared"
+    assert checkpoint_policy(tmp_path, -1) is None
+
+
+@pytest.mark.parametrize("every", [-5, float("nan")])
+def test_a_bad_checkpoint_interval_is_refused_before_anything_is_made(small27, tmp_path, every):
+    with pytest.raises(ConfigError, match=r"checkpoint_every=.* seconds >= 0 .* -1 for no"):
+        tune(SPEC, small27, tmp_path / "run", n_jobs=1, checkpoint_every=every)
+    assert not (tmp_path / "run").exists()

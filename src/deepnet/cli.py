@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from deepnet import display
 from deepnet.errors import DeepNetError
+from deepnet.seeds import MAX_SEED
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 # Wide output when piped to a file or a log, the terminal's width otherwise.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, highlight=False)
-SEED_RANGE = click.IntRange(min=0)
+SEED_RANGE = click.IntRange(0, MAX_SEED)
 
 
 class ParamType(click.ParamType):
@@ -155,6 +156,11 @@ def friendly_messages(command: Callable) -> Callable:
                 return command(*args, **kwargs)
             except DeepNetError as exc:
                 raise click.ClickException(str(exc)) from exc
+            except OSError as exc:  # a path the system refuses: too long, no permission, ...
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise click.ClickException(
+                    f"{exc.strerror or exc}{where}: choose another path, or check its folder."
+                ) from exc
 
     return wrapper
 
@@ -360,6 +366,20 @@ def evaluate_run(run: Path, data_path: Path | None) -> None:
     help="The Ray cluster's head (what ray start --head printed) [default: $RAY_ADDRESS, "
     "else the cluster this machine belongs to].",
 )
+@click.option(
+    "--checkpoint-every",
+    type=float,
+    metavar="SECONDS",
+    help="Save training trials at the first epoch boundary after this many seconds, so that "
+    "a rerun after a kill resumes them mid-training (0: every epoch; -1: never) [default: 60].",
+)
+@click.option("--no-checkpoints", is_flag=True, help="Never save trials mid-training.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    help="Where checkpoints go [default: RUN/checkpoints]. With --executor ray: a shared "
+    "filesystem path every node reaches at the same place (nothing else is supported).",
+)
 @click.option("--storage", help="Optuna database URL [default: sqlite:///RUN/study.db].")
 @click.option("--study-name", help="Study name in the storage [default: the run folder's name].")
 @click.option(
@@ -388,6 +408,9 @@ def search(
     n_jobs: int,
     executor: str,
     ray_address: str | None,
+    checkpoint_every: float | None,
+    no_checkpoints: bool,
+    checkpoint_dir: Path | None,
     storage: str | None,
     study_name: str | None,
     out: Path | None,
@@ -459,6 +482,8 @@ def search(
                 on_trial=on_trial,
                 executor=where,
                 on_event=on_event,
+                checkpoint_every=-1 if no_checkpoints else checkpoint_every,
+                checkpoint_dir=checkpoint_dir,
             )
         except KeyboardInterrupt:
             console.print(
@@ -483,13 +508,18 @@ def search(
     type=click.Path(path_type=Path),
     help="Another search run to draw in the scores-over-time picture (repeatable).",
 )
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the page here instead [default: RUN/report.html].",
+)
 @friendly_messages
-def report_command(run: Path, compare: tuple[Path, ...]) -> None:
+def report_command(run: Path, compare: tuple[Path, ...], out: Path | None) -> None:
     """Write RUN/report.html: learning curves, filters, mistakes, the search landscape."""
     from deepnet.report import report
 
     _quiet_optuna()
-    console.print(f"report   [bold]{escape(str(report(run, compare)))}[/bold]")
+    console.print(f"report   [bold]{escape(str(report(run, compare, out)))}[/bold]")
 
 
 @main.command()
@@ -643,7 +673,7 @@ def _trial_progress(
 ) -> Iterator[tuple[Callable[[FrozenTrial], None], Callable[[SearchEvent], None]]]:
     """A progress bar over trials with the best score so far; yields the per-trial callback
     and the one for the workers' events (started, lost)."""
-    from deepnet.search.executor import WorkerLost
+    from deepnet.search.executor import TrialsResumed, WorkerLost
     from deepnet.search.results import row_of
 
     best = [0.0]
@@ -659,7 +689,10 @@ def _trial_progress(
             progress.advance(task)
 
         def on_event(event: SearchEvent) -> None:
-            if isinstance(event, WorkerLost):
+            if isinstance(event, TrialsResumed):
+                trials = ", ".join(map(str, event.trials))
+                progress.console.print(f"resumed  trial {trials} from epoch {event.epoch}")
+            elif isinstance(event, WorkerLost):
                 again = ", ".join(map(str, event.requeued)) or "none"
                 progress.console.print(
                     f"[yellow]lost {escape(event.worker)}: trials {again} re-queued[/yellow]\n"

@@ -22,8 +22,9 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from deepnet import lock, runs
-from deepnet.data import Dataset
-from deepnet.errors import RunExistsError, RunFormatError, SearchError
+from deepnet.data import Dataset, stratified_folds
+from deepnet.engine.checkpoint import DEFAULT_EVERY, CheckpointPolicy
+from deepnet.errors import ConfigError, RunExistsError, RunFormatError, SearchError
 from deepnet.runs import SavedRun, load_run
 from deepnet.search import SearchOutcome, SearchSpec, run_search, write_csv
 from deepnet.search.driver import OnTrial
@@ -33,11 +34,12 @@ from deepnet.search.runner import stage_study_name
 from deepnet.search.storage import ENV_VAR, open_storage, redact, same_storage, storage_url
 from deepnet.train import data_info, train
 
-SEARCH_FILE, STUDY_FILE, RESULTS_FILE, REFIT_DIR = (
+SEARCH_FILE, STUDY_FILE, RESULTS_FILE, REFIT_DIR, CHECKPOINTS_DIR = (
     "search.json",
     "study.db",
     "results.csv",
     "refit",
+    "checkpoints",
 )
 
 
@@ -78,10 +80,20 @@ def claim_search_dir(run_dir: Path, record: dict[str, Any], url: str | None) -> 
     if url is not None:  # refused before anything is written
         optuna_study_names(url, create=True)
     runs.start_run(run_dir, "search")
-    if url is None:  # create RUN/study.db now: missing later, it was deleted
-        optuna_study_names(default_storage(run_dir), create=True)
-    runs.write_json(search_file, record)
+    try:
+        if url is None:  # create RUN/study.db now: missing later, it was deleted
+            optuna_study_names(default_storage(run_dir), create=True)
+        runs.write_json(search_file, record)
+    except BaseException:  # Ctrl-C or an error half-way: leave no folder that cannot resume
+        _remove_claim(run_dir)
+        raise
     return record
+
+
+def _remove_claim(run_dir: Path) -> None:
+    """Remove what a new search's claim wrote (nothing was trained yet)."""
+    for name in (runs.RUN_FILE, SEARCH_FILE, STUDY_FILE, f"{STUDY_FILE}-wal", f"{STUDY_FILE}-shm"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def _check_same_study(
@@ -137,6 +149,8 @@ def tune(
     on_refit_epoch: Callable | None = None,
     executor: str | Executor = "local",
     on_event: OnEvent | None = None,
+    checkpoint_every: float | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TuneResult:
     """Run or resume the search in ``run_dir``; then refit and test the best configuration.
 
@@ -144,9 +158,15 @@ def tune(
     SIGTERM stops the search as Ctrl-C does; both leave it interrupted, ready to resume.
     ``storage`` (default $DEEPNET_STORAGE, else RUN/study.db) and ``study_name`` (default
     the folder's name) are recorded, the storage's password never; resuming keeps them.
-    ``executor`` and ``on_event``: as in run_search.
+    ``executor`` and ``on_event``: as in run_search. Workers checkpoint their trials every
+    ``checkpoint_every`` seconds of training (default 60), at an epoch boundary (0: every
+    epoch; -1: never)
+    in ``checkpoint_dir`` (default RUN/checkpoints; with Ray, a shared filesystem path that
+    every node reaches), so an interrupted search resumes its trials mid-training.
     """
+    checkpoints = checkpoint_policy(run_dir, checkpoint_every, checkpoint_dir)
     url = storage_url(storage)
+    folds = stratified_folds(dataset.y_train, spec.cv, spec.seed)  # refused before any claim
     record = {
         "spec": spec.to_json(),
         "data": _data_key(dataset),
@@ -168,9 +188,11 @@ def tune(
                 study_name=record["study_name"],
                 data=_data_key(dataset),
                 n_jobs=n_jobs,
+                folds=folds,
                 on_trial=on_trial,
                 executor=executor,
                 on_event=on_event,
+                checkpoints=checkpoints,
             )
             write_csv(outcome.rows, run_dir / RESULTS_FILE)
             refit_run = (
@@ -189,6 +211,24 @@ def tune(
             )
             raise
     return TuneResult(outcome, refit_run, run_dir)
+
+
+def checkpoint_policy(
+    run_dir: Path, every: float | None = None, directory: str | Path | None = None
+) -> CheckpointPolicy | None:
+    """Where and how often a search's workers checkpoint: ``every`` seconds (None: the
+    default; 0: every epoch, -1: never) in ``directory``, default RUN/checkpoints."""
+    if every is None:
+        every = DEFAULT_EVERY
+    if every == -1:
+        return None
+    if not every >= 0:  # also NaN
+        raise ConfigError(
+            f"checkpoint_every={every!r} is not allowed: give seconds >= 0 (0: every epoch), "
+            "or -1 for no checkpoints."
+        )
+    folder = Path(directory) if directory else run_dir / CHECKPOINTS_DIR
+    return CheckpointPolicy(folder.absolute(), every)  # a Ray actor has another cwd
 
 
 def _refit(

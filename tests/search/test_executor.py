@@ -3,6 +3,7 @@ capped, and the seed's search cells run as a plain script with every core."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,7 +16,14 @@ import numpy as np
 import pytest
 
 from deepnet.config import TrainConfig
-from deepnet.engine import Member
+from deepnet.engine import Member, PopulationEngine
+from deepnet.engine.checkpoint import (
+    CheckpointPolicy,
+    CheckpointStore,
+    SavedMember,
+    data_fingerprint,
+    fingerprint,
+)
 from deepnet.search.executor import (
     InlineWorker,
     ProcessWorker,
@@ -186,3 +194,67 @@ def test_killing_the_driver_ends_its_workers_quietly(small27_npz, tmp_path):
             if _running(w):
                 os.kill(w, signal.SIGKILL)
     assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr, stderr.decode()
+
+
+def test_a_worker_resumes_a_checkpointed_batch_and_replays_its_saved_epochs(small27, tmp_path):
+    x, y = small27.x_train[:400], small27.y_train[:400]
+    policy = CheckpointPolicy(tmp_path, every=0)
+    members = [dataclasses.replace(m, checkpoint="r0") for m in _members(len(y))]
+    members = [dataclasses.replace(m, config=m.config.replace(epochs=3)) for m in members]
+    keys = [m.key for m in members]
+    first = InlineWorker(x, y, 2, policy)
+    first.submit(members)
+    first.advance()
+    saved = first.receive()  # epoch 1 of both, saved together in one file
+    assert len(list(tmp_path.iterdir())) == 1
+    again = InlineWorker(x, y, 2, policy)  # a rerun's worker: the first is gone
+    again.submit(members)
+    again.advance()
+    replayed = again.receive()
+    assert [(r.key, r.epoch) for r in replayed] == [
+        ("Adam/0", 1),
+        ("Nadam/0", 1),
+        ("Adam/0", 2),
+        ("Nadam/0", 2),
+    ]
+    assert replayed[:2] == saved
+    uninterrupted = InlineWorker(x, y, 2)
+    uninterrupted.submit(members)
+    for _ in range(2):
+        uninterrupted.advance()
+        expected = uninterrupted.receive()
+    assert [r.val_loss for r in replayed[2:]] == [r.val_loss for r in expected]
+    third = InlineWorker(x, y, 2, policy)  # what the resumed worker saved: the whole history
+    third.submit(members)
+    third.advance()
+    last = third.receive()
+    assert sorted((r.epoch, r.key) for r in last) == [(e, k) for e in (1, 2, 3) for k in keys]
+    assert all(r.done for r in last if r.epoch == 3)
+    assert list(tmp_path.iterdir()) == []  # its members finished: the file went
+
+
+def test_a_checkpoint_that_does_not_fit_its_members_is_ignored_with_a_warning(small27, tmp_path):
+    x, y = small27.x_train[:400], small27.y_train[:400]
+    member = dataclasses.replace(_members(len(y))[0], checkpoint="r0")
+    narrow = dataclasses.replace(member, config=member.config.replace(neurons=8))
+    training = PopulationEngine().train(x, y, 2, [narrow])
+    results = training.step()
+    name = fingerprint([member], data_fingerprint(x, y))  # under the wider member's name
+    snapshot = training.snapshot(narrow.key)
+    CheckpointStore(tmp_path).save(name, [SavedMember(snapshot, tuple(results))])
+    resumed = InlineWorker(x, y, 2, CheckpointPolicy(tmp_path))
+    with pytest.warns(UserWarning, match=r"ignoring the checkpoints of members \['Adam/0'\]"):
+        resumed.submit([member])
+    resumed.advance()
+    assert [r.epoch for r in resumed.receive()] == [1]  # from scratch
+
+
+def test_a_stopped_trial_loses_its_checkpoint(small27, tmp_path):
+    x, y = small27.x_train[:400], small27.y_train[:400]
+    worker = InlineWorker(x, y, 2, CheckpointPolicy(tmp_path, every=0))
+    worker.submit([dataclasses.replace(m, checkpoint="r0") for m in _members(len(y))])
+    worker.advance()
+    worker.receive()
+    assert len(list(tmp_path.iterdir())) == 1
+    worker.advance(stop=["Adam/0", "Nadam/0"])  # pruned: it is never resumed
+    assert list(tmp_path.iterdir()) == []

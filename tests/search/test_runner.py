@@ -13,7 +13,7 @@ from deepnet.search.driver import run_stage
 from deepnet.search.executor import Pool, ProcessWorker, WorkerLost
 from deepnet.search.records import TrialRecord
 from deepnet.search.results import trial_rows
-from deepnet.search.runner import max_epochs
+from deepnet.search.strategies import max_epochs
 from deepnet.search.study import open_study
 from tests.search.conftest import scores
 

@@ -32,12 +32,19 @@ class MaskStream:
     """A member's sequence of dropout draws (SplitMix64 keys from its seed)."""
 
     def __init__(self, seed: int):
-        self._state = _splitmix64(seed & _MASK)
+        self.position = _splitmix64(seed & _MASK)  # the state: where a checkpoint resumes it
+
+    @classmethod
+    def at(cls, position: int) -> MaskStream:
+        """The stream resumed at a ``position`` it had."""
+        stream = cls(0)
+        stream.position = position
+        return stream
 
     def next_key(self) -> int:
         """The key of the next draw."""
-        self._state = (self._state + _GOLDEN) & _MASK
-        return _splitmix64(self._state)
+        self.position = (self.position + _GOLDEN) & _MASK
+        return _splitmix64(self.position)
 
     def scale(self, shape: Sequence[int], rate: float) -> torch.Tensor:
         """Inverted-dropout multipliers for a batch of ``shape[0]`` images of ``shape[1:]``

@@ -16,6 +16,8 @@ class Member:
 
     In a cross-validated search a member is one trial on one fold; a plain training run
     is a population of one. ``val_idx`` may be empty (no validation metrics then).
+    Members with the same ``checkpoint`` label (a trial's folds) are checkpointed together
+    when the caller keeps checkpoints (deepnet.engine.checkpoint); None: never saved.
     """
 
     key: str
@@ -23,6 +25,7 @@ class Member:
     train_idx: np.ndarray
     val_idx: np.ndarray
     seed: int = 0
+    checkpoint: str | None = None
 
 
 class Status(StrEnum):

@@ -49,6 +49,23 @@ class OptimizerBank:
             fresh = torch.zeros(joining, layout.size)
             self.slots[name] = torch.cat([layout.convert(slot, old), fresh])[rows]
 
+    def restore(
+        self,
+        shape: torch.Size,
+        row: int,
+        slots: dict[str, torch.Tensor],
+        group: RuleGroup,
+        scalars: dict,
+    ) -> None:
+        """Row ``row`` (of parameters ``shape``) resumes a checkpointed member: its
+        accumulators ``slots`` (padded rows) and its RuleGroup's ``scalars``."""
+        for name, value in slots.items():
+            if name not in self.slots:
+                self.slots[name] = torch.zeros(shape)
+            self.slots[name][row] = value
+        if scalars:
+            self.scalars[group] = dict(scalars)
+
     @torch.no_grad()
     def step(
         self,

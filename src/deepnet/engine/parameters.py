@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -52,10 +52,10 @@ class Layout:
             self.view(out, name)[(slice(None), *_corner(dims))] = old.view(flat, name)
         return out
 
-    def row(self, net: SeedNet) -> torch.Tensor:
-        """A member's network as one padded row."""
+    def row(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """A member's tensors (as its network's state_dict) as one padded row."""
         row = torch.zeros(1, self.size)
-        for name, tensor in net.state_dict().items():
+        for name, tensor in tensors.items():
             self.view(row, name)[0][_corner(tensor.shape)] = tensor
         return row[0]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,16 +28,17 @@ import torch
 from deepnet.config import TrainConfig
 from deepnet.engine.allocator import keep_freed_memory
 from deepnet.engine.batches import Tally, pad
+from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.dropout import draw
 from deepnet.engine.inputs import check_training_data, training_tensors
 from deepnet.engine.kernels import LANES, conv_stack, gather_images
 from deepnet.engine.member import EpochResult, Member, epoch_status
 from deepnet.engine.member_runs import Run, by_runs, sort_key
-from deepnet.engine.optimizer_bank import OptimizerBank
+from deepnet.engine.optimizer_bank import OptimizerBank, RuleGroup
 from deepnet.engine.parameters import Layout, StackedParameters
 from deepnet.engine.roster import Hidden, MemberState, Roster, StepShape
 from deepnet.engine.training import Training
-from deepnet.nn import ACTIVATIONS, SeedNet, categorical_crossentropy, max_norm_
+from deepnet.nn import ACTIVATIONS, OPTIMIZERS, SeedNet, categorical_crossentropy, max_norm_
 from deepnet.nn.architecture import Architecture
 
 __all__ = ["Population", "PopulationEngine", "StepShape"]
@@ -56,6 +57,7 @@ class Population:
         n_classes: int,
         keep_models: bool = True,
         capacity: int | None = None,
+        resume: Mapping[str, MemberSnapshot] | None = None,
     ):
         shape = StepShape.of(members[0])
         if any(StepShape.of(m) != shape for m in members):
@@ -64,11 +66,24 @@ class Population:
         self.channels, self.image = x.shape[1], tuple(x.shape[2:])
         self.keep_models = keep_models
         self.capacity = capacity or len(members)  # how many members absorb() may bring it to
-        roster, _ = Roster.sorted([MemberState.start(m) for m in members])
-        layout = self._layout(max(roster.units))
-        rows = [layout.row(self._net(s.config, s.generator)) for s in roster.states]
+        resume = resume or {}
+        fresh, _ = Roster.sorted([MemberState.start(m) for m in members])
+        layout = self._layout(max(fresh.units))
+        rows = []
+        for s in fresh.states:
+            net = self._net(s.config, s.generator)
+            if s.key in resume:
+                net.load_state_dict(resume[s.key].parameters)
+            rows.append(layout.row(net.state_dict()))
+        roster = Roster([s.resumed(resume[s.key]) if s.key in resume else s for s in fresh.states])
         self._arrange(roster, layout, torch.stack(rows))
         self.bank = OptimizerBank(shape.steps)
+        for i, s in enumerate(roster.states):
+            if s.key in resume:
+                snap = resume[s.key]
+                slots = {name: layout.row(values) for name, values in snap.slots.items()}
+                group = RuleGroup(s.config.optimizer, s.joined)
+                self.bank.restore(self.params.flat.shape, i, slots, group, snap.scalars)
         self.epoch = 0  # rounds trained; a member's own epoch is epoch - its join round
         self.finished: dict[str, SeedNet] = {}
 
@@ -109,6 +124,7 @@ class Population:
         if (
             other.shape != self.shape
             or other.epoch
+            or any(s.joined for s in other.roster.states)  # resumed: their own rounds
             or other.x.data_ptr() != self.x.data_ptr()
             or len(self.roster) + len(other.roster) > self.capacity
         ):
@@ -132,6 +148,25 @@ class Population:
         i = self.roster.index(key)
         net = self._net(self.roster.states[i].config)
         return self.layout.load(self.params.flat[i : i + 1], net)
+
+    def snapshot(self, key: str) -> MemberSnapshot:
+        """A live member's state at this epoch boundary, unpadded, to resume it from."""
+        i = self.roster.index(key)
+        state = self.roster.states[i]
+        cfg = state.config
+
+        def unpadded(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+            return self.layout.load(flat[i : i + 1], self._net(cfg)).state_dict()
+
+        slots = OPTIMIZERS[cfg.optimizer].slots
+        return MemberSnapshot(
+            self.epoch - state.joined,
+            unpadded(self.params.flat),
+            {name: unpadded(self.bank.slots[name]) for name in slots if name in self.bank.slots},
+            dict(self.bank.scalars.get(RuleGroup(cfg.optimizer, state.joined), {})),
+            state.generator.get_state(),
+            state.masks.position,
+        )
 
     # --- the network, for all members at once -------------------------------------------
 
@@ -298,8 +333,14 @@ class PopulationEngine:
         return self._data[2:]
 
     def train(
-        self, images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        n_classes: int,
+        members: Sequence[Member],
+        resume: Mapping[str, MemberSnapshot] | None = None,
     ) -> Training:
+        """Train ``members``; those in ``resume`` go on from their snapshot's epoch."""
         check_training_data(images, labels, n_classes, members)
         x, y = self._tensors(images, labels)
         by_shape: dict[StepShape, list[Member]] = {}
@@ -307,7 +348,13 @@ class PopulationEngine:
             by_shape.setdefault(StepShape.of(m), []).append(m)
         groups = [
             Population(
-                same[i : i + self.max_members], x, y, n_classes, self.keep_models, self.max_members
+                same[i : i + self.max_members],
+                x,
+                y,
+                n_classes,
+                self.keep_models,
+                self.max_members,
+                resume,
             )
             for same in by_shape.values()
             for i in range(0, len(same), self.max_members)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from deepnet.config import TrainConfig
+from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.dropout import MaskStream
 from deepnet.engine.member import Member
 from deepnet.engine.member_runs import Run, runs_of, sort_key
@@ -75,6 +76,15 @@ class MemberState:
             _indices(member.val_idx),
         )
 
+    def resumed(self, snapshot: MemberSnapshot) -> MemberState:
+        """This member's streams where ``snapshot`` left them, as if it had joined
+        ``snapshot.epoch`` rounds before the population's first."""
+        generator = torch.Generator()
+        generator.set_state(snapshot.generator)
+        return replace(
+            self, generator=generator, masks=MaskStream.at(snapshot.masks), joined=-snapshot.epoch
+        )
+
     @property
     def key(self) -> str:
         return self.member.key
@@ -84,7 +94,8 @@ class MemberState:
         return self.member.config
 
     def joining(self, epoch: int) -> MemberState:
-        """This member entering a population that has trained ``epoch`` rounds."""
+        """This member, at its own epoch 0, entering a population that has trained ``epoch``
+        rounds."""
         return replace(self, joined=epoch)
 
     def shuffled(self) -> torch.Tensor:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.inputs import check_training_data, training_tensors
 from deepnet.engine.member import EpochResult, Member, Status, epoch_status
 from deepnet.engine.roster import MemberState
@@ -27,7 +28,14 @@ class MemberRun:
     """One member's network and optimizer, and its MemberState (random streams, indices):
     a Group of one."""
 
-    def __init__(self, member: Member, x: torch.Tensor, y: torch.Tensor, n_classes: int):
+    def __init__(
+        self,
+        member: Member,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        n_classes: int,
+        resume: MemberSnapshot | None = None,
+    ):
         self.member, self.x, self.y = member, x, y
         self.keys = [member.key]
         self.epoch = 0
@@ -35,8 +43,33 @@ class MemberRun:
         self._model = SeedNet(
             member.config, n_classes, tuple(x.shape[2:]), state.generator, channels=x.shape[1]
         )
-        self.optimizer = OPTIMIZERS[member.config.optimizer](
-            self._model.parameters(), lr=member.config.learn_rate
+        self.rule = OPTIMIZERS[member.config.optimizer]
+        self.optimizer = self.rule(self._model.parameters(), lr=member.config.learn_rate)
+        if resume is not None:
+            self._resume(resume)
+
+    def _resume(self, snap: MemberSnapshot) -> None:
+        """Go on from ``snap``: its weights, optimizer state and streams, at its epoch."""
+        self._model.load_state_dict(snap.parameters)
+        self.state = self.state.resumed(snap)
+        self.epoch = snap.epoch
+        steps = snap.epoch * math.ceil(len(self.member.train_idx) / self.member.config.batch_size)
+        for name, p in self._model.named_parameters():
+            slots = {slot: values[name].clone() for slot, values in snap.slots.items()}
+            self.optimizer.state[p] = {"step": steps, **slots, **snap.scalars}
+
+    def snapshot(self, key: str) -> MemberSnapshot:
+        """Its state at this epoch boundary, to resume it from."""
+        named = dict(self._model.named_parameters())
+        states = {name: self.optimizer.state[p] for name, p in named.items()}
+        first = next(iter(states.values()))
+        return MemberSnapshot(
+            self.epoch,
+            {name: t.detach().clone() for name, t in self._model.state_dict().items()},
+            {slot: {n: s[slot].clone() for n, s in states.items()} for slot in self.rule.slots},
+            {k: float(v) for k, v in first.items() if k != "step" and k not in self.rule.slots},
+            self.state.generator.get_state(),
+            self.state.masks.position,
         )
 
     def drop(self, keys: set[str]) -> None:
@@ -95,8 +128,16 @@ class SequentialEngine:
     """Trains the members in one process with a plain PyTorch loop, one step at a time."""
 
     def train(
-        self, images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        n_classes: int,
+        members: Sequence[Member],
+        resume: Mapping[str, MemberSnapshot] | None = None,
     ) -> Training:
+        """Train ``members``; those in ``resume`` go on from their snapshot's epoch."""
         check_training_data(images, labels, n_classes, members)
         x, y = training_tensors(images, labels)
-        return Training([MemberRun(m, x, y, n_classes) for m in members], [m.key for m in members])
+        resume = resume or {}
+        runs = [MemberRun(m, x, y, n_classes, resume.get(m.key)) for m in members]
+        return Training(runs, [m.key for m in members])

@@ -7,11 +7,12 @@ group one epoch per round, reports in member order, and forwards the caller's st
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
+from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.member import EpochResult, Member
 from deepnet.nn import SeedNet
 
@@ -29,6 +30,9 @@ class Group(Protocol):
 
     def model(self, key: str) -> SeedNet:
         """The member's network as its last epoch left it."""
+
+    def snapshot(self, key: str) -> MemberSnapshot:
+        """A live member's state at this epoch boundary (deepnet.engine.checkpoint)."""
 
     def absorb(self, other: Group) -> bool:
         """Take in the members of ``other``, a group that has not trained yet, if this
@@ -84,6 +88,10 @@ class Training:
     def model(self, key: str) -> SeedNet:
         return self._owner[key].model(key)
 
+    def snapshot(self, key: str) -> MemberSnapshot:
+        """A member's state now, between rounds, to resume it from (an active member)."""
+        return self._owner[key].snapshot(key)
+
     def step(self) -> list[EpochResult]:
         """Advance every active member by one epoch (one lockstep round)."""
         results: list[EpochResult] = []
@@ -98,5 +106,10 @@ class Engine(Protocol):
     """What trains members: SequentialEngine (the reference) or PopulationEngine."""
 
     def train(
-        self, images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        n_classes: int,
+        members: Sequence[Member],
+        resume: Mapping[str, MemberSnapshot] | None = None,
     ) -> Training: ...

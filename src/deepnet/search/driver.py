@@ -10,7 +10,9 @@ The workers advance in rounds of one epoch; the pool says in which order the dri
 them (see Pool and RayPool). A trial's own result never depends on that order, only pruning
 decisions can. A worker that is lost costs only its batch's open trials: they are stored as
 interrupted (as after a crash, so nothing counts them) and their configurations are asked
-again, to train from scratch on another worker.
+again, to train on another worker: from scratch, or, with checkpoints, from the last epoch
+its worker saved (the worker's first reply then replays the saved epochs, which are reported
+to the new trial before the epochs it trains).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from deepnet.errors import SearchError
 from deepnet.search.executor import (
     OnEvent,
     Pool,
+    TrialsResumed,
     Worker,
     WorkerCrashError,
     WorkerLost,
@@ -133,20 +136,21 @@ class _Batch:
             epochs = max(t.config.epochs for t in trials)
             config = trials[0].config.replace(epochs=epochs)
             for i, (train, val) in enumerate(folds):
-                member = Member(f"{rid}/{i}", config, train, val, seed + i)
+                member = Member(f"{rid}/{i}", config, train, val, seed + i, checkpoint=rid)
                 self.member_of[member.key] = _MemberOf(rid, i)
                 out.append(member)
         self.started = len(self.runs)
         self.unstarted.clear()
         return out
 
-    def rounds(self, results: list[EpochResult]) -> dict[str, dict[int, EpochResult]]:
-        """One round's results by run id, then fold."""
-        by_run: dict[str, dict[int, EpochResult]] = {}
+    def rounds(self, results: list[EpochResult]) -> dict[str, list[dict[int, EpochResult]]]:
+        """A reply's results by run id, then epoch (in order), then fold. A reply holds one
+        epoch per run, or, for a run resumed from a checkpoint at epoch k, epochs 1..k+1."""
+        by_run: dict[str, dict[int, dict[int, EpochResult]]] = {}
         for r in results:
             of = self.member_of[r.key]
-            by_run.setdefault(of.run, {})[of.fold] = r
-        return by_run
+            by_run.setdefault(of.run, {}).setdefault(r.epoch, {})[of.fold] = r
+        return {rid: [epochs[e] for e in sorted(epochs)] for rid, epochs in by_run.items()}
 
     def member_keys(self, runs: list[str]) -> list[str]:
         """The keys of these runs' members."""
@@ -263,10 +267,14 @@ def run_stage(
                         finish(run, run.fail(f"training crashed: {exc}"))
                     results = None
                 if results is not None:
-                    for rid, round_ in batch.rounds(results).items():
-                        for run in batch.runs[rid]:
-                            if run.state is None and (state := run.record(round_)) is not None:
-                                finish(run, state)
+                    for rid, rounds in batch.rounds(results).items():
+                        if len(rounds) > 1 and on_event:  # it replays a checkpoint's epochs
+                            trials = tuple(t.trial.number for t in batch.runs[rid])
+                            on_event(TrialsResumed(trials, len(rounds) - 1))
+                        for round_ in rounds:
+                            for run in batch.runs[rid]:
+                                if run.state is None and (state := run.record(round_)) is not None:
+                                    finish(run, state)
                     if batch.open_trials():
                         done = batch.finished_runs()
                         # pruning made room: new trials join the batch (and its population)

@@ -35,6 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from deepnet.engine import EpochResult, Member, PopulationEngine, Training
+from deepnet.engine.checkpoint import CheckpointPolicy, Checkpoints, data_fingerprint
 from deepnet.errors import ConfigError
 from deepnet.search.protocol import Advance, Channel, Crash, Join, Load, Request, Submit
 
@@ -114,7 +115,15 @@ class WorkerLost:
     requeued: tuple[int, ...]
 
 
-SearchEvent = WorkersStarted | WorkerLost
+@dataclass(frozen=True)
+class TrialsResumed:
+    """These trials (sharing their members) resumed from their checkpoint at ``epoch``."""
+
+    trials: tuple[int, ...]
+    epoch: int
+
+
+SearchEvent = WorkersStarted | WorkerLost | TrialsResumed
 OnEvent = Callable[[SearchEvent], None]
 
 
@@ -155,26 +164,68 @@ class Pool:
 
 
 class InlineWorker:
-    """Trains in the calling process, with torch's own thread count."""
+    """Trains in the calling process, with torch's own thread count.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int):
+    With ``checkpoints``, members resume from their trial's saved state, and the first round
+    after that replays their saved epochs before the new one (so the driver can report them
+    to the study); the batch is saved at epoch boundaries as the policy says.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        n_classes: int,
+        checkpoints: CheckpointPolicy | None = None,
+    ):
         self.images, self.labels, self.n_classes = images, labels, n_classes
         self.engine = PopulationEngine(keep_models=False)
         self._training: Training | None = None
+        self._checkpoints = (
+            None
+            if checkpoints is None
+            else Checkpoints(checkpoints, data_fingerprint(images, labels))
+        )
+        self._replay: list[EpochResult] = []  # saved epochs of resumed members, sent next
+
+    def _train(self, members: Sequence[Member]) -> Training:
+        saved = self._checkpoints.resume(members) if self._checkpoints else {}
+        if saved:
+            resume = {key: s.snapshot for key, s in saved.items()}
+            try:
+                training = self.engine.train(
+                    self.images, self.labels, self.n_classes, members, resume
+                )
+            except (RuntimeError, ValueError, KeyError) as exc:  # whole, but not theirs
+                warnings.warn(
+                    f"ignoring the checkpoints of members {sorted(saved)} ({exc}); they "
+                    "train again from scratch.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                self._replay += [r for s in saved.values() for r in s.results]
+                return training
+        return self.engine.train(self.images, self.labels, self.n_classes, members)
 
     def submit(self, members: Sequence[Member]) -> None:
-        self._training = self.engine.train(self.images, self.labels, self.n_classes, members)
+        if self._checkpoints:
+            self._checkpoints.reset()
+        self._replay = []
+        self._training = self._train(members)
 
     def join(self, members: Sequence[Member]) -> None:
         if self._training is None:
             raise WorkerCrashError("join() before submit()")
-        self._training.extend(self.engine.train(self.images, self.labels, self.n_classes, members))
+        self._training.extend(self._train(members))
 
     def advance(self, stop: Sequence[str] = ()) -> None:
         """Record the stops; the epoch is trained when the round is received."""
         if self._training is not None:
             for key in stop:
                 self._training.stop(key)
+        if self._checkpoints:
+            self._checkpoints.stop(stop)
 
     def alive(self) -> bool:
         return True
@@ -183,9 +234,13 @@ class InlineWorker:
         if self._training is None:
             raise WorkerCrashError("receive() before submit()")
         try:
-            return self._training.step()
+            replayed, self._replay = self._replay, []
+            results = replayed + self._training.step()
+            if self._checkpoints:
+                self._checkpoints.record(results, self._training.snapshot)
         except Exception as exc:  # a crashing trial fails alone; the search goes on
             raise WorkerCrashError(f"{type(exc).__name__}: {exc}") from exc
+        return results
 
     def close(self) -> None:
         self._training = None
@@ -212,8 +267,14 @@ class ProcessWorker:
         self.channel = Channel(self.process.stdout, self.process.stdin)
         self._lost = False  # a request could not be delivered: the process has gone
 
-    def load(self, images: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
-        self._send(Load(images, labels, n_classes))
+    def load(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        n_classes: int,
+        checkpoints: CheckpointPolicy | None = None,
+    ) -> None:
+        self._send(Load(images, labels, n_classes, checkpoints))
 
     def submit(self, members: Sequence[Member]) -> None:
         self._send(Submit(list(members)))
@@ -273,23 +334,27 @@ def start_workers(
     n_jobs: int | None,
     max_useful: int | None = None,
     executor: Executor | None = None,
+    checkpoints: CheckpointPolicy | None = None,
 ) -> Pool:
     """The workers for ``n_jobs`` (see resolve_n_jobs) on the executor (default: local).
 
     Locally, 1 trains inline and more are processes. ``max_useful`` is the most trials the
-    search can train at once: no more workers start.
+    search can train at once: no more workers start. ``checkpoints``: where and how often
+    they save their batches (None: never).
     """
     if executor is not None and executor.kind is ExecutorKind.RAY:
         from deepnet.search.ray_executor import start_ray_workers
 
-        return start_ray_workers(images, labels, n_classes, n_jobs, max_useful, executor)
+        return start_ray_workers(
+            images, labels, n_classes, n_jobs, max_useful, executor, checkpoints
+        )
     n = resolve_n_jobs(n_jobs, max_useful)
     if n == 1:
-        return Pool([InlineWorker(images, labels, n_classes)])
+        return Pool([InlineWorker(images, labels, n_classes, checkpoints)])
     workers = [ProcessWorker() for _ in range(n)]  # all start up at once
     try:
         for worker in workers:
-            worker.load(images, labels, n_classes)
+            worker.load(images, labels, n_classes, checkpoints)
     except BaseException:  # Ctrl-C while they start: none is left behind
         for worker in workers:
             worker.close()

@@ -21,17 +21,20 @@ if TYPE_CHECKING:
     import numpy as np
 
     from deepnet.engine import EpochResult, Member
+    from deepnet.engine.checkpoint import CheckpointPolicy
 
 _LENGTH = struct.Struct(">Q")
 
 
 @dataclass(frozen=True)
 class Load:
-    """The training images, sent once: a worker starts before it has them."""
+    """The training images, and where the worker checkpoints, sent once: a worker starts
+    before it has them."""
 
     images: np.ndarray
     labels: np.ndarray
     n_classes: int
+    checkpoints: CheckpointPolicy | None = None  # where and how often to save (None: never)
 
 
 @dataclass(frozen=True)

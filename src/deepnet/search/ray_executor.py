@@ -44,6 +44,7 @@ from deepnet.search.protocol import Advance, Crash, Join, Load, Reply, Submit
 
 if TYPE_CHECKING:
     from deepnet.engine import EpochResult, Member
+    from deepnet.engine.checkpoint import CheckpointPolicy
 
 CONNECT_SECONDS = 5.0  # an unreachable address is an error after this, not a hang
 START_SECONDS = 300.0  # the actors' start: importing torch and deepnet on every node
@@ -100,7 +101,9 @@ class Trainer:
 
         torch.set_num_threads(1)
         # the object store's arrays are read-only views: the engine wants its own
-        self.worker = InlineWorker(np.array(data.images), np.array(data.labels), data.n_classes)
+        self.worker = InlineWorker(
+            np.array(data.images), np.array(data.labels), data.n_classes, data.checkpoints
+        )
 
     def identity(self) -> NodeIdentity:
         import ray
@@ -218,8 +221,11 @@ def start_ray_workers(
     n_jobs: int | None,
     max_useful: int | None,
     executor: Executor,
+    checkpoints: CheckpointPolicy | None = None,
 ) -> RayPool:
-    """Connect to the cluster and start its actors; each holds the images from one put."""
+    """Connect to the cluster and start its actors; each holds the images from one put.
+    ``checkpoints`` must be in a folder every node reaches at the same path (a shared
+    filesystem): a trial re-queued to another node resumes from there."""
     ray = import_ray()
     own = not ray.is_initialized()
     if own:
@@ -233,7 +239,7 @@ def start_ray_workers(
                 "for them, or add a node with ray start --address."
             )
         n = resolve_n_jobs(n_jobs, max_useful, cores=cpus, where=where)
-        data = ray.put(Load(images, labels, n_classes))  # into the object store, once
+        data = ray.put(Load(images, labels, n_classes, checkpoints))  # into the object store, once
         actor_class = ray.remote(num_cpus=1, max_restarts=0)(Trainer)
         actors = [actor_class.options(scheduling_strategy="SPREAD").remote(data) for _ in range(n)]
         nodes = _identities(ray, actors, where)

@@ -9,16 +9,16 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import IntDistribution
 
 from deepnet.config import TrainConfig
 from deepnet.data.folds import Split, stratified_folds
+from deepnet.engine.checkpoint import CheckpointPolicy, CheckpointStore
 from deepnet.errors import DataError, SearchError
 from deepnet.search.driver import OnTrial, run_stage
 from deepnet.search.executor import Executor, OnEvent, start_workers
 from deepnet.search.results import TrialRow, best, failure_summary, ranked, trial_rows
-from deepnet.search.space import Space
 from deepnet.search.spec import SearchSpec
+from deepnet.search.strategies import max_epochs
 from deepnet.search.study import open_study
 
 
@@ -54,6 +54,7 @@ def run_search(
     on_trial: OnTrial | None = None,
     executor: str | Executor = "local",
     on_event: OnEvent | None = None,
+    checkpoints: CheckpointPolicy | None = None,
 ) -> SearchOutcome:
     """Run (or resume) every stage of ``spec`` on the training images; no test data here.
 
@@ -61,7 +62,9 @@ def run_search(
     every other parameter fixed at the best configuration found so far. ``executor`` says
     where the workers run: "local" (this machine), "ray" (the Ray cluster this machine
     belongs to, or $RAY_ADDRESS) or ``Executor("ray", "HOST:PORT")``;
-    ``on_event`` hears when they have started and when one is lost.
+    ``on_event`` hears when they have started, when one is lost and when trials resume.
+    ``checkpoints``: where and how often workers save their batches, so that an interrupted
+    search resumes its trials mid-training (None: never); they are deleted when it ends.
     """
     if len(images) != len(labels):
         raise DataError(
@@ -74,7 +77,9 @@ def run_search(
     studies = []
     best_params: dict[str, Any] = {}
     most = max(stage.n_trials for stage in spec.stages)  # stages run one after another
-    pool = start_workers(images, labels, n_classes, n_jobs, most, Executor.of(executor))
+    pool = start_workers(
+        images, labels, n_classes, n_jobs, most, Executor.of(executor), checkpoints
+    )
     with pool:
         if on_event:
             on_event(pool.started())
@@ -109,15 +114,7 @@ def run_search(
                     "weight_constraint=3, and check the space."
                 )
             best_params = top.params
+    if checkpoints is not None:  # every trial is finished: nothing is left to resume
+        CheckpointStore(checkpoints.directory).clear()
     ranked_rows = ranked(rows)
     return SearchOutcome(ranked_rows, best(ranked_rows), time.perf_counter() - start, studies)
-
-
-def max_epochs(space: Space) -> int:
-    """The largest epoch budget any configuration of the space can have."""
-    dim = space.dims.get("epochs")
-    if dim is None:
-        return TrainConfig().epochs
-    if isinstance(dim, IntDistribution):
-        return dim.high
-    return max(dim)

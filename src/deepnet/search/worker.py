@@ -50,8 +50,8 @@ def serve(channel: Channel, inbox: queue.SimpleQueue[Request]) -> None:
     worker: InlineWorker | None = None
     while True:
         match inbox.get():
-            case Load(images, labels, n_classes):
-                worker = InlineWorker(images, labels, n_classes)
+            case Load(images, labels, n_classes, checkpoints):
+                worker = InlineWorker(images, labels, n_classes, checkpoints)
             case request if worker is not None:
                 reply = answer(worker, request)
                 if reply is None:
