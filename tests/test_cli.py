@@ -103,7 +103,7 @@ def test_markup_in_a_data_path_is_printed_as_written(cli, small27_npz, tmp_path,
 def test_a_negative_seed_is_refused_naming_seed(cli, command):
     result = cli(command, "--seed", -1)
     assert result.exit_code == 2
-    assert "Invalid value for '--seed': -1 is not in the range x>=0" in result.output
+    assert "Invalid value for '--seed': -1 is not in the range 0<=x<=2147483647" in result.output
     assert "Traceback" not in result.output
 
 

@@ -35,9 +35,10 @@ def test_seed_final_model_reaches_its_accuracy(mnist27):
     assert result.history[-1].train_loss < result.history[0].train_loss
 
 
-@pytest.mark.parametrize("seed", [-1, 1.5, "x", True])
+@pytest.mark.parametrize("seed", [-1, 1.5, "x", True, 2**31])
 def test_a_bad_seed_is_named(small27, tmp_path, seed):
-    with pytest.raises(ConfigError, match=rf"^seed={seed!r} is not allowed: use an integer >= 0"):
+    rule = rf"^seed={seed!r} is not allowed: use an integer from 0 to 2147483647"
+    with pytest.raises(ConfigError, match=rule):
         train(SEED_FINAL, small27, seed=seed, run_dir=tmp_path / "run", on_epoch=pytest.fail)
     assert not (tmp_path / "run").exists()
 
