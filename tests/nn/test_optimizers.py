@@ -22,7 +22,7 @@ def run(cls, grads, p0=1.0, **kw):
     return out
 
 
-# First steps worked by hand from shared/keras2-semantics.md (p0 = 1).
+# First steps worked by hand from docs/keras2-semantics.md (p0 = 1).
 @pytest.mark.parametrize(
     ("cls", "kw", "grads", "expected"),
     [

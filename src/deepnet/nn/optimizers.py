@@ -2,7 +2,7 @@
 
 torch.optim differs from Keras in several defaults (RMSprop's rho, Adagrad's and
 Adadelta's eps) and in where Adam and Adamax put eps; these classes follow Keras, as
-written in shared/keras2-semantics.md. In each rule ``g`` is the gradient, ``t`` the
+written in docs/keras2-semantics.md. In each rule ``g`` is the gradient, ``t`` the
 1-based step, and every accumulator starts at zero.
 
 The rules are static and ``lr`` may be a tensor that broadcasts against the parameter, so
