@@ -25,21 +25,26 @@ Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
-class Conv:
-    """A valid KERNEL x KERNEL convolution with a bias per filter."""
+class _Weighted:
+    """A layer with a weight and a bias, named as in SeedNet's state_dict."""
 
     name: str
-    in_channels: int
-    filters: int
 
     @property
     def weight(self) -> str:
-        """The weight's name in SeedNet's state_dict."""
         return f"{self.name}.weight"
 
     @property
     def bias(self) -> str:
         return f"{self.name}.bias"
+
+
+@dataclass(frozen=True)
+class Conv(_Weighted):
+    """A valid KERNEL x KERNEL convolution with a bias per filter."""
+
+    in_channels: int
+    filters: int
 
     def shapes(self) -> Shapes:
         return {
@@ -74,20 +79,11 @@ class MaxPool:
 
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(_Weighted):
     """A fully connected layer with a bias per unit."""
 
-    name: str
     in_features: int
     units: int
-
-    @property
-    def weight(self) -> str:
-        return f"{self.name}.weight"
-
-    @property
-    def bias(self) -> str:
-        return f"{self.name}.bias"
 
     def shapes(self) -> Shapes:
         return {self.weight: (self.units, self.in_features), self.bias: (self.units,)}
