@@ -15,6 +15,7 @@ import pytest
 
 from deepnet import ConfigError, RunExistsError, RunFormatError, SearchError, SearchSpec
 from deepnet.errors import DiskFullError, RunBusyError
+from deepnet.report import report
 from deepnet.tune import checkpoint_policy, default_storage, finished_trials, load_search, tune
 from tests import postgres
 from tests.test_lock import hold_in_another_process
@@ -307,9 +308,10 @@ def _csv_table(path: Path) -> list[tuple]:
 
 @pytest.mark.slow
 def test_a_search_in_postgresql_killed_and_resumed(postgres_url, small27_npz, tmp_path):
-    """The study in a real PostgreSQL server (URL in $DEEPNET_STORAGE): SIGKILL midway, the
-    rerun keeps what finished, ends with the table of an uninterrupted search in another
-    study of the same server, and the password is in no file of either run folder."""
+    """The study in a real PostgreSQL server (URL in $DEEPNET_STORAGE): read and reported
+    while the search runs, SIGKILL midway, the rerun keeps what finished, ends with the table
+    of an uninterrupted search in another study of the same server, and the password is in
+    no file of either run folder."""
     grid = ["optimizer=Adam,Nadam,RMSprop,Adamax", "neurons=8,16", "epochs=2", "batch_size=64"]
     args = [sys.executable, "-m", "deepnet", "search", "--n-jobs", "1", "--no-refit"]
     args += [a for p in grid for a in ("--param", p)] + ["--path", str(small27_npz)]
@@ -321,6 +323,11 @@ def test_a_search_in_postgresql_killed_and_resumed(postgres_url, small27_npz, tm
     deadline = time.time() + 300
     while _pg_completed(postgres_url, "killed") < 4 and time.time() < deadline:
         time.sleep(0.2)
+    proc.send_signal(signal.SIGSTOP)  # hold it mid-search while a reader looks
+    live = load_search(killed, postgres_url)  # what results, report and dashboard read
+    assert live.status == "running" and sum(r.ok for r in live.rows) >= 4
+    page = report(killed, out=tmp_path / "live.html").read_text()
+    assert "trial" in page and postgres.PASSWORD not in page
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = _pg_completed(postgres_url, "killed")
