@@ -307,7 +307,9 @@ def _csv_table(path: Path) -> list[tuple]:
 
 
 @pytest.mark.slow
-def test_a_search_in_postgresql_killed_and_resumed(postgres_url, small27_npz, tmp_path):
+def test_a_search_in_postgresql_killed_and_resumed(
+    postgres_url, small27_npz, tmp_path, monkeypatch
+):
     """The study in a real PostgreSQL server (URL in $DEEPNET_STORAGE): read and reported
     while the search runs, SIGKILL midway, the rerun keeps what finished, ends with the table
     of an uninterrupted search in another study of the same server, and the password is in
@@ -326,8 +328,10 @@ def test_a_search_in_postgresql_killed_and_resumed(postgres_url, small27_npz, tm
     proc.send_signal(signal.SIGSTOP)  # hold it mid-search while a reader looks
     live = load_search(killed, postgres_url)  # what results, report and dashboard read
     assert live.status == "running" and sum(r.ok for r in live.rows) >= 4
-    page = report(killed, out=tmp_path / "live.html").read_text()
-    assert "trial" in page and postgres.PASSWORD not in page
+    with monkeypatch.context() as patch:  # as `deepnet report` reads it
+        patch.setenv("DEEPNET_STORAGE", postgres_url)
+        page = report(killed, out=tmp_path / "live.html").read_text()
+    assert "best CV accuracy" in page and postgres.PASSWORD not in page
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = _pg_completed(postgres_url, "killed")
