@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import optuna
 import sqlalchemy
-from sqlalchemy.engine import make_url
 
 from deepnet import lock, runs
 from deepnet.data import Dataset, stratified_folds
@@ -31,7 +30,15 @@ from deepnet.search.driver import OnTrial
 from deepnet.search.executor import Executor, OnEvent
 from deepnet.search.results import TrialRow, ranked, trial_rows
 from deepnet.search.runner import stage_study_name
-from deepnet.search.storage import ENV_VAR, open_storage, redact, same_storage, storage_url
+from deepnet.search.storage import (
+    ENV_VAR,
+    open_storage,
+    password,
+    reason,
+    redact,
+    same_storage,
+    storage_url,
+)
 from deepnet.train import data_info, train
 
 SEARCH_FILE, STUDY_FILE, RESULTS_FILE, REFIT_DIR, CHECKPOINTS_DIR = (
@@ -120,7 +127,7 @@ def study_storage(run_dir: Path, recorded: str | None, given: str | None = None)
     given = storage_url(given)
     if given is not None and same_storage(given, recorded):
         return given
-    if _password(recorded) is not None:  # recorded as ***
+    if password(recorded) is not None:  # recorded as ***
         raise SearchError(
             f"the study of {run_dir} is in {recorded}, whose password deepnet never stores: "
             f"give the full URL with --storage, or set ${ENV_VAR} to it."
@@ -358,18 +365,8 @@ def _study_names(rdb: optuna.storages.RDBStorage) -> set[str]:
     try:
         return {s.study_name for s in rdb.get_all_studies()}
     except Exception as exc:  # e.g. a database that holds no Optuna tables
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        password = _password(rdb.url)
-        if password:
-            detail = detail.replace(password, "***")
         raise SearchError(
-            f"cannot read the studies in {redact(rdb.url)}: {type(exc).__name__}: {detail}. "
+            f"cannot read the studies in {redact(rdb.url)}: {type(exc).__name__}: "
+            f"{reason(exc, rdb.url)}. "
             "Give the storage the search used (e.g. sqlite:///runs/my-search/study.db)."
         ) from exc
-
-
-def _password(url: str) -> str | None:
-    try:
-        return make_url(url).password
-    except sqlalchemy.exc.ArgumentError:
-        return None

@@ -86,7 +86,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             else "Check that the server runs and accepts this user and password"
         )
         raise SearchError(
-            f"cannot open the study storage {redact(url)}: {_reason(exc, url)}. {check}, or "
+            f"cannot open the study storage {redact(url)}: {reason(exc, url)}. {check}, or "
             "give another --storage."
         ) from None
     if backend == "sqlite" and create:
@@ -95,13 +95,23 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     return rdb
 
 
-def _reason(exc: Exception, url: str) -> str:
-    """The driver's first line of complaint, without the password should it quote the URL."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+def password(url: str) -> str | None:
+    """The password in ``url`` (None without one, or for text that is not a URL)."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    password = make_url(url).password
-    return text.replace(password, "***") if password else text
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
+
+
+def reason(exc: Exception, url: str) -> str:
+    """The driver's first line of complaint, without the password should it quote the URL."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    secret = password(url)
+    return text.replace(secret, "***") if secret else text
 
 
 def _fast_sqlite(connection: Any, _record: Any) -> None:

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from deepnet.errors import SearchError
 from deepnet.search.records import STUDY_SPEC, TrialRecord, trial_params
-from deepnet.search.storage import open_storage, redact
+from deepnet.search.storage import open_storage, reason, redact
 
 if TYPE_CHECKING:
     from deepnet.search.spec import Stage
@@ -94,7 +94,7 @@ def _create_or_load(
     except Exception as exc:  # SQLAlchemy and its drivers raise many types
         raise SearchError(
             f"cannot open study {name!r} in {redact(storage)}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}. Check the server and the URL."
+            f"{reason(exc, storage)}. Check the server and the URL."
         ) from exc
 
 
