@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from deepnet.cli import main
+from tests.tables import results_table
 
 
 @pytest.fixture
@@ -203,14 +204,6 @@ def _completed(db) -> int:
         return 0
 
 
-def _table(path):
-    """results.csv without what may differ after a resume: rank, trial number, seconds."""
-    rows = list(csv.DictReader(path.open()))
-    return sorted(
-        tuple(v for k, v in r.items() if k not in ("rank", "trial", "seconds")) for r in rows
-    )
-
-
 @pytest.mark.slow
 def test_sigkill_midway_then_rerun_gives_the_uninterrupted_table(small27_npz, tmp_path):
     args = [
@@ -256,4 +249,4 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_table(small27_npz, tm
     subprocess.run(
         [*args, "--out", str(clean)], env=env, check=True, capture_output=True, timeout=600
     )
-    assert _table(killed / "results.csv") == _table(clean / "results.csv")
+    assert results_table(killed / "results.csv") == results_table(clean / "results.csv")

@@ -18,6 +18,7 @@ from deepnet.errors import DiskFullError, RunBusyError
 from deepnet.report import report
 from deepnet.tune import checkpoint_policy, default_storage, finished_trials, load_search, tune
 from tests import postgres
+from tests.tables import results_table
 from tests.test_lock import hold_in_another_process
 
 SPEC = SearchSpec.from_mapping(
@@ -297,15 +298,6 @@ def _pg_completed(url: str, study: str) -> int:
         return 0
 
 
-def _csv_table(path: Path) -> list[tuple]:
-    import csv
-
-    rows = list(csv.DictReader(path.open()))
-    return sorted(
-        tuple(v for k, v in r.items() if k not in ("rank", "trial", "seconds")) for r in rows
-    )
-
-
 @pytest.mark.slow
 def test_a_search_in_postgresql_killed_and_resumed(
     postgres_url, small27_npz, tmp_path, monkeypatch
@@ -346,7 +338,7 @@ def test_a_search_in_postgresql_killed_and_resumed(
         [*args, "--out", str(clean)], env=env, check=True, capture_output=True, timeout=600
     )
     assert _pg_completed(postgres_url, "clean") == _pg_completed(postgres_url, "killed") == 8
-    assert _csv_table(killed / "results.csv") == _csv_table(clean / "results.csv")
+    assert results_table(killed / "results.csv") == results_table(clean / "results.csv")
     assert "study.db" not in {p.name for p in killed.iterdir()}
     password = postgres.PASSWORD.encode()
     for path in [*killed.rglob("*"), *clean.rglob("*")]:

@@ -2,7 +2,6 @@
 and ends with the table of an uninterrupted run; a corrupt checkpoint costs only its trial's
 progress (a warning, then it trains from scratch)."""
 
-import csv
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import pytest
 from safetensors import safe_open
 
 from deepnet.engine.checkpoint import SUFFIX
+from tests.tables import results_table
 
 ARGS = [
     "--param",
@@ -35,14 +35,6 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 def search(npz, out, *extra):
     cmd = [sys.executable, "-m", "deepnet", "search", *ARGS, "--path", str(npz), "--out", str(out)]
     return [*cmd, *extra]
-
-
-def table(path):
-    """results.csv without what may differ after a resume: rank, trial number, seconds."""
-    rows = list(csv.DictReader(path.open()))
-    return sorted(
-        tuple(v for k, v in r.items() if k not in ("rank", "trial", "seconds")) for r in rows
-    )
 
 
 def saved_epochs(folder) -> dict[str, int]:
@@ -96,7 +88,7 @@ def resumed(stdout) -> list[int]:
 def uninterrupted(small27_npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean") / "run"
     subprocess.run(search(small27_npz, out), env=ENV, check=True, capture_output=True, timeout=300)
-    return table(out / "results.csv")
+    return results_table(out / "results.csv")
 
 
 def test_sigkill_mid_training_resumes_from_the_saved_epoch(small27_npz, tmp_path, uninterrupted):
@@ -104,7 +96,7 @@ def test_sigkill_mid_training_resumes_from_the_saved_epoch(small27_npz, tmp_path
     epochs = killed_after_epoch_2(small27_npz, out)
     done = rerun(small27_npz, out)
     assert sorted(resumed(done.stdout)) == sorted(epochs.values())
-    assert table(out / "results.csv") == uninterrupted
+    assert results_table(out / "results.csv") == uninterrupted
     assert list((out / "checkpoints").iterdir()) == []  # the search is over: none is left
 
 
@@ -119,4 +111,4 @@ def test_a_corrupt_checkpoint_is_ignored_and_its_trial_trains_from_scratch(
     assert "ignoring checkpoint" in done.stdout + done.stderr
     assert "trains again from scratch" in done.stdout + done.stderr
     assert sorted(resumed(done.stdout)) == sorted(e for n, e in epochs.items() if n != corrupt)
-    assert table(out / "results.csv") == uninterrupted
+    assert results_table(out / "results.csv") == uninterrupted

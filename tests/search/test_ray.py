@@ -6,7 +6,6 @@ midway; Ray missing and an address without a Ray head are one-line errors."""
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import os
 import shutil
@@ -23,6 +22,7 @@ import pytest
 from deepnet.errors import ConfigError
 from deepnet.search.executor import Executor, ExecutorKind
 from deepnet.search.ray_executor import Build, NodeIdentity, check_same_build
+from tests.tables import results_table
 
 GRID = [
     "--param",
@@ -97,14 +97,6 @@ def _data(data: Path, out: Path, *more: str) -> list[str]:
     return [*GRID, "--path", str(data), "--out", str(out), *more]
 
 
-def _table(path: Path) -> list[tuple[str, ...]]:
-    """results.csv without what may differ between runs: rank, trial number, seconds."""
-    rows = list(csv.DictReader(path.open()))
-    return sorted(
-        tuple(v for k, v in r.items() if k not in ("rank", "trial", "seconds")) for r in rows
-    )
-
-
 @pytest.fixture(scope="module")
 def local_table(small27_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> list:
     """The grid's table from the local executor (two worker processes)."""
@@ -115,7 +107,7 @@ def local_table(small27_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         capture_output=True,
         timeout=600,
     )
-    return _table(out / "results.csv")
+    return results_table(out / "results.csv")
 
 
 @pytest.fixture
@@ -164,7 +156,7 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_a_grid_on_two_nodes_gives_the_local_table(small27_npz, local_table, cluster_dir):
     output = _search_on_cluster(cluster_dir, small27_npz, kill_node=False)
     assert "workers  2 on 2 node(s) of the Ray cluster at 127.0.0.1:6380" in output
-    assert _table(cluster_dir / "run" / "results.csv") == local_table
+    assert results_table(cluster_dir / "run" / "results.csv") == local_table
     assert "lost" not in output
 
 
@@ -176,7 +168,7 @@ def test_a_killed_node_costs_only_its_trials_in_flight(small27_npz, local_table,
     assert len(lost) == 1 and "re-queued" in lost[0] and "failed" not in lost[0], output
     requeued = lost[0].split("trials ")[1].split(" re-queued")[0].split(", ")
     assert len(requeued) == 4  # its batch: half of the grid's 8 trials
-    table = _table(cluster_dir / "run" / "results.csv")
+    table = results_table(cluster_dir / "run" / "results.csv")
     assert table == local_table  # the uninterrupted table: nothing failed, nothing twice
     assert all(row[1] == "complete" for row in table)
 
