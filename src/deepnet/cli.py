@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from deepnet.config import Param, TrainConfig
-    from deepnet.search.executor import SearchEvent
+    from deepnet.search.events import SearchEvent
     from deepnet.tune import SavedSearch
 
 # Wide output when piped to a file or a log, the terminal's width otherwise.
@@ -672,8 +672,9 @@ def _trial_progress(
     total: int, done: int
 ) -> Iterator[tuple[Callable[[FrozenTrial], None], Callable[[SearchEvent], None]]]:
     """A progress bar over trials with the best score so far; yields the per-trial callback
-    and the one for the workers' events (started, lost)."""
-    from deepnet.search.executor import TrialsResumed, WorkerLost
+    and the one for the search's events (workers started or lost, trials resumed, the
+    driver's load)."""
+    from deepnet.search.events import DriverLoad, TrialsResumed, WorkerLost, WorkersStarted
     from deepnet.search.results import row_of
 
     best = [0.0]
@@ -698,10 +699,16 @@ def _trial_progress(
                     f"[yellow]lost {escape(event.worker)}: trials {again} re-queued[/yellow]\n"
                     f"  {escape(event.reason)}"
                 )
-            else:
+            elif isinstance(event, WorkersStarted):
                 progress.console.print(f"workers  {event.count} on {escape(event.where)}")
                 for note in event.notes:
                     progress.console.print(f"[yellow]{escape(note)}[/yellow]")
+            elif isinstance(event, DriverLoad):
+                progress.console.print(
+                    f"driver   {event.seconds_per_trial_epoch * 1000:.1f} ms CPU per "
+                    f"trial-epoch: one driver keeps about {event.workers_kept_busy:,.0f} "
+                    "workers busy"
+                )
 
         yield on_trial, on_event
 

@@ -27,7 +27,8 @@ from deepnet.errors import ConfigError, RunExistsError, RunFormatError, SearchEr
 from deepnet.runs import SavedRun, load_run
 from deepnet.search import SearchOutcome, SearchSpec, run_search, write_csv
 from deepnet.search.driver import OnTrial
-from deepnet.search.executor import Executor, OnEvent
+from deepnet.search.events import OnEvent
+from deepnet.search.executor import Executor
 from deepnet.search.results import TrialRow, ranked, trial_rows
 from deepnet.search.runner import stage_study_name
 from deepnet.search.storage import (

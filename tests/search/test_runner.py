@@ -10,7 +10,8 @@ import pytest
 from deepnet import DataError, SearchError, SearchSpec, Space, Stage, run_search
 from deepnet.data import stratified_folds
 from deepnet.search.driver import run_stage
-from deepnet.search.executor import Pool, ProcessWorker, WorkerLost
+from deepnet.search.events import DriverLoad, WorkerLost
+from deepnet.search.executor import Pool, ProcessWorker
 from deepnet.search.records import TrialRecord
 from deepnet.search.results import trial_rows
 from deepnet.search.strategies import max_epochs
@@ -69,6 +70,29 @@ def test_worker_processes_give_the_inline_results(tiny):
     inline, processes = search(tiny, s, n_jobs=1), search(tiny, s, n_jobs=2)
     for a, b in zip(scores(inline), scores(processes), strict=True):
         assert a[4] == b[4] and a[1] == pytest.approx(b[1], abs=1e-9)
+
+
+def test_each_stage_reports_the_driver_load_of_its_workers(tiny):
+    """Worker processes: the driver's own CPU time, per trial-epoch delivered; one worker in
+    the driver's process: no load (its CPU time would be the training's)."""
+    s = SearchSpec(
+        (
+            Stage(Space.from_dict({**FAST, "optimizer": ["Adam", "Nadam", "SGD"]}), "grid"),
+            Stage(Space.from_dict({**FAST, "neurons": [16]}), "grid"),
+        ),
+        cv=3,
+        seed=0,
+    )
+    events = []
+    out = search(tiny, s, n_jobs=2, on_event=events.append)
+    loads = [e for e in events if isinstance(e, DriverLoad)]
+    assert [load.trial_epochs for load in loads] == [3 * 2, 1 * 2]  # trials x epochs
+    for load in loads:
+        assert 0 < load.driver_seconds < out.seconds
+        assert load.training_seconds > 0 and load.workers_kept_busy > 0
+    inline = []
+    search(tiny, s, n_jobs=1, on_event=inline.append)
+    assert not [e for e in inline if isinstance(e, DriverLoad)]
 
 
 @pytest.fixture(scope="module")
@@ -270,10 +294,11 @@ def test_a_lost_worker_costs_only_its_trials_in_flight(tiny):
     interrupted = [t for t in study.trials if TrialRecord.of(t).interrupted]
     assert len(interrupted) == 2  # its batch: half of the queue
     assert all("worker was lost" in TrialRecord.of(t).reason for t in interrupted)
-    assert events == [
-        WorkerLost(events[0].worker, events[0].reason, tuple(t.number for t in interrupted))
+    lost = [e for e in events if isinstance(e, WorkerLost)]
+    assert lost == [
+        WorkerLost(lost[0].worker, lost[0].reason, tuple(t.number for t in interrupted))
     ]
-    assert "worker process" in events[0].worker and "died" in events[0].reason
+    assert "worker process" in lost[0].worker and "died" in lost[0].reason
     rows = trial_rows(study)
     assert len(rows) == 4 and all(r.state == "complete" for r in rows)  # none failed
     assert scores(SimpleNamespace(rows=rows)) == scores(search(tiny, s))

@@ -1,10 +1,10 @@
 """The search loop of one stage: Optuna trials in, cross-validated members out, results back.
 
 Each trial is trained as k members (one per fold) in lockstep on one worker, together with
-the other trials of its batch as one population. After every
-epoch the driver reports the mean validation accuracy over the folds to the trial, and
-stops all of a trial's members when the pruner says so. A trial's score is the mean final
-validation accuracy over its folds. Only this module talks to Optuna while training runs.
+the other trials of its batch as one population. After every epoch the driver reports the
+mean validation accuracy over the folds to the trial, and stops all of a trial's members
+when the pruner says so. A trial's score is the mean final validation accuracy over its
+folds. Only this module talks to Optuna while training runs.
 
 The workers advance in rounds of one epoch; the pool says in which order the driver reads
 them (see Pool and RayPool). A trial's own result never depends on that order, only pruning
@@ -12,13 +12,15 @@ decisions can. A worker that is lost costs only its batch's open trials: they ar
 interrupted (as after a crash, so nothing counts them) and their configurations are asked
 again, to train on another worker: from scratch, or, with checkpoints, from the last epoch
 its worker saved (the worker's first reply then replays the saved epochs, which are reported
-to the new trial before the epochs it trains).
+to the new trial before the epochs it trains). The driver measures its own CPU time per
+stage (DriverLoad): what bounds how many workers one driver can keep busy.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,15 +33,8 @@ from deepnet.config import TrainConfig
 from deepnet.data.folds import Split
 from deepnet.engine import EpochResult, Member, Status
 from deepnet.errors import SearchError
-from deepnet.search.executor import (
-    OnEvent,
-    Pool,
-    TrialsResumed,
-    Worker,
-    WorkerCrashError,
-    WorkerLost,
-    WorkerLostError,
-)
+from deepnet.search.events import DriverLoad, OnEvent, TrialsResumed, WorkerLost
+from deepnet.search.executor import Pool, Worker, WorkerCrashError, WorkerLostError
 from deepnet.search.records import TrialRecord, encode_history
 from deepnet.search.spec import Stage
 from deepnet.search.strategies import shared_run_key
@@ -167,6 +162,23 @@ class _Batch:
         return len(self.runs) - len(self.finished_runs())
 
 
+@dataclass
+class _LoadMeter:
+    """The driver's CPU time (all of its process's threads) since the stage began, and the
+    trial-epochs and training seconds its workers delivered meanwhile."""
+
+    start: float = field(default_factory=time.process_time)
+    trial_epochs: int = 0
+    training_seconds: float = 0.0
+
+    def trained(self, results: list[EpochResult]) -> None:
+        self.training_seconds += sum(r.seconds for r in results)
+
+    def read(self) -> DriverLoad:
+        seconds = time.process_time() - self.start
+        return DriverLoad(seconds, self.trial_epochs, self.training_seconds)
+
+
 def run_stage(
     study: optuna.Study,
     stage: Stage,
@@ -191,6 +203,7 @@ def run_stage(
     configs = stage.candidates(seed)
     queue = None if configs is None else Queue(study, configs)
     requeued: list[dict] = []  # configurations of trials whose worker was lost: asked first
+    load = _LoadMeter()
 
     def next_trial() -> optuna.Trial | None:
         if requeued:
@@ -252,6 +265,8 @@ def run_stage(
                 worker.advance()
                 busy[worker] = batch
             if not busy:
+                if on_event and not pool.in_driver:
+                    on_event(load.read())
                 return
             # Every busy worker trains one epoch; rounds are read in the pool's order.
             for worker in pool.arrivals(list(busy)):
@@ -267,14 +282,17 @@ def run_stage(
                         finish(run, run.fail(f"training crashed: {exc}"))
                     results = None
                 if results is not None:
+                    load.trained(results)
                     for rid, rounds in batch.rounds(results).items():
                         if len(rounds) > 1 and on_event:  # it replays a checkpoint's epochs
                             trials = tuple(t.trial.number for t in batch.runs[rid])
                             on_event(TrialsResumed(trials, len(rounds) - 1))
                         for round_ in rounds:
                             for run in batch.runs[rid]:
-                                if run.state is None and (state := run.record(round_)) is not None:
-                                    finish(run, state)
+                                if run.state is None:
+                                    load.trial_epochs += 1
+                                    if (state := run.record(round_)) is not None:
+                                        finish(run, state)
                     if batch.open_trials():
                         done = batch.finished_runs()
                         # pruning made room: new trials join the batch (and its population)

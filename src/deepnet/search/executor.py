@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -37,6 +37,7 @@ import numpy as np
 from deepnet.engine import EpochResult, Member, PopulationEngine, Training
 from deepnet.engine.checkpoint import CheckpointPolicy, Checkpoints, data_fingerprint
 from deepnet.errors import ConfigError
+from deepnet.search.events import WorkersStarted
 from deepnet.search.protocol import Advance, Channel, Crash, Join, Load, Request, Submit
 
 
@@ -96,49 +97,20 @@ class Executor:
         return f"the Ray cluster at {self.address or 'auto'}"
 
 
-@dataclass(frozen=True)
-class WorkersStarted:
-    """The workers are up: how many, where, and anything worth saying about their machines
-    (such as a node without a C compiler, which trains with the slower fallback)."""
-
-    count: int
-    where: str
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class WorkerLost:
-    """A worker was lost: these open trials of its batch were re-queued."""
-
-    worker: str
-    reason: str
-    requeued: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class TrialsResumed:
-    """These trials (sharing their members) resumed from their checkpoint at ``epoch``."""
-
-    trials: tuple[int, ...]
-    epoch: int
-
-
-SearchEvent = WorkersStarted | WorkerLost | TrialsResumed
-OnEvent = Callable[[SearchEvent], None]
-
-
 class Pool:
     """A search's workers, and the order in which the driver reads their rounds.
 
     Here the order is fixed (the workers' own), so what the pruner sees, and so every
     decision, never depends on which worker is faster: a search with the same seed and
     the same number of workers ends with the same table. A slow worker stalls the others
-    for that; RayPool reads rounds as they come instead.
+    for that; RayPool reads rounds as they come instead. ``in_driver``: the one worker
+    trains in the driver's own process (so the driver's CPU time is not its own).
     """
 
-    def __init__(self, workers: list[Worker], where: str = "this machine"):
+    def __init__(self, workers: list[Worker], where: str = "this machine", in_driver=False):
         self.workers = workers
         self.where = where
+        self.in_driver = in_driver
 
     def started(self) -> WorkersStarted:
         return WorkersStarted(len(self.workers), self.where)
@@ -350,7 +322,7 @@ def start_workers(
         )
     n = resolve_n_jobs(n_jobs, max_useful)
     if n == 1:
-        return Pool([InlineWorker(images, labels, n_classes, checkpoints)])
+        return Pool([InlineWorker(images, labels, n_classes, checkpoints)], in_driver=True)
     workers = [ProcessWorker() for _ in range(n)]  # all start up at once
     try:
         for worker in workers:

@@ -30,6 +30,7 @@ import numpy as np
 
 import deepnet
 from deepnet.errors import ConfigError, SearchError
+from deepnet.search.events import WorkersStarted
 from deepnet.search.executor import (
     Executor,
     InlineWorker,
@@ -37,7 +38,6 @@ from deepnet.search.executor import (
     Worker,
     WorkerCrashError,
     WorkerLostError,
-    WorkersStarted,
     resolve_n_jobs,
 )
 from deepnet.search.protocol import Advance, Crash, Join, Load, Reply, Submit

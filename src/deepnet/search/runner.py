@@ -15,7 +15,8 @@ from deepnet.data.folds import Split, stratified_folds
 from deepnet.engine.checkpoint import CheckpointPolicy, CheckpointStore
 from deepnet.errors import DataError, SearchError
 from deepnet.search.driver import OnTrial, run_stage
-from deepnet.search.executor import Executor, OnEvent, start_workers
+from deepnet.search.events import OnEvent
+from deepnet.search.executor import Executor, start_workers
 from deepnet.search.results import TrialRow, best, failure_summary, ranked, trial_rows
 from deepnet.search.spec import SearchSpec
 from deepnet.search.strategies import max_epochs
