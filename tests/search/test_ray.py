@@ -38,40 +38,7 @@ GRID = [
     "--no-refit",
 ]
 
-# Runs as PID 1 of its namespaces (unshare -n -p -f --mount-proc --kill-child): whatever it
-# leaves is killed with it. Args: DIR KILL -- search arguments. Env: PY, the interpreter.
-CLUSTER = r"""
-set -u
-DIR=$1; KILL=$2; shift 3
-BIN=$(dirname "$PY")
-ip link set lo up
-export HOME=$DIR  # Ray keeps nothing in the real home
-export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$DIR/token
-"$PY" -c "import secrets; print(secrets.token_hex(32))" > "$RAY_AUTH_TOKEN_PATH"
-# a dead node is noticed within seconds (1 s health checks, 3 missed)
-export RAY_health_check_period_ms=1000 RAY_health_check_failure_threshold=3 \
-       RAY_health_check_timeout_ms=1000 RAY_health_check_initial_delay_ms=0
-NODE="--num-cpus 1 --node-ip-address 127.0.0.1 --object-store-memory 100000000"
-NODE="$NODE --disable-usage-stats"
-"$BIN/ray" start --head --port 6380 --include-dashboard=false --temp-dir "$DIR/rt" $NODE \
-    > "$DIR/head.log" 2>&1 || { cat "$DIR/head.log"; exit 3; }
-"$BIN/ray" start --address 127.0.0.1:6380 --node-manager-port 6402 $NODE \
-    > "$DIR/node2.log" 2>&1 || { cat "$DIR/node2.log"; exit 3; }
-"$PY" -m deepnet search --executor ray --ray-address 127.0.0.1:6380 "$@" \
-    > "$DIR/out.log" 2>&1 &
-SEARCH=$!
-if [ "$KILL" = 1 ]; then  # the second node's raylet and its workers, once the actors are up
-  while kill -0 $SEARCH 2>/dev/null && ! grep -q "^workers " "$DIR/out.log"; do sleep 0.1; done
-  RAYLET=$(pgrep -f -- "raylet/raylet .*--node_manager_port=6402")
-  VICTIMS="$RAYLET $(pgrep -P "$RAYLET" | tr '\n' ' ')"
-  kill -9 $VICTIMS && echo "$VICTIMS" > "$DIR/killed"
-fi
-wait $SEARCH
-RC=$?
-"$BIN/ray" stop --force > "$DIR/stop.log" 2>&1
-ps -eo args= > "$DIR/left.log"
-exit $RC
-"""
+CLUSTER = Path(__file__).parents[2] / "scripts" / "ray-local-cluster.sh"
 
 RAY_PROCESSES = ("raylet", "gcs_server", "default_worker", "ray/_private", "ray::")
 
@@ -121,13 +88,14 @@ def cluster_dir() -> Iterator[Path]:
 def _search_on_cluster(folder: Path, data: Path, kill_node: bool) -> str:
     """Start the two-node cluster, search the grid on it (killing the second node once its
     actors are up, if asked), stop the cluster; the search's output."""
-    script = folder / "cluster.sh"
-    script.write_text(CLUSTER)
-    namespaces = ["unshare", "-n", "-p", "-f", "--mount-proc", "--kill-child"]
-    search = _data(data, folder / "run")
+    search = [sys.executable, "-m", "deepnet", "search", "--executor", "ray"]
+    search += ["--ray-address", "127.0.0.1:6380", *_data(data, folder / "run")]
+    env = {**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1"}
+    if kill_node:
+        env["KILL_NODE_WHEN"] = "^workers "
     done = subprocess.run(
-        [*namespaces, "bash", str(script), str(folder), str(int(kill_node)), "--", *search],
-        env={**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1"},
+        ["bash", str(CLUSTER), str(folder), *search],
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
