@@ -10,7 +10,8 @@
 # to DIR/left.log. DIR should be short: Ray's socket paths must stay under 108 characters.
 # Env: PY, the Python whose ray to use (default: python3 on PATH). KILL_NODE_WHEN: a regular
 # expression; once COMMAND's output has a line matching it, the second node's raylet and its
-# workers are SIGKILLed (their pids in DIR/killed). Exit status: COMMAND's.
+# workers are SIGKILLed (their pids in DIR/killed). SECOND_NODE_PYTHONPATH: the second node's
+# processes import from there first (another deepnet on one node). Exit status: COMMAND's.
 set -u
 if [ "$$" != 1 ]; then
   exec unshare -n -p -f --mount-proc --kill-child bash "$0" "$@"
@@ -30,7 +31,8 @@ NODE="--num-cpus 1 --node-ip-address 127.0.0.1 --object-store-memory 100000000"
 NODE="$NODE --disable-usage-stats"
 "$BIN/ray" start --head --port 6380 --include-dashboard=false --temp-dir "$DIR/rt" $NODE \
   >"$DIR/head.log" 2>&1 || { cat "$DIR/head.log"; exit 3; }
-"$BIN/ray" start --address 127.0.0.1:6380 --node-manager-port 6402 $NODE \
+PYTHONPATH=${SECOND_NODE_PYTHONPATH:-${PYTHONPATH:-}} \
+  "$BIN/ray" start --address 127.0.0.1:6380 --node-manager-port 6402 $NODE \
   >"$DIR/node2.log" 2>&1 || { cat "$DIR/node2.log"; exit 3; }
 "$@" >"$DIR/out.log" 2>&1 &
 COMMAND=$!

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import deepnet
 from deepnet.errors import ConfigError
 from deepnet.search.executor import Executor, ExecutorKind
 from deepnet.search.ray_executor import Build, NodeIdentity, check_same_build
@@ -85,12 +87,15 @@ def cluster_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _search_on_cluster(folder: Path, data: Path, kill_node: bool) -> str:
+def _search_on_cluster(
+    folder: Path, data: Path, kill_node: bool = False, ok: bool = True, **env: str
+) -> str:
     """Start the two-node cluster, search the grid on it (killing the second node once its
-    actors are up, if asked), stop the cluster; the search's output."""
+    actors are up, if asked), stop the cluster; the search's output (stdout and stderr).
+    ``ok``: whether the search must succeed (else fail); ``env``: for the cluster script."""
     search = [sys.executable, "-m", "deepnet", "search", "--executor", "ray"]
     search += ["--ray-address", "127.0.0.1:6380", *_data(data, folder / "run")]
-    env = {**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1", **env}
     if kill_node:
         env["KILL_NODE_WHEN"] = "^workers "
     done = subprocess.run(
@@ -101,7 +106,7 @@ def _search_on_cluster(folder: Path, data: Path, kill_node: bool) -> str:
         timeout=600,
     )
     output = (folder / "out.log").read_text() if (folder / "out.log").exists() else ""
-    assert done.returncode == 0, done.stdout + done.stderr + output
+    assert (done.returncode == 0) is ok, done.stdout + done.stderr + output
     left = [p for p in (folder / "left.log").read_text().splitlines() if "ray" in p]
     assert not any(name in p for p in left for name in RAY_PROCESSES), left
     assert not _processes_mentioning(str(folder))  # nothing escaped the namespace
@@ -139,6 +144,34 @@ def test_a_killed_node_costs_only_its_trials_in_flight(small27_npz, local_table,
     table = results_table(cluster_dir / "run" / "results.csv")
     assert table == local_table  # the uninterrupted table: nothing failed, nothing twice
     assert all(row[1] == "complete" for row in table)
+
+
+@needs_cluster
+def test_a_node_running_another_deepnet_is_refused_by_name(small27_npz, local_table, cluster_dir):
+    """The second node imports a copy of deepnet with another version: the search stops as
+    the actors start, naming that node and both builds, with no trial trained; on a
+    cluster of one deepnet the same command then resumes and finishes."""
+    other = cluster_dir / "other"
+    shutil.copytree(
+        Path(deepnet.__file__).parent, other / "deepnet", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    init = other / "deepnet" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{deepnet.__version__}"', '"0.0.1"'))
+    output = _search_on_cluster(
+        cluster_dir, small27_npz, ok=False, SECOND_NODE_PYTHONPATH=str(other)
+    )
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+    assert re.search(
+        rf"node 127\.0\.0\.1 \(node \w{{8}}\) runs deepnet 0\.0\.1, kernels\.c \w+, but "
+        rf"this driver runs deepnet {re.escape(deepnet.__version__)}, kernels\.c \w+: install",
+        errors[0],
+    ), errors[0]
+    assert "Traceback" not in output
+    assert not (cluster_dir / "run" / "results.csv").exists()  # nothing trained
+    shutil.rmtree(other)
+    _search_on_cluster(cluster_dir, small27_npz)  # the same command, the same folder
+    assert results_table(cluster_dir / "run" / "results.csv") == local_table
 
 
 def test_without_ray_the_executor_says_what_to_install(small27_npz, tmp_path):
