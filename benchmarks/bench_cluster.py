@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -141,6 +142,8 @@ def main() -> None:
         return
     if os.geteuid() != 0:
         sys.exit("the cluster runs in private namespaces (unshare -n): run as root")
+    # SIGTERM as Ctrl-C: the search running (and its cluster's namespace) is killed with us
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"cpu: {cpu()}")
     print(f"search: {args.config}, MNIST 2 vs 7, 2 workers each")
     results = []

@@ -82,7 +82,7 @@ def test_divergence_raises_a_named_error(xy):
         wild.fit(*xy)
 
 
-@pytest.mark.parametrize("shape", [(10, 28, 28, 3), (10, 783), (10,), (0, 28, 28)])
+@pytest.mark.parametrize("shape", [(10, 28, 28, 2), (10, 783), (10,), (0, 28, 28)])
 def test_bad_image_shapes(shape):
     with pytest.raises(DataError, match="X has"):
         DeepNetClassifier(**FAST).fit(np.zeros(shape), np.arange(shape[0]) % 2)
@@ -182,6 +182,41 @@ def test_predict_before_fit_raises_not_fitted(small27):
 def test_predict_refuses_images_of_another_size(fitted, small27):
     with pytest.raises(DataError, match=r"X holds 14x14 images .* fitted on 28x28 images"):
         fitted.predict(small27.x_test[:, ::2, ::2])
+
+
+def tinted(images):
+    """Grey digits (n, h, w, 1) as colour images: each channel a different share of the grey."""
+    return np.rint(images * np.array([1.0, 0.6, 0.3])).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted_rgb(small27):
+    return DeepNetClassifier(optimizer="Nadam", **FAST).fit(
+        tinted(small27.x_train[:900]), small27.y_train[:900]
+    )
+
+
+def test_fits_and_scores_colour_images(fitted_rgb, small27):
+    assert fitted_rgb.image_shape_ == (28, 28, 3) and fitted_rgb.n_features_in_ == 28 * 28 * 3
+    assert fitted_rgb.model_.conv1.in_channels == 3
+    assert fitted_rgb.score(tinted(small27.x_test), small27.y_test) > 0.9
+    channels_first = np.moveaxis(tinted(small27.x_test[:50]), 3, 1)  # (n, 3, h, w), as torch
+    assert np.array_equal(
+        fitted_rgb.predict_proba(channels_first),
+        fitted_rgb.predict_proba(tinted(small27.x_test[:50])),
+    )
+
+
+def test_predict_refuses_images_of_other_channels(fitted, fitted_rgb, small27):
+    with pytest.raises(
+        DataError,
+        match=r"^X holds 28x28 images with 1 channel \(784 features\) but this DeepNetClassifier "
+        r"was fitted on 28x28 images with 3 channels \(2352 features\); pass images of the "
+        r"fitted size and channels\.$",
+    ):
+        fitted_rgb.predict(small27.x_test)
+    with pytest.raises(DataError, match=r"X holds 28x28 images with 3 channels .* with 1 channel"):
+        fitted.predict_proba(tinted(small27.x_test))
 
 
 @pytest.mark.parametrize("side", [5, 4])

@@ -65,6 +65,20 @@ def test_seed_randomized_search(seed_data):
     assert rand.best_score_ > 0.5
 
 
+def test_a_search_on_colour_images_refits_on_colour(small27):
+    tint = np.array([1.0, 0.6, 0.3])
+    x = np.rint(small27.x_train[:600] * tint).astype(np.uint8)  # (n, 28, 28, 3) RGB
+    search = GridSearchCV(
+        DeepNetClassifier(epochs=2, batch_size=64), {"optimizer": ["SGD", "Nadam"]}, cv=2
+    ).fit(x, small27.y_train[:600])
+    assert search.best_params_ == {"optimizer": "Nadam"}
+    assert search.best_estimator_.image_shape_ == (28, 28, 3)
+    x_test = np.rint(small27.x_test * tint).astype(np.uint8)
+    assert search.score(x_test, small27.y_test) > 0.9
+    with pytest.raises(DataError, match=r"with 1 channel .* fitted on 28x28 images with 3"):
+        search.predict(small27.x_test)
+
+
 def test_halving_through_the_same_api(seed_data):
     search = GridSearchCV(
         DeepNetClassifier(epochs=3, batch_size=64),

@@ -1,12 +1,16 @@
 import itertools
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from deepnet import RunExistsError, RunFormatError, TrainConfig, load_run, train
+from deepnet import DataError, RunExistsError, RunFormatError, TrainConfig, load_run, train
+from deepnet.data import load_dataset
+from deepnet.data.options import LoadOptions, Preprocessing
 from deepnet.evaluate import images_to_tensor, predict_logits
 from deepnet.runs import default_run_dir
 
@@ -41,9 +45,10 @@ def assert_only_tensors(path):
 
 
 @pytest.fixture(scope="module")
-def finished(small27, tmp_path_factory):
+def finished(small27, small27_npz, tmp_path_factory):
+    """A run on small27, recorded as loaded from small27_npz (the same images)."""
     run_dir = tmp_path_factory.mktemp("runs") / "r1"
-    return train(CONFIG, small27, seed=3, run_dir=run_dir), run_dir
+    return train(CONFIG, small27, seed=3, run_dir=run_dir, data_path=small27_npz), run_dir
 
 
 def test_run_folder_holds_everything(finished):
@@ -71,6 +76,100 @@ def test_saved_run_reads_back(finished, small27):
     assert saved.data.classes == (2, 7) and saved.data.image_shape == (28, 28)
     assert saved.metrics == result.metrics
     assert [row["val_loss"] for row in saved.history] == [r.val_loss for r in result.history]
+
+
+def test_saved_run_records_how_its_data_was_loaded(finished, small27_npz):
+    data = load_run(finished[1]).data
+    assert data.path == str(small27_npz.absolute())
+    assert data.options == LoadOptions()
+    assert data.preprocessing == Preprocessing((28, 28), 1)
+    assert data.channels == 1 and data.class_names == ("2", "7")
+
+
+def test_a_run_reloads_its_exact_data(finished, small27):
+    again = load_run(finished[1]).data.load()
+    assert np.array_equal(again.x_test, small27.x_test)
+    assert np.array_equal(again.y_test, small27.y_test)
+    assert np.array_equal(again.x_train, small27.x_train)
+
+
+def test_a_run_on_a_folder_reloads_the_same_held_out_split(small27, tmp_path):
+    """A folder has no test split of its own: the one held out by the recorded options
+    (test size, split seed) is the one every later command gets."""
+    for i, (image, label) in enumerate(
+        zip(small27.x_train[:300], small27.y_train[:300], strict=True)
+    ):
+        folder = tmp_path / "digits" / ("two", "seven")[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[..., 0]).save(folder / f"{i:03d}.png")
+    options = LoadOptions(test_size=0.25, split_seed=5)
+    data = load_dataset(path=tmp_path / "digits", options=options)
+    train(
+        CONFIG.replace(epochs=1),
+        data,
+        run_dir=tmp_path / "run",
+        data_path=tmp_path / "digits",
+    )
+    recorded = load_run(tmp_path / "run").data
+    assert recorded.options == options
+    again = recorded.load()
+    assert len(again.y_test) == 75 and np.array_equal(again.x_test, data.x_test)
+    assert again.class_names == data.class_names
+
+
+def test_data_that_changed_since_the_run_is_named(finished, small27, tmp_path):
+    moved = tmp_path / "moved.npz"
+    original = np.array(small27.classes)
+    np.savez(
+        moved,
+        x_train=small27.x_train[:, 2:26, 2:26],
+        y_train=original[small27.y_train],
+        x_test=small27.x_test[:, 2:26, 2:26],
+        y_test=original[small27.y_test],
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^the data at .*moved\.npz now holds classes 2, 7 in 24x24 images with 1 channel, "
+        r"but the run trained on classes 2, 7 in 28x28 images with 1 channel; pass the run's "
+        r"data \(e\.g\. --path\) as it was\.$",
+    ):
+        load_run(finished[1]).data.load(moved)
+
+
+def test_a_run_from_before_colour_images_still_loads(finished, small27, tmp_path):
+    """Run folders written before options and preprocessing were recorded: grey images of
+    their image_shape, loaded with the default options."""
+    result, run_dir = finished
+    copy = tmp_path / "old"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    data = config["data"]
+    del data["options"], data["preprocessing"]
+    data["image_shape"] = [28, 28]
+    (copy / "config.json").write_text(json.dumps(config))
+    saved = load_run(copy)
+    assert saved.data.preprocessing == Preprocessing((28, 28), 1)
+    assert saved.data.options == LoadOptions()
+    x = images_to_tensor(small27.x_test)
+    assert torch.equal(predict_logits(saved.model(), x), predict_logits(result.model, x))
+
+
+def test_a_colour_run_rebuilds_its_network_for_colour(small27, tmp_path):
+    tint = np.array([1.0, 0.6, 0.3])
+    colour = replace(
+        small27,
+        x_train=np.rint(small27.x_train[:600] * tint).astype(np.uint8),
+        y_train=small27.y_train[:600],
+        x_test=np.rint(small27.x_test * tint).astype(np.uint8),
+        preprocessing=None,
+    )
+    result = train(CONFIG.replace(epochs=1), colour, run_dir=tmp_path / "rgb")
+    saved = load_run(tmp_path / "rgb")
+    assert saved.data.channels == 3 and saved.data.preprocessing == Preprocessing((28, 28), 3)
+    model = saved.model()
+    assert model.conv1.in_channels == 3
+    x = images_to_tensor(colour.x_test)
+    assert torch.equal(predict_logits(model, x), predict_logits(result.model, x))
 
 
 def test_reloaded_model_predicts_identically(finished, small27):

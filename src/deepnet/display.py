@@ -41,7 +41,11 @@ def dataset_table(dataset: Dataset) -> Table:
 
 def print_data(console: Console, dataset: Dataset, cache: CacheState | None) -> None:
     console.print(dataset_table(dataset))
-    console.print(f"images   {dataset.image_shape[0]}x{dataset.image_shape[1]} uint8")
+    (height, width), colour = dataset.image_shape, "grey" if dataset.channels == 1 else "RGB"
+    p = dataset.preprocessing
+    converted = [what for what, done in (("resized", p.resize), ("made grey", p.grayscale)) if done]
+    note = f" ({', '.join(converted)} on load)" if converted else ""
+    console.print(f"images   {height}x{width} {colour} uint8{note}")
     console.print(f"source   {escape(str(dataset.source))}")
     if cache is None:
         return

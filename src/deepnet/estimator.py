@@ -54,10 +54,12 @@ class FittedState:
 
 
 class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
-    """Train the seed's CNN on images X (n, h, w[, 1]) or flattened (n, h*w); labels y.
+    """Train the seed's CNN on images X (n, h, w, c), channels last (1 grey or 3 RGB), or
+    grey (n, h, w) or flattened square (n, h*w); labels y.
 
     ``y`` may be class labels or a one-hot matrix (the seed used ``to_categorical``).
-    uint8 images are scaled by 1/255; float images are used as given.
+    uint8 images are scaled by 1/255; float images are used as given. ``image_shape_`` is
+    the fitted (height, width, channels): other sizes or channel counts are refused.
     """
 
     def __init__(
@@ -145,11 +147,19 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
 
     def _proba(self, images: np.ndarray) -> np.ndarray:
         if images.shape[1:] != self.image_shape_:
-            h, w = images.shape[1:]
             raise DataError(
-                f"X holds {h}x{w} images ({h * w} features) but this DeepNetClassifier was "
-                f"fitted on {self.image_shape_[0]}x{self.image_shape_[1]} images "
-                f"({self.n_features_in_} features); pass images of the fitted size."
+                f"X holds {_describe(images.shape[1:])} but this DeepNetClassifier was fitted "
+                f"on {_describe(self.image_shape_)}; pass images of the fitted size and "
+                "channels."
             )
         logits = predict_logits(self.model_, images_to_tensor(images))
         return torch.softmax(logits, dim=1).numpy()
+
+
+def _describe(shape: tuple[int, int, int]) -> str:
+    height, width, channels = shape
+    plural = "s" if channels > 1 else ""
+    return (
+        f"{height}x{width} images with {channels} channel{plural} "
+        f"({height * width * channels} features)"
+    )

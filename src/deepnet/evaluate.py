@@ -8,22 +8,48 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from deepnet.errors import DataError
 from deepnet.nn import SeedNet, categorical_crossentropy
 
 EVAL_BATCH = 4096
 Z_95 = 1.959963984540054
 
 
+def channels_last(images: np.ndarray) -> np.ndarray:
+    """(n, h, w, c) images as given, or grey (n, h, w) ones as (n, h, w, 1) (a view): the
+    public entry points take both; DataError for any other shape."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        return images[..., np.newaxis]
+    if images.ndim != 4:
+        raise DataError(
+            f"images have shape {images.shape}; expected (n, height, width, channels) or grey "
+            "(n, height, width) (deepnet.data.arrays.as_images converts other layouts)."
+        )
+    return images
+
+
+def channels_first(images: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n, h, w, c) images (or grey (n, h, w)) as a new tensor (n, c, h, w) of ``dtype``,
+    the layout torch's layers take, values unscaled."""
+    images = channels_last(images)
+    n, h, w, c = images.shape
+    x = torch.empty((n, c, h, w), dtype=dtype)
+    x.copy_(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+    return x
+
+
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(n, h, w) images -> float32 (n, 1, h, w).
+    """(n, h, w, c) images, channels last (or grey (n, h, w)), -> float32 (n, c, h, w), the
+    network's input.
 
     uint8 pixels are scaled to [0, 1] by /255, as the seed did; float images are taken as
     already scaled (the seed passed x_train / 255 to its scikit-learn wrapper).
     """
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
-    if images.dtype == np.uint8:
-        x = x.div_(255.0)
-    return x.unsqueeze(1)
+    x = channels_first(images)
+    if np.asarray(images).dtype == np.uint8:
+        x.div_(255.0)
+    return x
 
 
 @torch.no_grad()
@@ -76,7 +102,8 @@ class TestMetrics:
 
 
 def evaluate(model: SeedNet, images: np.ndarray, labels: np.ndarray) -> TestMetrics:
-    """Evaluate ``model`` on uint8 images and integer labels."""
+    """Evaluate ``model`` on (n, h, w, c) images (uint8, or floats already scaled) and
+    integer labels."""
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     logits = predict_logits(model, images_to_tensor(images))
     loss, accuracy = loss_and_accuracy(logits, y)

@@ -23,16 +23,23 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepnet.config import TrainConfig
+from deepnet.data.options import LoadOptions, Preprocessing
 from deepnet.engine import EpochResult, Status
-from deepnet.errors import ConfigError, DiskFullError, RunExistsError, RunFormatError
+from deepnet.errors import DataError, DiskFullError, RunExistsError, RunFormatError
 from deepnet.evaluate import TestMetrics
 from deepnet.nn import SeedNet
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from deepnet.data import Dataset
+    from deepnet.predict import Predictions
 
 FORMAT = 1
 RUN_FILE, CONFIG_FILE, MODEL_FILE = "run.json", "config.json", "model.safetensors"
@@ -44,14 +51,74 @@ HISTORY_COLUMNS = [f.name for f in fields(EpochResult) if f.name not in ("key", 
 
 @dataclass(frozen=True)
 class DataInfo:
-    """Which data a run used, enough to load the same test split again."""
+    """Which data a run used and how it was loaded: enough to load the same test split again
+    and to give the network new images the way it was trained on them."""
 
     name: str
     classes: tuple[int, ...]
     class_names: tuple[str, ...]
-    image_shape: tuple[int, int]
     source: str
-    path: str | None = None
+    path: str | None
+    options: LoadOptions
+    preprocessing: Preprocessing
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.preprocessing.image_shape
+
+    @property
+    def channels(self) -> int:
+        return self.preprocessing.channels
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "options": self.options.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataInfo:
+        """Read config.json's "data"; a run written before colour images (no options, no
+        preprocessing) trained on grey images of its ``image_shape``, loaded as they were."""
+        preprocessing = data.get("preprocessing") or {
+            "image_shape": data["image_shape"],
+            "channels": 1,
+        }
+        return cls(
+            data["name"],
+            tuple(data["classes"]),
+            tuple(data["class_names"]),
+            data["source"],
+            data.get("path"),
+            LoadOptions.from_dict(data.get("options") or {}),
+            Preprocessing.from_dict(preprocessing),
+        )
+
+    def load(self, path: str | Path | None = None) -> Dataset:
+        """The run's data again, from ``path`` if it has moved: the same classes, split and
+        conversions. DataError if what the path holds now is not what the run trained on."""
+        from deepnet.data import load_dataset  # the sources: only when data is asked for
+
+        where = path or self.path
+        dataset = load_dataset(self.name, list(self.classes), where, self.options)
+        found = (dataset.class_names, dataset.preprocessing)
+        if found != (self.class_names, self.preprocessing):
+            data = f"the data at {where}" if where else f"the {self.name} data"
+            raise DataError(
+                f"{data} now holds {_describe(*found)}, but the run trained on "
+                f"{_describe(self.class_names, self.preprocessing)}; pass the run's data "
+                "(e.g. --path) as it was."
+            )
+        return dataset
+
+
+def _describe(class_names: tuple[str, ...], preprocessing: Preprocessing) -> str:
+    height, width = preprocessing.image_shape
+    return (
+        f"classes {', '.join(class_names)} in {height}x{width} images with "
+        f"{preprocessing.channels} channel{'s' if preprocessing.channels > 1 else ''}"
+    )
 
 
 def default_run_dir(kind: str, root: Path = Path("runs")) -> Path:
@@ -152,13 +219,13 @@ def stop_run(
 
 
 def save_config(path: Path, config: TrainConfig, data: DataInfo, **options: Any) -> None:
-    write_json(path / CONFIG_FILE, {"params": config.to_dict(), "data": asdict(data), **options})
+    write_json(path / CONFIG_FILE, {"params": config.to_dict(), "data": data.to_dict(), **options})
 
 
 def save_history(path: Path, history: list[EpochResult]) -> None:
     rows = [{c: getattr(r, c) for c in HISTORY_COLUMNS} for r in history]
     write_json(path / HISTORY_JSON, rows)
-    with _replacing(path / HISTORY_CSV) as tmp, tmp.open("w", newline="") as f:
+    with replacing(path / HISTORY_CSV) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, HISTORY_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -166,7 +233,7 @@ def save_history(path: Path, history: list[EpochResult]) -> None:
 
 def save_model(path: Path, model: SeedNet) -> None:
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with _replacing(path / MODEL_FILE) as tmp:
+    with replacing(path / MODEL_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": str(FORMAT)})
 
 
@@ -198,12 +265,21 @@ class SavedRun:
                 f"{self.path} has no {MODEL_FILE} (the run is {self.status}); "
                 "only a finished run has a model to load."
             )
-        model = SeedNet(self.config, len(self.data.classes), self.data.image_shape)
+        model = SeedNet(
+            self.config, len(self.data.classes), self.data.image_shape, channels=self.data.channels
+        )
         try:
             model.load_state_dict(load_file(str(weights)))
         except (SafetensorError, RuntimeError, OSError) as exc:  # truncated, or not this net's
             raise damaged(weights, exc) from exc
         return model.eval()
+
+    def predict(self, images: np.ndarray) -> Predictions:
+        """Class probabilities of ``images`` (n, h, w, c) or (n, h, w), uint8 pixels or
+        floats already scaled, given to the network as it was trained (see deepnet.predict)."""
+        from deepnet.predict import predict_images
+
+        return predict_images(self, images)
 
 
 def load_run(path: str | Path) -> SavedRun:
@@ -229,17 +305,9 @@ def load_run(path: str | Path) -> SavedRun:
         raise RunFormatError(f"{path} has no {CONFIG_FILE}; the run did not get far enough.")
     saved = read_json(path / CONFIG_FILE)
     try:
-        data = saved.pop("data")
-        data = DataInfo(
-            **{
-                **data,
-                "classes": tuple(data["classes"]),
-                "class_names": tuple(data["class_names"]),
-                "image_shape": tuple(data["image_shape"]),
-            }
-        )
+        data = DataInfo.from_dict(saved.pop("data"))
         config = TrainConfig.from_dict(saved.pop("params"))
-    except (KeyError, TypeError, AttributeError, ConfigError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise damaged(path / CONFIG_FILE, exc) from exc
     history = read_json(path / HISTORY_JSON) if (path / HISTORY_JSON).is_file() else []
     metrics = (
@@ -263,12 +331,12 @@ def damaged(path: Path, exc: BaseException) -> RunFormatError:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    with _replacing(path) as tmp:
+    with replacing(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 @contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to. It replaces ``path`` only once
     complete and is removed if writing fails, so a crash or a full disk never leaves half a
     file, or a .tmp file, behind."""

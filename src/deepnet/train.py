@@ -38,13 +38,16 @@ class TrainResult:
 
 
 def data_info(dataset: Dataset, path: str | Path | None = None) -> runs.DataInfo:
+    """What a run records of its data: ``dataset`` as loaded from ``path`` (with its
+    options). The path is made absolute, so the run finds its data from any folder."""
     return runs.DataInfo(
         dataset.name,
         dataset.classes,
         dataset.class_names,
-        dataset.image_shape,
         dataset.source,
-        str(path) if path else None,
+        str(Path(path).absolute()) if path else None,
+        dataset.options,
+        dataset.preprocessing,
     )
 
 
@@ -65,7 +68,8 @@ def train(
     per-epoch validation curves (0 trains on all of them). With ``run_dir`` the run is
     saved there; the folder is locked and claimed before training, so a clash costs
     nothing. On Ctrl-C or SIGTERM the epochs finished so far are saved and the run is
-    marked interrupted.
+    marked interrupted. ``data_path``: where ``dataset`` was loaded from, recorded
+    (with its options) so that later commands load it again the same way.
     """
     _check_seed(seed)
     train_idx, val_idx = holdout_split(dataset.y_train, validation_split, seed)

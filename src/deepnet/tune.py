@@ -7,16 +7,18 @@ model's single evaluation, after every choice has been made on validation folds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import optuna
 import sqlalchemy
 
@@ -174,13 +176,14 @@ def tune(
     """
     checkpoints = checkpoint_policy(run_dir, checkpoint_every, checkpoint_dir)
     url = storage_url(storage)
-    folds = stratified_folds(dataset.y_train, spec.cv, spec.seed)  # refused before any claim
+    # refused before any claim
+    folds = stratified_folds(dataset.y_train, spec.cv, spec.seed, dataset.class_names)
     record = {
         "spec": spec.to_json(),
         "data": _data_key(dataset),
         "storage": redact(url),  # None: RUN/study.db, wherever the folder moves
         "study_name": study_name,
-        "data_info": asdict(data_info(dataset, data_path)),
+        "data_info": data_info(dataset, data_path).to_dict(),
     }
     with lock.hold(run_dir):
         record = claim_search_dir(run_dir, record, url)
@@ -271,10 +274,17 @@ def _finished(path: Path) -> bool:
 
 
 def _data_key(dataset: Dataset) -> dict[str, Any]:
+    """Which training images a search is on: a folder resumes only on the same ones (the
+    digest covers every label and a sample of the pixels, wherever they were read from)."""
+    x, y = dataset.x_train, dataset.y_train
+    digest = hashlib.sha256(np.ascontiguousarray(y).tobytes())
+    digest.update(np.ascontiguousarray(x[:: max(1, len(x) // 64)]).tobytes())
     return {
         "name": dataset.name,
         "classes": list(dataset.classes),
-        "n_train": len(dataset.y_train),
+        "n_train": len(y),
+        "image": [*dataset.image_shape, dataset.channels],
+        "digest": digest.hexdigest()[:16],
     }
 
 

@@ -1,7 +1,9 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from deepnet.data import Dataset
+from deepnet.data import Dataset, Preprocessing
 from deepnet.errors import DataError
 
 
@@ -50,8 +52,6 @@ def test_bad_selections(mnist_all, classes, message):
 
 def test_a_class_without_images_is_an_error(mnist_all):
     keep = mnist_all.y_test != 3
-    from dataclasses import replace
-
     no_threes = replace(mnist_all, x_test=mnist_all.x_test[keep], y_test=mnist_all.y_test[keep])
     with pytest.raises(DataError, match="class 3 has no images in the train or test split"):
         no_threes.select((3, 5))
@@ -83,3 +83,26 @@ def test_a_dataset_refuses_labels_beyond_its_classes(small27):
             small27.classes,
             small27.source,
         )
+
+
+def test_images_are_channels_last_with_their_preprocessing(small27):
+    assert small27.x_train.shape[1:] == (28, 28, 1) and small27.channels == 1
+    assert small27.preprocessing == Preprocessing((28, 28), 1)
+
+
+def test_grey_images_without_a_channel_axis_are_refused(small27):
+    with pytest.raises(DataError, match=r"expected uint8 images of shape \(n, height, width, ch"):
+        replace(small27, x_train=small27.x_train[..., 0], x_test=small27.x_test[..., 0])
+
+
+def test_a_preprocessing_that_does_not_describe_the_images(small27):
+    with pytest.raises(DataError, match=r"are \(28, 28\) with 1 channels but their preprocessing"):
+        replace(small27, preprocessing=Preprocessing((32, 32), 3))
+
+
+def test_an_int_is_a_label_before_a_name(small27):
+    """Folders named "1" and "cat" hold classes (0, 1): the int 1 is "cat", the string "1"
+    the folder of that name, as runs record classes as ints."""
+    data = replace(small27, class_names=("1", "cat"), classes=(0, 1))
+    assert data.select([1, 0]).class_names == ("cat", "1")
+    assert data.select(["1", "cat"]).class_names == ("1", "cat")

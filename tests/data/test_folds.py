@@ -33,6 +33,8 @@ def test_more_folds_than_the_smallest_class():
         r"has only 2 training images\. Use cv=2 or fewer",
     ):
         stratified_folds(y, 3)
+    with pytest.raises(ConfigError, match=r"the smallest class \(dog\) has only 2 training"):
+        stratified_folds(y, 3, class_names=("cat", "dog"))
 
 
 @pytest.mark.parametrize("cv", [1, 0, 2.5, True])

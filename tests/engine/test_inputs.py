@@ -5,6 +5,7 @@ import pytest
 
 from deepnet import Member, PopulationEngine, SequentialEngine, TrainConfig
 from deepnet.errors import DataError
+from tests.engine.images import colour_digits
 
 FAST = TrainConfig(epochs=1, batch_size=64)
 
@@ -75,20 +76,31 @@ def test_whole_float_labels_train_as_integers(engine, small27):
     ("images", "message"),
     [
         (lambda x: x[:, None, None], r"got shape \(1200, 1, 1, 28, 28\)"),
-        (lambda x: np.repeat(x[:, None], 3, axis=1), r"got shape \(1200, 3, 28, 28\)"),
+        (lambda x: x[:, None], r"\(1200, 1, 28, 28\) looks channels-first: pass np.moveaxis"),
+        (lambda x: np.repeat(x[:, None], 3, axis=1), r"\(1200, 3, 28, 28\) looks channels-first"),
         (lambda x: x.reshape(1200, -1), r"got shape \(1200, 784\)"),
         (lambda x: x.astype(str), "uint8 or float pixels"),
         (lambda x: x[:, :5, :5], "5x5 pixels are too small"),
+        (lambda x: colour_digits(x)[:, 13:18, 10:25], "5x15 pixels are too small"),
     ],
 )
-def test_images_must_be_grey_pictures_large_enough(engine, small27, images, message):
+def test_images_must_be_pictures_large_enough_channels_last(engine, small27, images, message):
+    grey = small27.x_train.reshape(-1, 28, 28)
     with pytest.raises(DataError, match=message):
-        train(engine, images(small27.x_train), small27.y_train, [member(np.arange(100))])
+        train(engine, images(grey), small27.y_train, [member(np.arange(100))])
 
 
-def test_images_with_a_channel_axis_train_like_images_without(engine, small27):
-    x, y = small27.x_train, small27.y_train
+def test_grey_images_with_a_channel_axis_train_like_images_without(engine, small27):
+    grey, y = small27.x_train.reshape(-1, 28, 28), small27.y_train
     members = [member(np.arange(300), np.arange(300, 500))]
-    (plain,) = train(engine, x, y, members)
-    (channel,) = train(engine, x[:, None], y, members)
+    (plain,) = train(engine, grey, y, members)
+    (channel,) = train(engine, grey[..., None], y, members)
     assert channel.val_loss == plain.val_loss
+
+
+def test_float_colour_images_train_as_their_uint8_pixels(engine, colour27, small27):
+    """Float images are taken as already scaled, as the seed's x / 255."""
+    members = [member(np.arange(300), np.arange(300, 500))]
+    (pixels,) = train(engine, colour27, small27.y_train, members)
+    (scaled,) = train(engine, colour27 / np.float32(255), small27.y_train, members)
+    assert scaled.val_loss == pixels.val_loss

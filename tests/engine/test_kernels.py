@@ -6,7 +6,10 @@ import torch
 
 from deepnet import Member, PopulationEngine, SequentialEngine, TrainConfig
 from deepnet.engine import kernels
+from deepnet.evaluate import images_to_tensor
 from deepnet.nn import ACTIVATIONS
+from deepnet.nn.initializers import INITIALIZERS
+from tests.engine.images import SIZES, crop
 
 
 def grads(fn, *inputs):
@@ -25,15 +28,26 @@ def test_the_kernels_are_compiled_here():
 
 
 @pytest.mark.parametrize(
-    ("members", "channels", "side", "images"),
-    [(3, (1, 4, 8), 28, 32), (2, (3, 8, 16), 18, 48), (2, (3, 4, 8), 27, 16)],
-    ids=["seed", "wide", "odd"],  # odd: the pooling drops a row and a column
+    ("members", "channels", "size", "images"),
+    [
+        (3, (1, 4, 8), (28, 28), 32),
+        (2, (3, 8, 16), (18, 18), 48),
+        (2, (3, 4, 8), (27, 27), 16),
+        (2, (3, 4, 8), (32, 32), 32),
+        (2, (3, 5, 12), (29, 31), 48),
+        (3, (3, 16, 13), (7, 9), 32),
+        (1, (2, 3, 7), (6, 6), 16),
+    ],
+    # odd: the pooling drops a row and a column; blocks: channel counts that are no power of
+    # two (the C loops' blocks of 8, 4, 2 and 1); min: the smallest image, 6x6
+    ids=["seed", "wide", "odd", "rgb32", "rgb-odd-blocks", "rgb-7x9-blocks", "min"],
 )
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_conv_stack_matches_torch(activation, members, channels, side, images):
+def test_conv_stack_matches_torch(activation, members, channels, size, images):
     c0, c1, c2 = channels
+    height, width = size
     x, w1, b1, w2, b2 = leaves(
-        (members, c0, side, side, images),
+        (members, c0, height, width, images),
         (members, c1, c0, 3, 3),
         (members, c1),
         (members, c2, c1, 3, 3),
@@ -44,11 +58,56 @@ def test_conv_stack_matches_torch(activation, members, channels, side, images):
     theirs, their_grads = grads(
         lambda *t: kernels.conv_stack_torch(x, *t, activation), w1, b1, w2, b2
     )
-    pooled = (side - 4) // 2
-    assert ours.shape == (members, c2, pooled, pooled, images)
+    assert ours.shape == (members, c2, (height - 4) // 2, (width - 4) // 2, images)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
     for a, c in zip(our_grads, their_grads, strict=True):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=2e-3)
+
+
+def clear_windows(x, w1, b1, w2, b2, activation, gap=1e-5):
+    """Which pooling windows of conv_stack(x, ...) have a clear winner, one value above the
+    rest by ``gap`` in float64: only near those does float32 pick the same one whatever
+    order it sums in (P, C2, h, w, N)."""
+    args = (t.detach().double() for t in (x, w1, b1, w2, b2))
+    x, w1, b1, w2, b2 = args
+    z = kernels._conv3x3_torch(ACTIVATIONS[activation](kernels._conv3x3_torch(x, w1, b1)), w2, b2)
+    if activation == "softmax":
+        z = torch.softmax(z, 1)  # pooled after it is activated
+    p, c, h, w, n = z.shape
+    z = z[:, :, : h // 2 * 2, : w // 2 * 2].reshape(p, c, h // 2, 2, w // 2, 2, n)
+    top = z.permute(0, 1, 2, 4, 6, 3, 5).flatten(-2).topk(2).values
+    return top[..., 0] - top[..., 1] > gap
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_conv_stack_matches_torch_on_colour_digits(colour27, activation, size):
+    """Real RGB images, gathered as the population engine gathers them, with Keras' initial
+    kernels: values and gradients as torch computes them. The digits' flat backgrounds tie
+    many pooling windows, and a near-tie that float32 sums in another order break the other
+    way routes the window's gradient to another pixel (torch's own float32 does so against
+    float64): gradients are of the outputs of windows with a clear winner."""
+    images = images_to_tensor(crop(colour27, size))  # (n, 3, h, w)
+    index = torch.arange(96).view(2, 48)
+    x = kernels.gather_images(images, index)
+    assert torch.equal(x, images[index].permute(0, 2, 3, 4, 1))
+    generator, glorot = torch.Generator().manual_seed(2), INITIALIZERS["glorot_uniform"]
+    w1, w2 = (
+        torch.stack([glorot(torch.empty(shape), generator) for _ in range(2)]).requires_grad_()
+        for shape in ((6, 3, 3, 3), (12, 6, 3, 3))
+    )
+    b1, b2 = (torch.full((2, c), 0.01, requires_grad=True) for c in (6, 12))
+    clear = clear_windows(x, w1, b1, w2, b2, activation)
+    assert clear.float().mean() > 0.2  # the digits, not only their backgrounds
+    ours = kernels.conv_stack(x, w1, b1, w2, b2, activation)
+    theirs = kernels.conv_stack_torch(x, w1, b1, w2, b2, activation)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    weights = torch.cos(torch.arange(ours.numel(), dtype=torch.float32)).view_as(ours) * clear
+    leaves = (w1, b1, w2, b2)
+    our_grads = torch.autograd.grad(ours, leaves, weights)
+    their_grads = torch.autograd.grad(theirs, leaves, weights)
+    for a, c in zip(our_grads, their_grads, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5 * c.abs().max().item())
 
 
 @pytest.mark.parametrize("activation", sorted(kernels.ACTIVATION_CODES))
@@ -168,6 +227,11 @@ def test_gather_images_never_reads_past_the_images(bad):
             "x must be torch.float32",
         ),
         (
+            torch.zeros(50, 28, 28, dtype=torch.int16),
+            torch.zeros(2, 16, dtype=torch.int64),
+            "x must be torch.float32, got torch.int16",
+        ),
+        (
             torch.randn(50, 28, 28),
             torch.zeros(2, 12, dtype=torch.int64),
             "multiple of 16 images a row",
@@ -194,6 +258,19 @@ def test_gather_images_takes_channels_and_strided_inputs():
     index = torch.randint(0, 40, (32, 2), generator=torch.Generator().manual_seed(1)).T
     expected = torch.stack([x[row].permute(1, 2, 3, 0) for row in index])
     assert torch.equal(kernels.gather_images(x, index), expected)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_gathered_pixels_are_scaled_exactly_as_images_to_tensor_scales_them(colour27, size):
+    """uint8 images, as the population holds them, gathered into the same floats as the
+    float32 images (n, 3, h, w) images_to_tensor makes: every byte value 0..255 included."""
+    images = crop(colour27, size)[:300].copy()
+    images.reshape(-1)[:256] = np.arange(256)  # every byte, whatever the digits hold
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    index = torch.randint(0, 300, (3, 64), generator=torch.Generator().manual_seed(3))
+    index[0, :3] = torch.tensor([0, 1, 2])  # the images holding the 256 values
+    ours = kernels.gather_images(pixels, index)
+    assert torch.equal(ours, kernels.gather_images(images_to_tensor(images), index))
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,16 @@
 """The population engine gives every member what the sequential engine gives it alone."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from deepnet import Member, PopulationEngine, SequentialEngine, Status, TrainConfig
 from deepnet.config import PARAMS
-from deepnet.engine.population import Population, StepShape
-from deepnet.engine.sequential import MemberRun
-from deepnet.engine.training import Training
+from deepnet.engine.population import StepShape
 from deepnet.evaluate import images_to_tensor
+from tests.engine.images import SIZES, crop
 
 OPTIMIZERS = PARAMS["optimizer"].choices
 ACTIVATIONS = PARAMS["activation"].choices
@@ -75,7 +76,7 @@ def test_finished_members_keep_their_models(mixed, small27):
     members, alone, training, _ = mixed
     model = training.model("m3")
     assert model.dense.weight.shape == (members[3].config.neurons, 8 * 12 * 12)
-    x = torch.from_numpy(small27.x_train[960:]).float().div(255).unsqueeze(1)
+    x = images_to_tensor(small27.x_train[960:])
     model.eval()
     with torch.no_grad():
         accuracy = (model(x).argmax(1).numpy() == small27.y_train[960:]).mean()
@@ -140,21 +141,32 @@ def test_members_that_join_a_running_population_match_themselves_trained_alone(m
             assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4, abs=1e-6), m.key
 
 
-def test_colour_images_of_odd_sizes_train_as_in_the_sequential_engine(small27):
-    """Below the entry points (grey images today), both engines take C channels and any
-    image size the architecture allows, and agree."""
-    grey = images_to_tensor(small27.x_train)[:, :, 1:26, 2:25]  # (n, 1, 25, 23)
-    x = torch.cat([grey, grey.flip(3), 1 - grey], 1)  # (n, 3, 25, 23)
-    y = torch.from_numpy(small27.y_train.astype(np.int64))
-    members = [
-        Member(m.key, m.config.replace(epochs=1), m.train_idx, m.val_idx, m.seed)
-        for m in mixed_members(small27)[:3]
-    ]
-    keys = [m.key for m in members]
-    together = results_by_key(Training([Population(members, x, y, 2)], keys))
-    alone = results_by_key(Training([MemberRun(m, x, y, 2) for m in members], keys))
-    assert Population(members, x, y, 2).layout.architecture.pooled == (10, 9)
-    for key in keys:
-        (a,), (b,) = alone[key], together[key]
-        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4, abs=1e-6)
-        assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4, abs=1e-6)
+def colour_members(data):
+    """Three of the mixed members for one epoch, and an Adam one whose filter counts are no
+    power of two (the kernels' channel blocks: 5 = 4 + 1, 12 = 8 + 4), in a population of
+    its own."""
+    mixed = [replace(m, config=m.config.replace(epochs=1)) for m in mixed_members(data)[:3]]
+    odd = TrainConfig(epochs=1, batch_size=32, optimizer="Adam", conv1_filters=5, conv2_filters=12)
+    return [*mixed, Member("odd", odd, mixed[0].train_idx, mixed[0].val_idx, seed=9)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_colour_images_of_any_size_train_as_in_the_sequential_engine(colour27, small27, size):
+    """RGB (n, h, w, 3) images, at CIFAR-10's size, odd sides and near the minimum: both
+    engines read three channels and agree."""
+    x, y = crop(colour27, size), small27.y_train
+    members = colour_members(small27)
+    alone = {m.key: results_by_key(SequentialEngine().train(x, y, 2, [m]))[m.key] for m in members}
+    training = PopulationEngine().train(x, y, 2, members)
+    together = results_by_key(training)
+    height, width = x.shape[1:3]
+    pooled = ((height - 4) // 2, (width - 4) // 2)
+    for m in members:
+        (a,), (b,) = alone[m.key], together[m.key]
+        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4, abs=1e-6), m.key
+        assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4, abs=1e-6), m.key
+        model = training.model(m.key)
+        assert model.conv1.weight.shape[1] == 3
+        assert model.architecture.pooled == pooled
+    if size == "32x32":
+        assert together["odd"][0].val_accuracy > 0.9  # the tinted digits are learnt

@@ -8,9 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepnet import SearchSpec, Space, Stage, TrainConfig, load_dataset, train, tune
+from deepnet.data import Dataset
 
 SPACE = {"optimizer": ["Adam", "Nadam"], "neurons": [16, 32], "epochs": [3], "batch_size": [64]}
 # Every parameter given, so the results table has many columns: 2 x 4 configurations.
@@ -43,6 +45,41 @@ def small_data(small27_npz):
 def train_run(small_data, small27_npz, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("train") / "run"
     train(TrainConfig(epochs=2, batch_size=64), small_data, run_dir=run_dir, data_path=small27_npz)
+    return run_dir
+
+
+TINTS = np.array([[255, 40, 40], [40, 200, 60], [60, 90, 255], [250, 200, 30]])
+
+
+def tinted(images: np.ndarray, width: int) -> np.ndarray:
+    """Grey digits (n, 28, 28, 1) as RGB images (n, 28, width, 3), each stroke in one of
+    TINTS' colours (by position), padded with black on the right to ``width``."""
+    tint = TINTS[np.arange(len(images)) % len(TINTS)][:, None, None, :]
+    rgb = (images.astype(np.int64) * tint // 255).astype(np.uint8)
+    return np.pad(rgb, ((0, 0), (0, 0), (0, width - images.shape[2]), (0, 0)))
+
+
+@pytest.fixture(scope="session")
+def rgb_npz(small27: Dataset, tmp_path_factory) -> Path:
+    """small27's digits tinted into colour, 28x36 (not square), as an arrays .npz."""
+    path = tmp_path_factory.mktemp("rgb") / "digits-rgb.npz"
+    original = np.array(small27.classes)
+    np.savez(
+        path,
+        x_train=tinted(small27.x_train, 36),
+        y_train=original[small27.y_train],
+        x_test=tinted(small27.x_test, 36),
+        y_test=original[small27.y_test],
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def rgb_run(rgb_npz, tmp_path_factory) -> Path:
+    """One epoch on the colour digits, loaded through --path as a user's arrays would be."""
+    run_dir = tmp_path_factory.mktemp("rgb") / "run"
+    data = load_dataset(path=rgb_npz)
+    train(TrainConfig(epochs=1, batch_size=64), data, run_dir=run_dir, data_path=rgb_npz)
     return run_dir
 
 

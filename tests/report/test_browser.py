@@ -108,3 +108,10 @@ def test_a_killed_search_report_opens_in_chromium(browser, killed_search, tmp_pa
     assert "Not shown" in browser.find_element("id", "missing").text
     page, window, past, _ = browser.execute_script(OVERFLOW_JS)
     assert past == [] and page <= window
+
+
+def test_a_colour_report_of_non_square_images_fits_the_page(browser, rgb_run, tmp_path):
+    images = open_report(browser, rgb_run, tmp_path)
+    assert any(alt.startswith("test images per class (28x36 RGB") for _, _, alt in images)
+    page, window, past, _ = browser.execute_script(OVERFLOW_JS)
+    assert past == [] and page <= window

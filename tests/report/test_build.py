@@ -1,14 +1,19 @@
 """Reports of complete and partial run folders: what is drawn, and what is said to be missing."""
 
+import base64
+import io
 import json
+import re
 import shutil
 import socket
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from deepnet import SearchSpec, Space, Stage, TrainConfig, train, tune
 from deepnet.errors import RunExistsError, RunFormatError, SearchError
-from deepnet.report import REPORT_FILE, figures, report
+from deepnet.report import REPORT_FILE, figures, plots, report
 from deepnet.report.build import build_report
 from deepnet.runs import load_run
 from deepnet.tune import load_search
@@ -44,6 +49,45 @@ def test_a_train_run_report_has_every_picture(train_run):
     for section in rep.sections:
         for _, png in section.pictures:
             assert png.startswith(b"\x89PNG")
+
+
+def page_picture(html: str, caption_start: str) -> np.ndarray:
+    """The RGB pixels (h, w, 3) of the page's picture whose caption starts so."""
+    found = re.search(
+        rf'<img alt="{re.escape(caption_start)}[^"]*" src="data:image/png;base64,([^"]+)"', html
+    )
+    assert found, f"no picture captioned {caption_start!r}"
+    png = Image.open(io.BytesIO(base64.b64decode(found.group(1))))
+    return np.asarray(png.convert("RGB")).astype(int)
+
+
+def not_grey(rgb: np.ndarray) -> int:
+    """Pixels whose red and green differ clearly."""
+    return int((np.abs(rgb[..., 0] - rgb[..., 1]) > 30).sum())
+
+
+def test_a_run_on_colour_images_reports_them_in_colour(rgb_run, train_run, tmp_path):
+    rep = build_report(rgb_run)
+    assert rep.missing == []
+    assert titles(rep) == titles(build_report(train_run))
+    assert "test images per class (28x36 RGB, scaled to [0, 1])" in captions(rep)
+    html = report(rgb_run, out=tmp_path / "rgb.html").read_text()
+    assert not_grey(page_picture(html, "test images per class")) > 1000
+    assert not_grey(page_picture(html, "the ")) > 200  # the most confident mistakes
+    grey_html = report(train_run, out=tmp_path / "grey.html").read_text()
+    assert not_grey(page_picture(grey_html, "test images per class")) == 0
+
+
+def test_colour_first_layer_filters_are_drawn_per_channel(rgb_run):
+    first, second = figures.conv_filters(load_run(rgb_run).model())
+    assert first.weights.shape == (4, 3, 3, 3) and second.weights.shape == (8, 4, 3, 3)
+    fig = plots.first_filters(first.weights)
+    top = [ax.get_title() for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert top[:4] == ["R", "G", "B", "colour"]
+    assert any(
+        c.startswith("first convolution: a row per filter, its 3x3 kernels on the R, G")
+        for c in captions(build_report(rgb_run))
+    )
 
 
 def pictures(rep, title="the search landscape"):

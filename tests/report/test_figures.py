@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from deepnet import TrainConfig
 from deepnet.errors import RunFormatError
+from deepnet.nn import SeedNet
 from deepnet.report import figures
 from deepnet.runs import load_run
 from deepnet.search.results import TrialRow
@@ -47,7 +49,7 @@ def test_fold_curves_mean_and_spread(search_run):
 
 def test_samples_are_the_first_images_of_each_class(small_data):
     grid = figures.samples_per_class(small_data.x_test, small_data.y_test, 2, per_class=5)
-    assert grid.shape == (2, 5, 28, 28)
+    assert grid.shape == (2, 5, 28, 28, 1)
     first_seven = np.flatnonzero(small_data.y_test == 1)[0]
     assert np.array_equal(grid[1, 0], small_data.x_test[first_seven])
 
@@ -55,9 +57,44 @@ def test_samples_are_the_first_images_of_each_class(small_data):
 def test_filters_and_feature_maps_have_the_layer_shapes(train_run, small_data):
     model = load_run(train_run).model()
     first, second = figures.conv_filters(model)
-    assert first.shape == (4, 3, 3) and second.shape == (8, 4, 3, 3)
+    assert first.weights.shape == (4, 1, 3, 3) and second.weights.shape == (8, 4, 3, 3)
+    assert first.note == second.note == ""
     a, b = figures.feature_maps(model, small_data.x_test[0])
     assert a.shape == (4, 26, 26) and b.shape == (8, 24, 24)
+
+
+def test_rgb_filters_and_feature_maps_of_a_non_square_image_keep_their_channels():
+    model = SeedNet(TrainConfig(), 2, image_shape=(20, 36), channels=3)
+    first, second = figures.conv_filters(model)
+    assert first.weights.shape == (4, 3, 3, 3) and second.weights.shape == (8, 4, 3, 3)
+    assert np.array_equal(first.weights, model.conv1.weight.detach().numpy())
+    image = np.random.default_rng(0).integers(0, 256, (20, 36, 3), dtype=np.uint8)
+    a, b = figures.feature_maps(model, image)
+    assert a.shape == (4, 18, 34) and b.shape == (8, 16, 32)
+    red = image.copy()
+    red[..., 1:] = 0  # conv1 reads every channel: dropping two changes its maps
+    assert not np.allclose(figures.feature_maps(model, red)[0], a)
+
+
+def test_wide_layers_draw_their_first_kernels_and_say_so():
+    model = SeedNet(TrainConfig(conv1_filters=20, conv2_filters=40), 2, channels=3)
+    first, second = figures.conv_filters(model)
+    assert first.weights.shape == (16, 3, 3, 3) and second.weights.shape == (16, 16, 3, 3)
+    assert first.note == " (the first 16 of 20 filters)"
+    assert second.note == " (the first 16 of 40 filters, the first 16 of 20 inputs)"
+    a, b = figures.feature_maps(model, np.zeros((28, 28, 3), dtype=np.uint8))
+    assert a.shape == (20, 26, 26) and b.shape == (figures.MAX_MAPS, 24, 24)
+
+
+def test_colour_patches_scale_each_filter_to_its_largest_weight_around_grey():
+    weights = np.zeros((3, 3, 3, 3))
+    weights[0, 0, 1, 1], weights[0, 2, 0, 0] = 0.2, -0.1  # R at the centre, less B at a corner
+    weights[1, 1] = 4.0  # green everywhere
+    patches = figures.colour_patches(weights)  # filter 2 is all zero
+    assert patches.shape == (3, 3, 3, 3)
+    assert patches[0, 1, 1].tolist() == [1.0, 0.5, 0.5]
+    assert patches[0, 0, 0].tolist() == [0.5, 0.5, 0.25]
+    assert np.all(patches[1] == [0.5, 1.0, 0.5]) and np.all(patches[2] == 0.5)
 
 
 def test_mistakes_are_wrong_and_most_confident_first():

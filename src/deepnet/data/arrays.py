@@ -7,11 +7,15 @@ every length, shape and value is checked here, where arrays enter, as scikit-lea
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from deepnet.errors import DataError
 
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+CHANNELS = (1, 3)  # what the network reads: grey or RGB
+INPUT_CHANNELS = (1, 3, 4)  # what it accepts: RGBA too, losing alpha
 
 
 def check_image_size(shape: tuple[int, int], what: str) -> None:
@@ -24,12 +28,14 @@ def check_image_size(shape: tuple[int, int], what: str) -> None:
         raise DataError(
             f"{what} are {height}x{width} pixels, smaller than the network's minimum of "
             f"{side}x{side} (two 3x3 convolutions and a 2x2 pooling); use or pad images to at "
-            f"least {side}x{side}."
+            f"least {side}x{side}, or load a source resized (--resize, e.g. --resize 28x28)."
         )
 
 
 def as_images(X: object, name: str = "X") -> np.ndarray:
-    """(n, h, w) images from (n, h, w), (n, h, w, 1), (n, 1, h, w) or square (n, h*w) arrays.
+    """(n, h, w, c) images, channels last (1 grey or 3 RGB), from (n, h, w), (n, h, w, c),
+    channels-first (n, c, h, w) or square grey rows (n, h*w); c is 1, 3 or 4 (RGBA: the alpha
+    channel is dropped, with a warning, as the network takes no transparency).
 
     uint8 pixels are kept (the network scales them by 1/255); other numbers become float32,
     used as given, and must be finite.
@@ -41,27 +47,36 @@ def as_images(X: object, name: str = "X") -> np.ndarray:
             f"{name} holds {x.dtype} values; pass numeric images (uint8 pixels 0..255, or "
             "floats such as x / 255)."
         )
-    if x.ndim == 4 and 1 in (x.shape[1], x.shape[3]):
-        x = x[:, 0] if x.shape[1] == 1 else x[..., 0]
-    elif x.ndim == 2:
+    if x.ndim == 2:
         side = round(np.sqrt(x.shape[1]))
         if side * side != x.shape[1]:
             raise DataError(
                 f"{name} has {x.shape[1]} features per row, which is not a square image; pass "
-                "images as (n, height, width)."
+                "images as (n, height, width) or (n, height, width, channels)."
             )
         x = x.reshape(len(x), side, side)
-    if x.ndim != 3:
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    elif x.ndim == 4 and x.shape[3] not in INPUT_CHANNELS and x.shape[1] in INPUT_CHANNELS:
+        x = np.moveaxis(x, 1, 3)  # channels first, as PyTorch keeps them
+    if x.ndim != 4 or x.shape[3] not in INPUT_CHANNELS:
         raise DataError(
-            f"{name} has shape {shape}; expected grey images (n, height, width), "
-            "(n, height, width, 1), (n, 1, height, width) or square rows (n, height*width)."
+            f"{name} has shape {shape}; expected images (n, height, width), (n, height, "
+            "width, channels) or (n, channels, height, width) with 1 (grey), 3 (RGB) or 4 "
+            "(RGBA) channels, or square grey rows (n, height*width)."
         )
+    if x.shape[3] == 4:
+        warnings.warn(
+            f"{name} holds RGBA images: the alpha channel is dropped (the network reads RGB).",
+            stacklevel=2,
+        )
+        x = x[..., :3]
     if len(x) == 0:
         raise DataError(f"{name} has shape {shape}: it holds no images; pass at least one.")
     check_image_size((x.shape[1], x.shape[2]), f"the images in {name}")
     if x.dtype == np.uint8:
-        return x
-    x = x.astype(np.float32, copy=False)
+        return np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x, dtype=np.float32)
     bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
     if bad.any():
         first = int(np.argmax(bad))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
@@ -10,17 +12,26 @@ from deepnet.errors import ConfigError, DataError
 Split = tuple[np.ndarray, np.ndarray]
 
 
-def stratified_folds(labels: np.ndarray, n_splits: int = 3, seed: int = 0) -> list[Split]:
-    """``n_splits`` (train indices, validation indices) pairs with class ratios preserved."""
+def stratified_folds(
+    labels: np.ndarray,
+    n_splits: int = 3,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> list[Split]:
+    """``n_splits`` (train indices, validation indices) pairs with class ratios preserved;
+    ``class_names`` (label i's name) lets an error name the class that is too small."""
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
         raise ConfigError(
             f"cv={n_splits!r} is not allowed: cross-validation needs at least 2 folds."
         )
-    smallest = int(np.bincount(labels).min())
+    counts = np.bincount(labels)
+    smallest = int(counts.min())
     if n_splits > smallest:
+        which = f" ({class_names[int(counts.argmin())]})" if class_names is not None else ""
         raise ConfigError(
-            f"cv={n_splits} folds cannot be stratified: the smallest class has only "
-            f"{smallest} training images. Use cv={smallest} or fewer, or more data."
+            f"cv={n_splits} folds cannot be stratified: the smallest class{which} has only "
+            f"{smallest} training images. Use cv={smallest} or fewer, or add images to "
+            "that class."
         )
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [(train, val) for train, val in splitter.split(np.zeros(len(labels)), labels)]

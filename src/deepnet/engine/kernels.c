@@ -5,7 +5,11 @@
  * image; N is a multiple of 16 so that each (p, c, y, x) holds whole 16-float vectors.
  * A weight is (P, Co, Ci, 3, 3) and a bias (P, Co), as torch stores them per member.
  * Every loop keeps a block of channels in vector registers and streams the images, which
- * is what makes these faster than grouped convolutions with 4-16 channels per group.
+ * is what makes these faster than grouped convolutions with 4-16 channels per group. Any
+ * channel count (grey or colour images, any filter count) and any map size work at the same
+ * speed: channels run in blocks of a compile-time size (BY_BLOCK), and no loop depends on
+ * the height or width beyond its bounds. Loops run row by row outside the channel blocks,
+ * so that the blocks share the rows they read while those are in cache.
  * Fusions save whole passes over memory: elementwise activations run inside the loops
  * that produce their inputs (derivatives inside the gradient loops), the second
  * convolution is pooled as it is computed, and the stack runs a member at a time with
@@ -132,7 +136,9 @@ INLINE v16 derivative(int act, v16 a) {
   }
 }
 
-/* Calls name(..., act) with act a compile-time constant, so that the loops inline it. */
+/* Calls name(..., act) with act a compile-time constant, so that the loops inline it: worth
+ * its code where an activation runs every few FMAs (the first convolution's outputs); where a
+ * sum of dozens of products is activated, a runtime switch costs nothing measurable. */
 #define DISPATCH(act, name, ...)                              \
   switch (act) {                                              \
     case RELU: name(__VA_ARGS__, RELU); break;                \
@@ -144,105 +150,157 @@ INLINE v16 derivative(int act, v16 a) {
     default: name(__VA_ARGS__, LINEAR);                       \
   }
 
-/* The accumulators of output channels co0..co0+cb at (y, x), images n..n+15. */
-INLINE void conv_at(const float *inp, const float *wp, const float *bp, v16 *acc, int co0,
-                    int cb, int Ci, int H, int W, int N, int y, int x, int n) {
-  for (int c = 0; c < cb; c++) acc[c] = (v16){} + bp[co0 + c];
+/* The largest block of channels, a power of two up to most, that fits in left: loops over
+ * a block's channels must have a compile-time count (BY_BLOCK), or the compiler keeps the
+ * accumulators in memory rather than in registers. */
+INLINE int block_of(int left, int most) {
+  int cb = most;
+  while (cb > left) cb /= 2;
+  return cb;
+}
+
+/* Calls name(..., cb) with cb (a block_of(left, most), most 8, 4 or 2) a compile-time
+ * constant; a case above most never runs (it calls name with most, a valid block). */
+#define CAP(cb, most) ((cb) < (most) ? (cb) : (most))
+#define BY_BLOCK(cb, most, name, ...)                   \
+  switch (cb) {                                         \
+    case 8: name(__VA_ARGS__, CAP(8, most)); break;     \
+    case 4: name(__VA_ARGS__, CAP(4, most)); break;     \
+    case 2: name(__VA_ARGS__, CAP(2, most)); break;     \
+    default: name(__VA_ARGS__, 1);                      \
+  }
+
+/* Output channels co0..co0+CB of act(conv(in, w) + b) at (y, x), for NB vectors of images
+ * from n: a load of each input vector feeds CB * NB accumulators. */
+INLINE void forward_at(const float *inp, const float *wp, const float *bp, float *outp, int co0,
+                       int Ci, int H, int W, int N, int y, int x, int n, const int NB,
+                       const int act, const int CB) {
+  const int Ho = H - 2, Wo = W - 2;
+  v16 acc[BLOCK][2];
+  for (int c = 0; c < CB; c++)
+    for (int j = 0; j < NB; j++) acc[c][j] = (v16){} + bp[co0 + c];
   for (int ci = 0; ci < Ci; ci++)
     for (int dy = 0; dy < 3; dy++)
       for (int dx = 0; dx < 3; dx++) {
-        const v16 v = LOAD(inp + (((int64_t)ci * H + y + dy) * W + x + dx) * N + n);
+        const float *src = inp + (((int64_t)ci * H + y + dy) * W + x + dx) * N + n;
+        v16 v[2];
+        for (int j = 0; j < NB; j++) v[j] = LOAD(src + 16 * j);
         const float *wk = wp + ((int64_t)co0 * Ci + ci) * 9 + dy * 3 + dx;
-        for (int c = 0; c < cb; c++) acc[c] += wk[(int64_t)c * Ci * 9] * v;
+        for (int c = 0; c < CB; c++) {
+          const float weight = wk[(int64_t)c * Ci * 9];
+          for (int j = 0; j < NB; j++) acc[c][j] += weight * v[j];
+        }
       }
+  for (int c = 0; c < CB; c++)
+    for (int j = 0; j < NB; j++)
+      STORE(outp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n + 16 * j,
+            activate(act, acc[c][j]));
+}
+
+/* Output channels co0..co0+CB of one member's forward, output row y. */
+INLINE void forward_block(const float *inp, const float *wp, const float *bp, float *outp,
+                          int co0, int Ci, int H, int W, int N, int y, const int act,
+                          const int CB) {
+  for (int x = 0; x < W - 2; x++) {
+      int n = 0;
+      for (; n + 32 <= N; n += 32)
+        forward_at(inp, wp, bp, outp, co0, Ci, H, W, N, y, x, n, 2, act, CB);
+      if (n < N) forward_at(inp, wp, bp, outp, co0, Ci, H, W, N, y, x, n, 1, act, CB);
+  }
 }
 
 INLINE void forward(const float *in, const float *w, const float *b, float *out, int P, int Ci,
                     int Co, int H, int W, int N, const int act) {
-  const int Ho = H - 2, Wo = W - 2;
   for (int p = 0; p < P; p++) {
     const float *inp = in + (int64_t)p * Ci * H * W * N;
-    const float *wp = w + (int64_t)p * Co * Ci * 9;
-    float *outp = out + (int64_t)p * Co * Ho * Wo * N;
-    for (int co0 = 0; co0 < Co; co0 += BLOCK) {
-      const int cb = Co - co0 < BLOCK ? Co - co0 : BLOCK;
-      for (int y = 0; y < Ho; y++)
-        for (int x = 0; x < Wo; x++)
-          for (int n = 0; n < N; n += 16) {
-            v16 acc[BLOCK];
-            conv_at(inp, wp, b + (int64_t)p * Co, acc, co0, cb, Ci, H, W, N, y, x, n);
-            for (int c = 0; c < cb; c++)
-              STORE(outp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n,
-                    activate(act, acc[c]));
-          }
-    }
+    const float *wp = w + (int64_t)p * Co * Ci * 9, *bp = b + (int64_t)p * Co;
+    float *outp = out + (int64_t)p * Co * (H - 2) * (W - 2) * N;
+    for (int y = 0; y < H - 2; y++)
+      for (int co0 = 0, cb; co0 < Co; co0 += cb) {
+        cb = block_of(Co - co0, BLOCK);
+        BY_BLOCK(cb, BLOCK, forward_block, inp, wp, bp, outp, co0, Ci, H, W, N, y, act)
+      }
   }
 }
 
 /* out = act(conv(in, w) + b) */
-static void conv_forward(const float *in, const float *w, const float *b, int act, float *out, int P,
-                  int Ci, int Co, int H, int W, int N) {
+static void conv_forward(const float *in, const float *w, const float *b, int act, float *out,
+                         int P, int Ci, int Co, int H, int W, int N) {
   DISPATCH(act, forward, in, w, b, out, P, Ci, Co, H, W, N)
+}
+
+/* Output channels co0..co0+CB of conv_pool_forward, pooled row y. The row and window loops
+ * are unrolled so that the 4 * CB accumulators stay in registers. */
+#define PBLOCK 4
+INLINE void pool_block(const float *inp, const float *wp, const float *bp, float *outp,
+                       int32_t *idxp, int co0, int Ci, int H, int W, int N, int y, int act,
+                       const int CB) {
+  const int Hp = (H - 2) / 2, Wp = (W - 2) / 2;
+    for (int x = 0; x < Wp; x++)
+      for (int n = 0; n < N; n += 16) {
+        v16 acc[4][PBLOCK];
+        for (int k = 0; k < 4; k++)
+          for (int c = 0; c < CB; c++) acc[k][c] = (v16){} + bp[co0 + c];
+        for (int ci = 0; ci < Ci; ci++)
+#pragma GCC unroll 4
+          for (int r = 0; r < 4; r++) {
+            v16 v[4];
+            for (int j = 0; j < 4; j++)
+              v[j] = LOAD(inp + (((int64_t)ci * H + 2 * y + r) * W + 2 * x + j) * N + n);
+#pragma GCC unroll 2
+            for (int ky = 0; ky < 2; ky++) {
+              const int dy = r - ky;
+              if (dy < 0 || dy > 2) continue;
+              for (int c = 0; c < CB; c++) {
+                const float *wk = wp + (((int64_t)co0 + c) * Ci + ci) * 9 + dy * 3;
+                for (int kx = 0; kx < 2; kx++)
+                  for (int dx = 0; dx < 3; dx++) acc[ky * 2 + kx][c] += wk[dx] * v[kx + dx];
+              }
+            }
+          }
+        for (int c = 0; c < CB; c++) {
+          v16 best = acc[0][c];
+          v16i which = {};
+          for (int k = 1; k < 4; k++) {
+            const v16i wins = acc[k][c] > best;
+            best = select(wins, acc[k][c], best);
+            which = (wins & ((v16i){} + k)) | (which & ~wins);
+          }
+          const int64_t o = ((((int64_t)co0 + c) * Hp + y) * Wp + x) * N + n;
+          STORE(outp + o, activate(act, best));
+          STOREI(idxp + o, which);
+        }
+      }
 }
 
 /* out = act(2x2 max pooling of conv(in, w) + b); idx = which of the window's four won
  * (0-3, the first maximum in row-major order, as torch picks it), one int per output value.
  * Pooling first is the same as activating first: every coded activation is non-decreasing.
- * A window's four positions read one 4x4 patch of each input channel, loaded row by row. */
-#define PBLOCK 4
-static void conv_pool_forward(const float *in, const float *w, const float *b, int act, float *out,
-                       int32_t *idx, int P, int Ci, int Co, int H, int W, int N) {
-  const int Hp = (H - 2) / 2, Wp = (W - 2) / 2;
+ * A window's four positions read one 4x4 patch of each input channel, loaded row by row;
+ * act is a runtime switch, applied once per pooled output of four sums. */
+static void conv_pool_forward(const float *in, const float *w, const float *b, int act,
+                              float *out, int32_t *idx, int P, int Ci, int Co, int H, int W,
+                              int N) {
+  const int64_t pooled = (int64_t)Co * ((H - 2) / 2) * ((W - 2) / 2) * N;
   for (int p = 0; p < P; p++) {
     const float *inp = in + (int64_t)p * Ci * H * W * N;
-    const float *wp = w + (int64_t)p * Co * Ci * 9;
-    for (int co0 = 0; co0 < Co; co0 += PBLOCK) {
-      const int cb = Co - co0 < PBLOCK ? Co - co0 : PBLOCK;
-      for (int y = 0; y < Hp; y++)
-        for (int x = 0; x < Wp; x++)
-          for (int n = 0; n < N; n += 16) {
-            v16 acc[4][PBLOCK];
-            for (int k = 0; k < 4; k++)
-              for (int c = 0; c < cb; c++) acc[k][c] = (v16){} + b[(int64_t)p * Co + co0 + c];
-            for (int ci = 0; ci < Ci; ci++)
-              for (int r = 0; r < 4; r++) {
-                v16 v[4];
-                for (int j = 0; j < 4; j++)
-                  v[j] = LOAD(inp + (((int64_t)ci * H + 2 * y + r) * W + 2 * x + j) * N + n);
-                for (int ky = 0; ky < 2; ky++) {
-                  const int dy = r - ky;
-                  if (dy < 0 || dy > 2) continue;
-                  for (int c = 0; c < cb; c++) {
-                    const float *wk = wp + (((int64_t)co0 + c) * Ci + ci) * 9 + dy * 3;
-                    for (int kx = 0; kx < 2; kx++)
-                      for (int dx = 0; dx < 3; dx++) acc[ky * 2 + kx][c] += wk[dx] * v[kx + dx];
-                  }
-                }
-              }
-            for (int c = 0; c < cb; c++) {
-              v16 best = acc[0][c];
-              v16i which = {};
-              for (int k = 1; k < 4; k++) {
-                const v16i wins = acc[k][c] > best;
-                best = select(wins, acc[k][c], best);
-                which = (wins & ((v16i){} + k)) | (which & ~wins);
-              }
-              const int64_t o = ((((int64_t)p * Co + co0 + c) * Hp + y) * Wp + x) * N + n;
-              STORE(out + o, activate(act, best));
-              STOREI(idx + o, which);
-            }
-          }
-    }
+    const float *wp = w + (int64_t)p * Co * Ci * 9, *bp = b + (int64_t)p * Co;
+    for (int y = 0; y < (H - 2) / 2; y++)
+      for (int co0 = 0, cb; co0 < Co; co0 += cb) {
+        cb = block_of(Co - co0, PBLOCK);
+        BY_BLOCK(cb, PBLOCK, pool_block, inp, wp, bp, out + p * pooled, idx + p * pooled, co0, Ci,
+                 H, W, N, y, act)
+      }
   }
 }
 
-/* One (y, x) position of conv_backward_input for NB vectors of images starting at n. */
+/* Input channels ci0..ci0+CB of conv_backward_input at (y, x), NB vectors of images from n. */
 INLINE void backward_input_at(const float *gp, const float *wp, const float *inp, float *ginp,
-                              int ci0, int cb, int Ci, int Co, int H, int W, int N, int y,
-                              int x, int n, const int NB, const int act) {
+                              int ci0, int Ci, int Co, int H, int W, int N, int y, int x, int n,
+                              const int NB, int act, const int CB) {
   const int Ho = H - 2, Wo = W - 2;
-  v16 acc[BLOCK][2];
-  for (int c = 0; c < cb; c++)
+  v16 acc[BLOCK][4];
+  for (int c = 0; c < CB; c++)
     for (int j = 0; j < NB; j++) acc[c][j] = (v16){};
   for (int dy = 0; dy < 3; dy++) {
     const int yo = y - dy;
@@ -252,99 +310,126 @@ INLINE void backward_input_at(const float *gp, const float *wp, const float *inp
       if (xo < 0 || xo >= Wo) continue;
       for (int co = 0; co < Co; co++) {
         const float *src = gp + (((int64_t)co * Ho + yo) * Wo + xo) * N + n;
-        v16 v[2];
+        v16 v[4];
         for (int j = 0; j < NB; j++) v[j] = LOAD(src + 16 * j);
         const float *wk = wp + ((int64_t)co * Ci + ci0) * 9 + dy * 3 + dx;
-        for (int c = 0; c < cb; c++) {
+        for (int c = 0; c < CB; c++) {
           const float weight = wk[c * 9];
           for (int j = 0; j < NB; j++) acc[c][j] += weight * v[j];
         }
       }
     }
   }
-  for (int c = 0; c < cb; c++)
+  for (int c = 0; c < CB; c++)
     for (int j = 0; j < NB; j++) {
       const int64_t o = (((int64_t)(ci0 + c) * H + y) * W + x) * N + n + 16 * j;
       STORE(ginp + o, act == LINEAR ? acc[c][j] : acc[c][j] * derivative(act, LOAD(inp + o)));
     }
 }
 
-/* conv_backward_input for one activation code, a compile-time constant once inlined. */
-INLINE void backward_input(const float *g, const float *w, const float *in, float *gin, int P,
-                           int Ci, int Co, int H, int W, int N, const int act) {
-  for (int p = 0; p < P; p++) {
-    const float *gp = g + (int64_t)p * Co * (H - 2) * (W - 2) * N;
-    const float *wp = w + (int64_t)p * Co * Ci * 9;
-    const float *inp = in + (int64_t)p * Ci * H * W * N;
-    float *ginp = gin + (int64_t)p * Ci * H * W * N;
-    for (int ci0 = 0; ci0 < Ci; ci0 += BLOCK) {
-      const int cb = Ci - ci0 < BLOCK ? Ci - ci0 : BLOCK;
-      for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++) {
-          int n = 0;
-          for (; n + 32 <= N; n += 32)
-            backward_input_at(gp, wp, inp, ginp, ci0, cb, Ci, Co, H, W, N, y, x, n, 2, act);
-          if (n < N)
-            backward_input_at(gp, wp, inp, ginp, ci0, cb, Ci, Co, H, W, N, y, x, n, 1, act);
-        }
-    }
+/* Input channels ci0..ci0+CB of one member's conv_backward_input, row y: up to 16
+ * accumulators, CB channels by as many vectors of images as fit. */
+INLINE void backward_input_block(const float *gp, const float *wp, const float *inp,
+                                 float *ginp, int ci0, int Ci, int Co, int H, int W, int N,
+                                 int y, int act, const int CB) {
+  const int NB = CB >= 8 ? 2 : 4;
+  for (int x = 0; x < W; x++) {
+    int n = 0;
+    for (; n + 16 * NB <= N; n += 16 * NB)
+      backward_input_at(gp, wp, inp, ginp, ci0, Ci, Co, H, W, N, y, x, n, NB, act, CB);
+    for (; n < N; n += 16)
+      backward_input_at(gp, wp, inp, ginp, ci0, Ci, Co, H, W, N, y, x, n, 1, act, CB);
   }
 }
 
 /* gin[p, ci, y, x] = act'(in[p, ci, y, x]) * sum over co, dy, dx of
  *   w[p, co, ci, dy, dx] * g[p, co, y - dy, x - dx],
  * the gradient of the layer's input before its activation: in holds that activation's
- * output and act its code (LINEAR: the gradient of in itself). */
-static void conv_backward_input(const float *g, const float *w, const float *in, int act, float *gin,
-                         int P, int Ci, int Co, int H, int W, int N) {
-  DISPATCH(act, backward_input, g, w, in, gin, P, Ci, Co, H, W, N)
+ * output and act its code (LINEAR: the gradient of in itself), a runtime switch applied once
+ * per sum of 9 * Co products. */
+static void conv_backward_input(const float *g, const float *w, const float *in, int act,
+                                float *gin, int P, int Ci, int Co, int H, int W, int N) {
+  for (int p = 0; p < P; p++) {
+    const float *gp = g + (int64_t)p * Co * (H - 2) * (W - 2) * N;
+    const float *wp = w + (int64_t)p * Co * Ci * 9;
+    const float *inp = in + (int64_t)p * Ci * H * W * N;
+    float *ginp = gin + (int64_t)p * Ci * H * W * N;
+    for (int y = 0; y < H; y++)
+      for (int ci0 = 0, cb; ci0 < Ci; ci0 += cb) {
+        cb = block_of(Ci - ci0, BLOCK);
+        BY_BLOCK(cb, BLOCK, backward_input_block, gp, wp, inp, ginp, ci0, Ci, Co, H, W, N, y, act)
+      }
+  }
+}
+
+/* The sum of a vector's 16 lanes. */
+INLINE float lanes_sum(v16 v) {
+  float s = 0.0f;
+  for (int l = 0; l < 16; l++) s += v[l];
+  return s;
+}
+
+/* Output channels co0..co0+CB of conv_backward_weight for one member, output rows y0..y1,
+ * added to gwp and gbp: each input load feeds the CB channels' nine taps (WBLOCK * 9
+ * accumulators at most). */
+#define WBLOCK 2
+INLINE void backward_weight_block(const float *gp, const float *inp, float *gwp, float *gbp,
+                                  int co0, int Ci, int H, int W, int N, int y0, int y1,
+                                  const int CB) {
+  const int Ho = H - 2, Wo = W - 2;
+  v16 bias[WBLOCK] = {};
+  for (int ci = 0; ci < Ci; ci++) {
+    v16 acc[WBLOCK][9];
+    for (int c = 0; c < CB; c++)
+      for (int k = 0; k < 9; k++) acc[c][k] = (v16){};
+    for (int y = y0; y < y1; y++)
+      for (int x = 0; x < Wo; x++)
+        for (int n = 0; n < N; n += 16) {
+          v16 gv[WBLOCK];
+          for (int c = 0; c < CB; c++) {
+            gv[c] = LOAD(gp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n);
+            if (ci == 0) bias[c] += gv[c];
+          }
+          for (int dy = 0; dy < 3; dy++)
+            for (int dx = 0; dx < 3; dx++) {
+              const v16 v = LOAD(inp + (((int64_t)ci * H + y + dy) * W + x + dx) * N + n);
+              for (int c = 0; c < CB; c++) acc[c][dy * 3 + dx] += gv[c] * v;
+            }
+        }
+    for (int c = 0; c < CB; c++)
+      for (int k = 0; k < 9; k++)
+        gwp[((int64_t)(co0 + c) * Ci + ci) * 9 + k] += lanes_sum(acc[c][k]);
+  }
+  for (int c = 0; c < CB; c++) gbp[co0 + c] += lanes_sum(bias[c]);
+}
+
+/* Rows of output per tile of conv_backward_weight: every channel pair and input channel
+ * passes over a tile of the maps while it is in cache (about 64 KiB of each map). */
+INLINE int weight_tile_rows(int Wo, int N) {
+  const int rows = 16384 / (Wo * N);
+  return rows < 1 ? 1 : rows;
 }
 
 /* gw[p, co, ci, dy, dx] = sum over y, x, n of g[p, co, y, x, n] * in[p, ci, y + dy, x + dx, n];
  * gb[p, co] = sum of g[p, co]. Two output channels at a time share each input load. */
-static void conv_backward_weight(const float *g, const float *in, float *gw, float *gb,
-                          int P, int Ci, int Co, int H, int W, int N) {
-  const int Ho = H - 2, Wo = W - 2;
+static void conv_backward_weight(const float *g, const float *in, float *gw, float *gb, int P,
+                                 int Ci, int Co, int H, int W, int N) {
+  const int Ho = H - 2, rows = weight_tile_rows(W - 2, N);
   for (int p = 0; p < P; p++) {
-    const float *gp = g + (int64_t)p * Co * Ho * Wo * N;
+    const float *gp = g + (int64_t)p * Co * Ho * (W - 2) * N;
     const float *inp = in + (int64_t)p * Ci * H * W * N;
-    for (int co0 = 0; co0 < Co; co0 += 2) {
-      const int cb = Co - co0 < 2 ? Co - co0 : 2;
-      v16 bias[2] = {(v16){}, (v16){}};
-      for (int ci = 0; ci < Ci; ci++) {
-        v16 acc[2][9];
-        for (int c = 0; c < 2; c++)
-          for (int k = 0; k < 9; k++) acc[c][k] = (v16){};
-        for (int y = 0; y < Ho; y++)
-          for (int x = 0; x < Wo; x++)
-            for (int n = 0; n < N; n += 16) {
-              v16 gv[2];
-              for (int c = 0; c < cb; c++) {
-                gv[c] = LOAD(gp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n);
-                if (ci == 0) bias[c] += gv[c];
-              }
-              for (int dy = 0; dy < 3; dy++)
-                for (int dx = 0; dx < 3; dx++) {
-                  const v16 v = LOAD(inp + (((int64_t)ci * H + y + dy) * W + x + dx) * N + n);
-                  for (int c = 0; c < cb; c++) acc[c][dy * 3 + dx] += gv[c] * v;
-                }
-            }
-        for (int c = 0; c < cb; c++)
-          for (int k = 0; k < 9; k++) {
-            float s = 0.0f;
-            for (int l = 0; l < 16; l++) s += acc[c][k][l];
-            gw[(((int64_t)p * Co + co0 + c) * Ci + ci) * 9 + k] = s;
-          }
-      }
-      for (int c = 0; c < cb; c++) {
-        float s = 0.0f;
-        for (int l = 0; l < 16; l++) s += bias[c][l];
-        gb[(int64_t)p * Co + co0 + c] = s;
+    float *gwp = gw + (int64_t)p * Co * Ci * 9, *gbp = gb + (int64_t)p * Co;
+    for (int64_t i = 0; i < (int64_t)Co * Ci * 9; i++) gwp[i] = 0.0f;
+    for (int c = 0; c < Co; c++) gbp[c] = 0.0f;
+    for (int y0 = 0; y0 < Ho; y0 += rows) {
+      const int y1 = y0 + rows < Ho ? y0 + rows : Ho;
+      for (int co0 = 0, cb; co0 < Co; co0 += cb) {
+        cb = block_of(Co - co0, WBLOCK);
+        BY_BLOCK(cb, WBLOCK, backward_weight_block, gp, inp, gwp, gbp, co0, Ci, H, W, N, y0, y1)
       }
     }
   }
 }
-
 
 /* 2x2 max pooling over (M, H, W, N) maps (M = P * C), with idx as conv_pool_forward's. */
 static void pool_forward(const float *in, float *out, int32_t *idx, int M, int H, int W, int N) {
@@ -497,17 +582,80 @@ void stack_backward(const float *g, const int32_t *idx, const float *out, const 
   }
 }
 
-/* The images of each member's batch as stack_forward's input: out (P, HW, N) holds pixel q
- * of image index[p, j] of x (M, HW) in out[p, q, j]. N is a multiple of 16. */
-void gather_images(float *out, const float *x, const int64_t *index, int P, int HW, int N) {
+/* One stage of a 16x16 transpose: exchanges bit k (S = 2^k) of the row index with bit k of
+ * the lane index. Row i (bit k clear) takes lanes with bit k set from row i + S, shifted
+ * down by S; row i + S takes lanes with bit k clear from row i, shifted up. */
+#define TRANSPOSE_STAGE(r, S)                                                \
+  for (int i = 0; i < 16; i++) {                                              \
+    if (i & (S)) continue;                                                    \
+    const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; \
+    const v16i other = ((lane & (S)) != 0) & (16 - (S));                      \
+    const v16 a = r[i], b = r[i + (S)];                                       \
+    r[i] = __builtin_shuffle(a, b, lane + other);                             \
+    r[i + (S)] = __builtin_shuffle(a, b, lane + (S) + other);                 \
+  }
+
+/* r[t][l] = r[l][t]: sixteen vectors transposed in registers. */
+INLINE void transpose16(v16 r[16]) {
+  TRANSPOSE_STAGE(r, 1)
+  TRANSPOSE_STAGE(r, 2)
+  TRANSPOSE_STAGE(r, 4)
+  TRANSPOSE_STAGE(r, 8)
+}
+
+/* Sixteen pixels from q of image i of x, as floats: uint8 pixels (bytes) scaled by 1/255 as
+ * images_to_tensor scales them, floats as they are. A vector division costs more than the
+ * rest of the gather: k * (1/255) corrected by its residual, both fused multiply-adds (which
+ * the compiler contracts a * b + c into), is the correctly rounded k / 255 for every byte k
+ * (the tests check all 256); without fused multiply-adds, the division. */
+typedef uint8_t v16b __attribute__((vector_size(16), aligned(1)));
+INLINE v16 pixels_at(const void *x, int64_t i, int HW, int q, const int bytes) {
+  if (!bytes) return LOAD((const float *)x + i * HW + q);
+  const v16 k = __builtin_convertvector(*(const v16b *)((const uint8_t *)x + i * HW + q), v16);
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+  const v16 guess = k * (1.0f / 255.0f);
+  return (k - guess * 255.0f) * (1.0f / 255.0f) + guess;
+#else
+  return k / 255.0f;
+#endif
+}
+
+INLINE float pixel_at(const void *x, int64_t i, int HW, int q, const int bytes) {
+  if (!bytes) return ((const float *)x)[i * HW + q];
+  return (float)((const uint8_t *)x)[i * HW + q] / 255.0f;
+}
+
+/* out (P, HW, N) holds pixel q of image index[p, j] of x (M, HW) in out[p, q, j]; N is a
+ * multiple of 16. Sixteen pixels of sixteen images are read as a vector each and transposed,
+ * so that every load and store moves a whole vector. */
+INLINE void gather(float *out, const void *x, const int64_t *index, int P, int HW, int N,
+                   const int bytes) {
   for (int p = 0; p < P; p++) {
     for (int j0 = 0; j0 < N; j0 += 16) {
       const int64_t *ix = index + (int64_t)p * N + j0;
       float *o = out + (int64_t)p * HW * N + j0;
-      for (int q = 0; q < HW; q++)
-        for (int l = 0; l < 16; l++) o[(int64_t)q * N + l] = x[ix[l] * HW + q];
+      int q0 = 0;
+      for (; q0 + 16 <= HW; q0 += 16) {
+        v16 r[16];
+        for (int l = 0; l < 16; l++) r[l] = pixels_at(x, ix[l], HW, q0, bytes);
+        transpose16(r);
+        for (int t = 0; t < 16; t++) STORE(o + (int64_t)(q0 + t) * N, r[t]);
+      }
+      for (int q = q0; q < HW; q++)
+        for (int l = 0; l < 16; l++) o[(int64_t)q * N + l] = pixel_at(x, ix[l], HW, q, bytes);
     }
   }
+}
+
+/* The images of each member's batch as stack_forward's input, from float images x. */
+void gather_images(float *out, const float *x, const int64_t *index, int P, int HW, int N) {
+  gather(out, x, index, P, HW, N, 0);
+}
+
+/* gather_images from uint8 pixels, scaled as they are gathered: the population keeps its
+ * images at a byte a pixel, a quarter of the memory, and reads a quarter of the bytes. */
+void gather_pixels(float *out, const uint8_t *x, const int64_t *index, int P, int HW, int N) {
+  gather(out, x, index, P, HW, N, 1);
 }
 
 /* A 32-bit integer hash with full avalanche (Wellons' lowbias32). */

@@ -5,8 +5,10 @@ compiled at first use with the machine's C compiler (``cc -O3 -march=native``) i
 cache directory and loaded with ctypes. Grouped convolutions with 4-16 channels per group
 are a poor fit for oneDNN's vector blocking; these loops keep a block of channels in
 registers and stream the images, and run the whole stack a member at a time so that its
-maps stay in cache. Where no compiler is found the same function runs as grouped torch
-convolutions, slower but with the same results; ``native()`` says which is in use.
+maps stay in cache. ``gather_images`` lays out each member's batch for it, from float32
+images or from uint8 pixels that it scales as it reads them. Where no compiler is found the
+same functions run as grouped torch convolutions and indexing, slower but with the same
+results; ``native()`` says which is in use.
 Every entry point checks dtypes, shapes and index bounds before C sees a pointer, and
 ``_call`` refuses strided memory: no argument Python passes makes C read past a buffer.
 """
@@ -43,6 +45,7 @@ _SIGNATURES = {
     "stack_forward": [_PTR] * 5 + [_INT] + [_PTR] * 3 + [_INT] * 7,
     "stack_backward": [_PTR] * 8 + [_INT] + [_PTR] * 5 + [_INT] * 7,
     "gather_images": [_PTR] * 3 + [_INT] * 3,
+    "gather_pixels": [_PTR] * 3 + [_INT] * 3,
     "dropout_scales": [_PTR] * 6 + [_INT] * 3,
 }
 # kernels.c's codes for the activations it computes in its loops
@@ -288,12 +291,15 @@ def _check_stack(
 
 def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """conv_stack's input (P, C, H, W, N) from images x (M, C, H, W), or (M, H, W) as C = 1:
-    member p's images ``index[p]`` (N a multiple of LANES, every index in [0, M))."""
+    member p's images ``index[p]`` (N a multiple of LANES, every index in [0, M)). x is
+    float32, or uint8 pixels, scaled by 1/255 as they are gathered (as images_to_tensor
+    scales them), so that a population can hold its images at a byte a pixel."""
     fn = "gather_images"
     _expect(fn, "index", index, torch.int64, (None, None))
     if isinstance(x, torch.Tensor) and x.ndim == 3:
         x = x.unsqueeze(1)
-    m, c, h, w = _expect(fn, "x", x, torch.float32, (None,) * 4).shape
+    dtype = x.dtype if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 else torch.float32
+    m, c, h, w = _expect(fn, "x", x, dtype, (None,) * 4).shape
     p, n = index.shape
     if n % LANES:
         raise ValueError(f"{fn}: index must hold a multiple of {LANES} images a row, got {n}")
@@ -303,10 +309,13 @@ def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             bad = int(low if low < 0 else high)
             raise ValueError(f"{fn}: index {bad} is outside the {m} images (valid: 0 to {m - 1})")
     if not native():
-        return x[index].permute(0, 2, 3, 4, 1).contiguous()
+        gathered = x[index].permute(0, 2, 3, 4, 1)
+        if dtype == torch.uint8:
+            return gathered.to(torch.float32).div_(255.0).contiguous()
+        return gathered.contiguous()
     x, index = x.contiguous(), index.contiguous()  # held in names: the C call reads them
     out = torch.empty(p, c, h, w, n)
-    _call(fn, out, x, index, p, c * h * w, n)
+    _call("gather_pixels" if dtype == torch.uint8 else fn, out, x, index, p, c * h * w, n)
     return out
 
 

@@ -30,7 +30,7 @@ from deepnet.engine.allocator import keep_freed_memory
 from deepnet.engine.batches import Tally, pad
 from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.dropout import draw
-from deepnet.engine.inputs import check_training_data, training_tensors
+from deepnet.engine.inputs import check_training_data, pixel_tensors
 from deepnet.engine.kernels import LANES, conv_stack, gather_images
 from deepnet.engine.member import EpochResult, Member, epoch_status
 from deepnet.engine.member_runs import Run, by_runs, sort_key
@@ -47,7 +47,8 @@ EVAL_IMAGES = 4096  # member-images per evaluation chunk: bounds the memory of v
 
 
 class Population:
-    """Members sharing a StepShape, trained as stacked tensors: a Group for Training."""
+    """Members sharing a StepShape, trained as stacked tensors: a Group for Training. ``x``:
+    the images (n, C, H, W), uint8 pixels or float32 (inputs.pixel_tensors); ``y``: labels."""
 
     def __init__(
         self,
@@ -329,7 +330,7 @@ class PopulationEngine:
         """The data as tensors, converted once per array pair: populations trained on the
         same arrays share them, which lets a running population absorb a new one."""
         if self._data is None or self._data[0] is not images or self._data[1] is not labels:
-            self._data = (images, labels, *training_tensors(images, labels))
+            self._data = (images, labels, *pixel_tensors(images, labels))
         return self._data[2:]
 
     def train(
@@ -340,7 +341,9 @@ class PopulationEngine:
         members: Sequence[Member],
         resume: Mapping[str, MemberSnapshot] | None = None,
     ) -> Training:
-        """Train ``members``; those in ``resume`` go on from their snapshot's epoch."""
+        """Train ``members`` on ``images`` (n, height, width, channels), channels last, or
+        grey (n, height, width): uint8 pixels (scaled by 1/255) or floats already scaled.
+        Those in ``resume`` go on from their snapshot's epoch."""
         check_training_data(images, labels, n_classes, members)
         x, y = self._tensors(images, labels)
         by_shape: dict[StepShape, list[Member]] = {}

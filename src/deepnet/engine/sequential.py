@@ -135,7 +135,9 @@ class SequentialEngine:
         members: Sequence[Member],
         resume: Mapping[str, MemberSnapshot] | None = None,
     ) -> Training:
-        """Train ``members``; those in ``resume`` go on from their snapshot's epoch."""
+        """Train ``members`` on ``images`` (n, height, width, channels), channels last, or
+        grey (n, height, width): uint8 pixels (scaled by 1/255) or floats already scaled.
+        Those in ``resume`` go on from their snapshot's epoch."""
         check_training_data(images, labels, n_classes, members)
         x, y = training_tensors(images, labels)
         resume = resume or {}

@@ -103,7 +103,8 @@ class Training:
 
 
 class Engine(Protocol):
-    """What trains members: SequentialEngine (the reference) or PopulationEngine."""
+    """What trains members: SequentialEngine (the reference) or PopulationEngine, on images
+    (n, height, width, channels) channels last, or grey (n, height, width)."""
 
     def train(
         self,

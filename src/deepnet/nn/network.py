@@ -1,6 +1,6 @@
 """The seed's convolutional network, built from a validated TrainConfig.
 
-    image (N, C, 28, 28)  (C = 1 for grey images)
+    image (N, C, 28, 28)  (C = 1 for grey images, 3 for RGB)
       -> Conv(conv1_filters, 3x3, conv activation)          (N, f1, 26, 26)
       -> Conv(conv2_filters, 3x3, conv activation)          (N, f2, 24, 24)
       -> MaxPool 2x2 -> Dropout(conv_dropout) -> Flatten    (N, f2*12*12)

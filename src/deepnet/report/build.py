@@ -1,7 +1,8 @@
 """Collect a report from a run folder: headline numbers, pictures, the results table.
 
 Reads only what runs and searches saved (run.json, config, histories, weights, metrics, the
-study) plus the test split named in the run's config, which it reloads to show images.
+study) plus the test split the run's config records, which it reloads (same source, options
+and split) to show images.
 Each picture is drawn under a guard: what a partial run (a search still running, a run
 that crashed or diverged, an older format) cannot provide becomes a note saying what is
 missing, and the rest of the report is still drawn.
@@ -19,7 +20,6 @@ import numpy as np
 import torch
 
 from deepnet import lock, runs
-from deepnet.data import load_dataset
 from deepnet.errors import DeepNetError, RunFormatError
 from deepnet.evaluate import images_to_tensor, predict_logits
 from deepnet.nn import SeedNet
@@ -151,12 +151,14 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
     if data is not None:
         images, labels = data
         samples = figures.samples_per_class(images, labels, len(names))
+        height, width, channels = images.shape[1:]
+        colours = "RGB" if channels == len(figures.RGB) else "grey"
         report.sections.append(
             Section(
                 f"{label}the data as the network sees it",
                 [
                     (
-                        "test images per class (28x28, scaled to [0, 1])",
+                        f"test images per class ({height}x{width} {colours}, scaled to [0, 1])",
                         plots.png(plots.image_grid(samples, names, "samples")),
                     )
                 ],
@@ -165,21 +167,20 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
     if model is not None:
         first, second = figures.conv_filters(model)
         pictures = [
+            _first_filters(first),
             (
-                "first convolution: one 3x3 kernel per filter",
-                plots.png(plots.kernels(first[:, None], "conv1 filters")),
-            ),
-            (
-                "second convolution: a row per filter, a column per input channel",
-                plots.png(plots.kernels(second, "conv2 filters")),
+                "second convolution: a row per filter, a column per input channel" + second.note,
+                plots.png(plots.kernels(second.weights, "conv2 filters")),
             ),
         ]
         if data is not None:
             image = data[0][0]
             layers = figures.feature_maps(model, image)
+            wide = max(first.filters, second.filters) > figures.MAX_MAPS
             pictures.append(
                 (
-                    "one test image through each convolution",
+                    "one test image through each convolution"
+                    + (f" (at most {figures.MAX_MAPS} maps a layer)" if wide else ""),
                     plots.png(plots.maps(image, layers, "feature maps")),
                 )
             )
@@ -208,9 +209,20 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
         report.sections.append(Section(f"{label}test results", pictures))
 
 
+def _first_filters(kernels: figures.Kernels) -> Picture:
+    """conv1's kernels (filters, C, 3, 3), captioned for grey or colour images."""
+    caption = (
+        "first convolution: a row per filter, its 3x3 kernels on the R, G and B channels, and "
+        "the filter as a colour patch (scaled to its largest weight; grey is 0)"
+        if kernels.inputs == len(figures.RGB)
+        else "first convolution: one 3x3 kernel per filter"
+    )
+    return caption + kernels.note, plots.png(plots.first_filters(kernels.weights))
+
+
 def _load_test(run: SavedRun) -> tuple[np.ndarray, np.ndarray]:
-    d = run.data
-    dataset = load_dataset(d.name, list(d.classes), d.path)
+    """The run's test split (n, h, w, c), reloaded as it was loaded for training."""
+    dataset = run.data.load()
     return dataset.x_test, dataset.y_test
 
 

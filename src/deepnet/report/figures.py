@@ -25,6 +25,7 @@ from optuna.distributions import (
 from optuna.importance import FanovaImportanceEvaluator
 
 from deepnet.errors import RunFormatError
+from deepnet.evaluate import images_to_tensor
 from deepnet.nn import SeedNet
 from deepnet.search.records import HISTORY_FIELDS, TrialStatus
 from deepnet.search.results import TrialRow
@@ -82,7 +83,8 @@ def fold_curves(history: dict[str, list[list[float]]]) -> FoldCurves:
 def samples_per_class(
     images: np.ndarray, labels: np.ndarray, n_classes: int, per_class: int = 8
 ) -> np.ndarray:
-    """The first ``per_class`` test images of each class: (classes, per_class, H, W) uint8."""
+    """The first ``per_class`` test images (n, H, W, C) of each class: (classes, per_class,
+    H, W, C); a class with fewer images leaves its last places black."""
     rows = []
     for c in range(n_classes):
         idx = np.flatnonzero(labels == c)[:per_class]
@@ -92,20 +94,57 @@ def samples_per_class(
     return np.stack(rows)
 
 
-def conv_filters(model: SeedNet) -> tuple[np.ndarray, np.ndarray]:
-    """Kernels of both convolutions: (f1, 3, 3) and (f2, f1, 3, 3)."""
-    return (
-        model.conv1.weight.detach()[:, 0].numpy().copy(),
-        model.conv2.weight.detach().numpy().copy(),
-    )
+RGB = ("R", "G", "B")  # conv1's input channels on colour images, in the images' order
+MAX_KERNELS = 16  # filters (rows) and input channels (columns) drawn of one layer
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """A convolution's kernels as drawn: its first MAX_KERNELS filters and input channels
+    (a grid of 1024 x 1024 kernels is unreadable and takes minutes to draw)."""
+
+    weights: np.ndarray  # (drawn filters, drawn inputs, k, k)
+    filters: int  # how many the layer has
+    inputs: int
+
+    @property
+    def note(self) -> str:
+        """What is left out, for a caption: "" when every kernel is drawn."""
+        drawn, inputs = self.weights.shape[:2]
+        counts = ((drawn, self.filters, "filters"), (inputs, self.inputs, "inputs"))
+        parts = [f"the first {n} of {total} {what}" for n, total, what in counts if n < total]
+        return f" ({', '.join(parts)})" if parts else ""
+
+
+def _kernels(weight: torch.Tensor) -> Kernels:
+    filters, inputs = weight.shape[:2]
+    return Kernels(weight.detach()[:MAX_KERNELS, :MAX_KERNELS].numpy().copy(), filters, inputs)
+
+
+def conv_filters(model: SeedNet) -> tuple[Kernels, Kernels]:
+    """Kernels of both convolutions: (f1, C, 3, 3) over the C image channels, and
+    (f2, f1, 3, 3) over the first layer's maps."""
+    return _kernels(model.conv1.weight), _kernels(model.conv2.weight)
+
+
+def colour_patches(weights: np.ndarray) -> np.ndarray:
+    """First-layer RGB filters (f, 3, k, k) as colour images (f, k, k, 3) in [0, 1]: each
+    filter scaled by its own largest weight, so that 0 is mid-grey and a filter that
+    responds to red looks red, however small its weights."""
+    limit = np.abs(weights).max(axis=(1, 2, 3), keepdims=True)
+    scaled = 0.5 + 0.5 * weights / np.where(limit > 0, limit, 1.0)
+    return scaled.transpose(0, 2, 3, 1)
+
+
+MAX_MAPS = 32  # feature maps drawn of one layer (four rows of them)
 
 
 @torch.no_grad()
 def feature_maps(model: SeedNet, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One uint8 image (H, W) through each convolution: (f1, H-2, W-2), (f2, H-4, W-4)."""
-    x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
-    first, second = model.eval().feature_maps(x)
-    return first[0].numpy(), second[0].numpy()
+    """One uint8 image (H, W, C) through each convolution: (f1, H-2, W-2), (f2, H-4, W-4),
+    the first MAX_MAPS maps of each."""
+    first, second = model.eval().feature_maps(images_to_tensor(image[None]))
+    return first[0, :MAX_MAPS].numpy(), second[0, :MAX_MAPS].numpy()
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,16 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Sequence
+from textwrap import wrap
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from deepnet.errors import DataError
 from deepnet.report.figures import (
+    RGB,
     Curves,
     FoldCurves,
     HeatMap,
@@ -27,6 +30,7 @@ from deepnet.report.figures import (
     Timeline,
     TrialPath,
     TrialScore,
+    colour_patches,
 )
 from deepnet.search.records import TrialStatus
 
@@ -88,54 +92,119 @@ def fold_learning_curves(data: FoldCurves, title: str) -> Figure:
     return fig
 
 
+def _show(ax: Axes, image: np.ndarray) -> None:
+    """A uint8 image (h, w, c) without ticks: grey (c 1) dark on white, as digits are
+    printed; RGB (c 3) in its colours."""
+    channels = image.shape[-1]
+    if channels == 1:
+        ax.imshow(image[..., 0], cmap="gray_r", vmin=0, vmax=255)
+    elif channels == 3:
+        ax.imshow(image)
+    else:
+        raise DataError(
+            f"images with {channels} channels cannot be drawn; deepnet draws grey (1 channel) "
+            "or RGB (3 channels) images."
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+PANEL_IN = 0.9  # the longer side of a small image's panel, in inches
+LARGE_PX = 48  # images with a longer side than this get larger panels...
+MAX_ZOOM = 2.0  # ...up to this many times PANEL_IN
+
+
+def _panel(shape: tuple[int, ...], scale: float = 1.0) -> tuple[float, float]:
+    """(width, height) in inches of a panel that shows an image of ``shape`` (h, w, ...)
+    with its aspect ratio kept, larger for large images (photos) than for digits."""
+    height, width = shape[:2]
+    longer = max(height, width)
+    side = scale * PANEL_IN * min(MAX_ZOOM, max(1.0, longer / LARGE_PX))
+    return side * width / longer, side * height / longer
+
+
+def _label(name: str, width: int = 12, lines: int = 2) -> str:
+    """A class name wrapped to fit beside or above a small panel; longer ones end in '…'."""
+    parts = wrap(name, width)
+    if len(parts) > lines:
+        parts = [*parts[: lines - 1], parts[lines - 1][: width - 1] + "…"]
+    return "\n".join(parts)
+
+
 def image_grid(images: np.ndarray, row_labels: Sequence[str], title: str) -> Figure:
-    """Images (rows, cols, H, W) in a grid, one labelled row per class."""
+    """Images (rows, cols, H, W, C) in a grid, one labelled row per class."""
     rows, cols = images.shape[:2]
-    fig = Figure(figsize=(cols * 0.9, rows * 0.95 + 0.4), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
-    for i in range(rows):
-        for j in range(cols):
-            ax = axes[i, j]
-            ax.imshow(images[i, j], cmap="gray_r", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center")
-    fig.suptitle(title)
-    return fig
-
-
-def kernels(weights: np.ndarray, title: str, row_label: str = "filter") -> Figure:
-    """Kernels (rows, cols, k, k) on a shared diverging colour scale (blue -, red +)."""
-    rows, cols = weights.shape[:2]
-    limit = float(np.abs(weights).max()) or 1.0
-    fig = Figure(figsize=(max(cols, 2) * 0.8 + 0.8, rows * 0.8 + 0.5), layout="constrained")
+    width, height = _panel(images.shape[2:])
+    fig = Figure(figsize=(cols * width + 1.2, rows * (height + 0.05) + 0.4), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for i in range(rows):
         for j in range(cols):
-            ax = axes[i, j]
-            image = ax.imshow(weights[i, j], cmap="RdBu_r", vmin=-limit, vmax=limit)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _show(axes[i, j], images[i, j])
+        axes[i, 0].set_ylabel(
+            _label(row_labels[i]), rotation=0, ha="right", va="center", fontsize=9
+        )
+    fig.suptitle(title)
+    return fig
+
+
+def kernels(
+    weights: np.ndarray,
+    title: str,
+    row_label: str = "filter",
+    columns: Sequence[str] = (),
+    patches: np.ndarray | None = None,
+) -> Figure:
+    """Kernels (rows, cols, k, k) on a shared diverging colour scale (blue -, red +), under
+    ``columns`` titles if given; ``patches`` (rows, k, k, 3): a last column showing each
+    row's kernels together as one colour image."""
+    rows, cols = weights.shape[:2]
+    panels = cols + (patches is not None)
+    limit = float(np.abs(weights).max()) or 1.0
+    fig = Figure(figsize=(max(panels, 2) * 0.8 + 0.8, rows * 0.8 + 0.5), layout="constrained")
+    axes = fig.subplots(rows, panels, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for i in range(rows):
+        for j in range(cols):
+            image = axes[i, j].imshow(weights[i, j], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        if patches is not None:
+            axes[i, -1].imshow(patches[i])
         axes[i, 0].set_ylabel(
             f"{row_label} {i + 1}", rotation=0, ha="right", va="center", fontsize=8
         )
-    fig.colorbar(image, ax=axes, shrink=0.8)
+    titles = [*(columns or [""] * cols), *(["colour"] if patches is not None else [])]
+    for ax, name in zip(axes[0], titles, strict=True):
+        ax.set_title(name, fontsize=8)
+    fig.colorbar(image, ax=axes[:, :cols], shrink=0.8)
     fig.suptitle(title)
     return fig
+
+
+def first_filters(weights: np.ndarray, title: str = "conv1 filters") -> Figure:
+    """conv1's kernels (filters, C, k, k): a row per filter, a kernel per input channel; on
+    RGB images the columns are R, G and B, then the filter as a colour patch."""
+    if weights.shape[1] != len(RGB):
+        return kernels(weights, title)
+    return kernels(weights, title, columns=RGB, patches=colour_patches(weights))
 
 
 MAPS_PER_ROW = 8  # wider layers wrap, so the maps stay large enough to read
 
 
 def maps(image: np.ndarray, layers: Sequence[np.ndarray], title: str) -> Figure:
-    """The input image, then each layer's feature maps (channels, h, w), MAPS_PER_ROW a row."""
+    """The input image (H, W, C), then each layer's feature maps (channels, h, w),
+    MAPS_PER_ROW a row."""
     cols = min(MAPS_PER_ROW, max(len(m) for m in layers))
     starts = np.cumsum([1, *(-(-len(m) // cols) for m in layers)])  # first row of each layer
-    fig = Figure(figsize=(cols * 1.1 + 0.4, starts[-1] * 1.2 + 0.4), layout="constrained")
+    width, height = _panel(image.shape, scale=1.2)
+    fig = Figure(
+        figsize=(cols * width + 0.4, starts[-1] * (height + 0.3) + 0.4), layout="constrained"
+    )
     axes = fig.subplots(starts[-1], cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    axes[0, 0].imshow(image, cmap="gray_r")
+    _show(axes[0, 0], image)
     axes[0, 0].set_title("input", fontsize=8)
     for i, (layer, start) in enumerate(zip(layers, starts, strict=False), start=1):
         for j, channel in enumerate(layer):
@@ -146,36 +215,56 @@ def maps(image: np.ndarray, layers: Sequence[np.ndarray], title: str) -> Figure:
     return fig
 
 
+CELL_IN = 0.7  # a confusion matrix cell, in inches, up to MAX_MATRIX_IN for the whole matrix
+MAX_MATRIX_IN = 9.0
+NAME_CHARS = 16  # class names on the matrix's axes are shortened to this many characters
+
+
 def confusion(matrix: np.ndarray, names: Sequence[str]) -> Figure:
-    """Counts of true (rows) vs predicted (columns) test labels."""
+    """Counts of true (rows) vs predicted (columns) test labels; cells shrink with many
+    classes (their counts are written while they still fit)."""
     k = len(names)
-    fig = Figure(figsize=(1.2 + 0.7 * k, 1.0 + 0.6 * k))
+    cell = min(CELL_IN, MAX_MATRIX_IN / k)
+    labels = [_label(n, NAME_CHARS, lines=1) for n in names]
+    fig = Figure(figsize=(1.2 + cell * k + 0.06 * max(map(len, labels)), 1.0 + cell * k))
     ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
-    for i in range(k):
-        for j in range(k):
-            color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
-            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", color=color)
-    ax.set_xticks(range(k), names)
-    ax.set_yticks(range(k), names)
+    if cell >= 0.3:
+        size = 10 if cell == CELL_IN else 6
+        for i in range(k):
+            for j in range(k):
+                color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+                text = str(int(matrix[i, j]))
+                ax.text(j, i, text, ha="center", va="center", color=color, fontsize=size)
+    long = max(map(len, labels)) > 2
+    ax.set_xticks(range(k), labels, rotation=45 if long else 0, ha="right" if long else "center")
+    ax.set_yticks(range(k), labels)
+    ax.tick_params(labelsize=8 if k > 10 else 10)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test split)")
     return fig
 
 
+MISTAKE_NAME_CHARS = 11  # a class name in a mistake's title (two names share its width)
+
+
 def mistake_grid(images: np.ndarray, found: Sequence[Mistake], names: Sequence[str]) -> Figure:
-    """Misclassified test images with true label, predicted label and confidence."""
+    """Misclassified test images (n, H, W, C) with true label, predicted label and
+    confidence."""
     cols = min(8, len(found))
     rows = -(-len(found) // cols)
-    fig = Figure(figsize=(cols * 1.25, rows * 1.5 + 0.4), layout="constrained")
+    width, height = _panel(images.shape[1:], scale=1.1)
+    fig = Figure(
+        figsize=(cols * max(width, 1.25), rows * (height + 0.55) + 0.4), layout="constrained"
+    )
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, m in zip(axes.flat, found, strict=False):
-        ax.imshow(images[m.index], cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(
-            f"#{m.index} true {names[m.true]}\npred {names[m.predicted]} {m.confidence:.2f}",
-            fontsize=7,
+        _show(ax, images[m.index])
+        true, predicted = (
+            _label(names[c], MISTAKE_NAME_CHARS, lines=1) for c in (m.true, m.predicted)
         )
+        ax.set_title(f"#{m.index} true {true}\npred {predicted} {m.confidence:.2f}", fontsize=7)
     fig.suptitle("misclassified test images, most confident first")
     return fig
 
