@@ -1,9 +1,9 @@
 """What deepnet stores on an Optuna trial, and the state it reports: one codec for both sides.
 
-The driver writes a ``TrialRecord`` into a trial's user attributes; results, study and the
-report read it back with ``TrialRecord.of``. The record's field names are the attribute
-keys, so the stored format is declared once, here. Keys of studies written by earlier
-versions are the same names, so old run folders read unchanged.
+The driver writes a ``TrialRecord`` into one user attribute of the trial; results, study and
+the report read it back with ``TrialRecord.of``. The record's field names are its keys, so
+the stored format is declared once, here. Studies written by earlier versions hold each
+field as a user attribute of its own, under the same names: old run folders read unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 HISTORY_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 
 STUDY_SPEC = "deepnet_spec"  # the study's user attribute holding what it is for (its spec)
+RECORD_KEY = "deepnet"  # the trial's user attribute holding its TrialRecord
 
 History = dict[str, list[list[float]]]  # fold (as text: a JSON key) -> rows of HISTORY_FIELDS
 SetAttr = Callable[[str, Any], None]  # optuna.Trial.set_user_attr, or a storage's equivalent
@@ -71,17 +72,21 @@ class TrialRecord:
     def of(cls, trial: FrozenTrial) -> TrialRecord:
         """The record stored on ``trial`` (defaults for what it does not hold yet)."""
         attrs = trial.user_attrs
-        values = {f.name: attrs[f.name] for f in fields(cls) if f.name in attrs}
+        stored = attrs.get(RECORD_KEY, attrs)  # earlier versions: one attribute per field
+        values = {f.name: stored[f.name] for f in fields(cls) if f.name in stored}
         if "fold_scores" in values:
             values["fold_scores"] = tuple(values["fold_scores"])
         return cls(**values)
 
     def write(self, set_attr: SetAttr) -> None:
-        """Store every field that differs from its default (as JSON values)."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value != f.default:
-                set_attr(f.name, list(value) if isinstance(value, tuple) else value)
+        """Store every field that differs from its default, as one JSON attribute (one
+        database write per trial, not one per field)."""
+        stored = {
+            f.name: list(value) if isinstance(value, tuple) else value
+            for f in fields(self)
+            if (value := getattr(self, f.name)) != f.default
+        }
+        set_attr(RECORD_KEY, stored)
 
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:

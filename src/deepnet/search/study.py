@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from deepnet.errors import SearchError
 from deepnet.search.records import STUDY_SPEC, TrialRecord, trial_params
+from deepnet.search.sole_client import SoleClientStorage
 from deepnet.search.storage import open_storage, reason, redact
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def _create_or_load(
         # TPE restarts its random stream after the trials it has seen, not at the start
         n_before = len(optuna.load_study(study_name=name, storage=rdb).trials) if resumed else 0
         return optuna.create_study(
-            storage=rdb,
+            storage=SoleClientStorage(rdb),  # the driver alone writes its study
             study_name=name,
             direction="maximize",
             load_if_exists=True,
