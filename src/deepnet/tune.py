@@ -178,9 +178,10 @@ def tune(
     url = storage_url(storage)
     # refused before any claim
     folds = stratified_folds(dataset.y_train, spec.cv, spec.seed, dataset.class_names)
+    data_key = _data_key(dataset)  # hashes a sample of the pixels: once
     record = {
         "spec": spec.to_json(),
-        "data": _data_key(dataset),
+        "data": data_key,
         "storage": redact(url),  # None: RUN/study.db, wherever the folder moves
         "study_name": study_name,
         "data_info": data_info(dataset, data_path).to_dict(),
@@ -197,7 +198,7 @@ def tune(
                 dataset.n_classes,
                 storage=study_storage(run_dir, record["storage"], url),
                 study_name=record["study_name"],
-                data=_data_key(dataset),
+                data=data_key,
                 n_jobs=n_jobs,
                 folds=folds,
                 on_trial=on_trial,
