@@ -31,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deepnet.search.events import DriverLoad
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "scripts" / "ray-local-cluster.sh"
 KINDS = ("local", "ray")
@@ -42,26 +44,20 @@ class Measured:
 
     kind: str
     seconds: float
-    driver_seconds: float
-    trial_epochs: int
-    training_seconds: float
+    load: DriverLoad  # summed over the stages
     best: float
     complete: int
     pruned: int
 
-    @property
-    def ms_per_trial_epoch(self) -> float:
-        return 1000 * self.driver_seconds / self.trial_epochs
-
-    @property
-    def workers_kept_busy(self) -> float:
-        return self.training_seconds / self.driver_seconds
+    @classmethod
+    def from_json(cls, text: str) -> Measured:
+        data = json.loads(text)
+        return cls(**{**data, "load": DriverLoad(**data["load"])})
 
 
 def search(kind: str, config: Path, out: Path) -> Measured:
     """Run the search here (the cluster's RAY_ADDRESS for ray) and measure it."""
     from deepnet import load_dataset, tune
-    from deepnet.search.events import DriverLoad
     from deepnet.search.spec import build_spec
 
     loads: list[DriverLoad] = []
@@ -77,9 +73,11 @@ def search(kind: str, config: Path, out: Path) -> Measured:
     return Measured(
         kind,
         result.outcome.seconds,
-        sum(load.driver_seconds for load in loads),
-        sum(load.trial_epochs for load in loads),
-        sum(load.training_seconds for load in loads),
+        DriverLoad(
+            sum(load.driver_seconds for load in loads),
+            sum(load.trial_epochs for load in loads),
+            sum(load.training_seconds for load in loads),
+        ),
         result.outcome.best.score,
         sum(r.state == "complete" for r in rows),
         sum(r.state == "pruned" for r in rows),
@@ -100,7 +98,7 @@ def measure(kind: str, config: Path) -> Measured:
             output = (folder / "out.log").read_text()
         if done.returncode != 0:
             sys.exit(f"the {kind} search failed ({done.returncode}):\n{output}{done.stderr}")
-        return Measured(**json.loads(output.strip().splitlines()[-1]))
+        return Measured.from_json(output.strip().splitlines()[-1])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -123,10 +121,10 @@ def report(results: list[Measured]) -> None:
     print(f"{'driver ms/trial-epoch':>23}{'workers kept busy':>19}")
     for r in results:
         print(f"{r.kind:10}{r.seconds:10.1f}{r.best:10.4f}{r.complete:10}{r.pruned:8}", end="")
-        print(f"{r.ms_per_trial_epoch:23.2f}{r.workers_kept_busy:19,.0f}")
+        print(f"{1000 * r.load.seconds_per_trial_epoch:23.2f}{r.load.workers_kept_busy:19,.0f}")
     local, ray = (statistics.fmean(r.seconds for r in by_kind[k]) for k in KINDS)
     print(f"overhead ray / local: {ray / local:.3f} (target <= 1.10)")
-    busy = min(r.workers_kept_busy for r in by_kind["ray"])
+    busy = min(r.load.workers_kept_busy for r in by_kind["ray"])
     print(f"one driver keeps {busy:,.0f} workers busy on the cluster (target >= 200)")
 
 
