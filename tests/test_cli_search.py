@@ -189,6 +189,102 @@ def test_bad_search_input(cli, small27_npz, tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("value", ["0", "1", "-3", "fold"])
+def test_a_bad_ensemble_is_one_line_before_anything_is_made(cli, small27_npz, tmp_path, value):
+    run_dir = tmp_path / "run"
+    result = cli("search", *GRID, "--path", small27_npz, "--out", run_dir, "--ensemble", value)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1
+    assert f"ensemble={value if value.lstrip('-').isdigit() else repr(value)} is not allowed" in (
+        result.output
+    )
+    assert "--ensemble takes a number of seeds K >= 2" in result.output
+    assert not run_dir.exists()
+
+
+def test_an_ensemble_needs_the_refit(cli, small27_npz, tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli("search", *GRID, "--path", small27_npz, "--out", run_dir, "--ensemble", "2",
+                 "--no-refit")  # fmt: skip
+    assert result.exit_code == 1 and "drop --no-refit" in result.output
+    assert not run_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(small27_npz, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "ensemble"
+    args = ["search", *GRID, "--n-jobs", "1", "--path", str(small27_npz), "--out", str(run_dir)]
+    result = CliRunner().invoke(main, [*args, "--ensemble", "2"])
+    return result, run_dir
+
+
+def test_search_with_an_ensemble_shows_single_and_ensemble_side_by_side(ensemble_run):
+    from deepnet import load_run
+
+    result, run_dir = ensemble_run
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "refit    2 seeds on 90% of the 1200 training images" in out
+    assert "model    ensemble of 2 seeds:" in out and "chosen on the validation share" in out
+    run = load_run(run_dir / "refit")
+    test = run.ensemble.test
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if "│ " in line}
+    for name, metrics in (("first member", test.single), ("ensemble of 2", test.ensemble)):
+        low, high = metrics.interval_95
+        assert f"{metrics.accuracy:.4f}  (95% CI {low:.4f}-{high:.4f}" in rows[name]
+    used = "ensemble of 2" if run.ensemble.choice == "ensemble" else "first member"
+    assert rows[used].split("│")[-2].strip() == "yes"
+    page = (run_dir / "report.html").read_text()
+    assert (
+        "refit single model test accuracy" in page and "refit ensemble of 2 test accuracy" in page
+    )
+    assert f"{test.single.accuracy:.4f}" in page and f"{test.ensemble.accuracy:.4f}" in page
+
+
+def test_evaluate_predict_and_export_use_the_chosen_model(ensemble_run, cli, small27_npz, tmp_path):
+    import numpy as np
+    import onnxruntime
+
+    from deepnet import load_run
+    from deepnet.ensemble import EnsembleNet
+
+    _, run_dir = ensemble_run
+    run = load_run(run_dir / "refit")
+    evaluated = cli("evaluate", run_dir / "refit")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "matches the evaluation saved at training time" in evaluated.output
+    assert f"{run.metrics.accuracy:.4f}" in evaluated.output
+    predicted = cli("predict", run_dir, small27_npz, "--csv", tmp_path / "p.csv")
+    assert predicted.exit_code == 0, predicted.output
+    images = np.load(small27_npz)["x_test"]
+    deepnet_probabilities = run.predict(images).probabilities
+    lines = [line for line in predicted.output.splitlines() if "x_test" in line][:50]
+    for line, row in zip(lines, deepnet_probabilities, strict=False):
+        assert f"{row.max():.4f}" in line
+    exported = cli("export", run_dir, "--out", tmp_path / "model.onnx")
+    assert exported.exit_code == 0, exported.output
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    onnx_probabilities = session.run(None, {"images": images})[0]
+    np.testing.assert_allclose(onnx_probabilities, deepnet_probabilities, atol=1e-5)
+    if isinstance(run.model(), EnsembleNet):  # the graph averages both members
+        members = [m.predict(images).probabilities for m in run.member_runs()]
+        np.testing.assert_allclose(onnx_probabilities, np.mean(members, 0), atol=1e-5)
+
+
+def test_an_ensemble_folder_keeps_its_plan_on_resume(ensemble_run, cli, small27_npz):
+    _, run_dir = ensemble_run
+    args = ["search", *GRID, "--n-jobs", "1", "--path", small27_npz, "--out", run_dir]
+    again = cli(*args, "--ensemble", "2")
+    assert again.exit_code == 0, again.output
+    assert "resuming: 2 trials already finished are kept" in again.output
+    other = cli(*args, "--ensemble", "3")
+    assert other.exit_code == 1 and "Traceback" not in other.output
+    assert "holds a finished refit with an ensemble of 2 seeds" in other.output
+    assert "asks for an ensemble of 3 seeds" in other.output
+
+
 def test_results_of_a_folder_that_is_not_a_search(cli, tmp_path):
     result = cli("results", tmp_path)
     assert result.exit_code == 1 and "not a search run folder" in result.output

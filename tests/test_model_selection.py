@@ -3,10 +3,12 @@ the search classes refuse."""
 
 import numpy as np
 import pytest
+import torch
 from sklearn.model_selection import KFold
 
 from deepnet import ConfigError, DataError, DeepNetClassifier, GridSearchCV, RandomizedSearchCV
 from deepnet.estimator import NotFittedError
+from deepnet.evaluate import images_to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +186,33 @@ def test_a_quiet_search_prints_nothing_and_leaves_optuna_as_it_was(seed_data, ca
     out, err = capfd.readouterr()
     assert out == "" and "Trial" not in err and "study" not in err
     assert optuna.logging.get_verbosity() == optuna.logging.INFO
+
+
+def test_an_ensemble_refit_predicts_with_the_model_validation_chose(seed_data, small27):
+    from deepnet.ensemble import Choice, EnsembleNet
+
+    search = GridSearchCV(
+        DeepNetClassifier(epochs=1, batch_size=64),
+        {"optimizer": ["Adam"]},
+        cv=2,
+        n_jobs=1,
+        ensemble="folds",
+    ).fit(*seed_data)
+    fitted = search.ensemble_
+    assert [m.member.key for m in fitted.members] == ["fold-0", "fold-1"]
+    assert len(fitted.validation_idx) == 90  # 10% of the 900 training images
+    model = search.best_estimator_.model_
+    assert isinstance(model, EnsembleNet) == (fitted.choice is Choice.ENSEMBLE)
+    expected = torch.softmax(fitted.model()(images_to_tensor(small27.x_test)), 1).detach()
+    np.testing.assert_allclose(search.predict_proba(small27.x_test), expected.numpy(), atol=1e-6)
+    assert search.score(small27.x_test, small27.y_test) > 0.8
+
+
+@pytest.mark.parametrize(("ensemble", "refit"), [(1, True), ("fold", True), (2, False)])
+def test_a_bad_ensemble_is_refused_before_the_search(seed_data, ensemble, refit):
+    search = GridSearchCV(
+        DeepNetClassifier(epochs=1), {"optimizer": ["Adam"]}, ensemble=ensemble, refit=refit
+    )
+    with pytest.raises(ConfigError, match="ensemble"):
+        search.fit(*seed_data)
+    assert "cv_results_" not in vars(search)

@@ -398,3 +398,20 @@ def test_a_bad_checkpoint_interval_is_refused_before_anything_is_made(small27, t
     with pytest.raises(ConfigError, match=r"checkpoint_every=.* seconds >= 0 .* -1 for no"):
         tune(SPEC, small27, tmp_path / "run", n_jobs=1, checkpoint_every=every)
     assert not (tmp_path / "run").exists()
+
+
+def test_tune_refits_a_folds_ensemble_and_refuses_bad_ones_first(small27, tmp_path):
+    run_dir = tmp_path / "run"
+    for bad, message in ((0, "ensemble=0 is not allowed"), ("fold", "did you mean 'folds'")):
+        with pytest.raises(ConfigError, match=message):
+            tune(SPEC, small27, run_dir, n_jobs=1, ensemble=bad)
+        assert not run_dir.exists()
+    with pytest.raises(ConfigError, match="drop --no-refit"):
+        tune(SPEC, small27, run_dir, n_jobs=1, ensemble=2, refit=False)
+    result = tune(SPEC, small27, run_dir, n_jobs=1, ensemble="folds")
+    record = result.refit.ensemble
+    assert record.plan.describe() == "3 folds"  # one member per fold of the search's cv
+    assert record.members == ("members/fold-0", "members/fold-1", "members/fold-2")
+    assert result.refit.config == result.outcome.best_config
+    assert result.refit.metrics == record.test.of(record.choice)
+    assert load_search(run_dir).refit.ensemble == record

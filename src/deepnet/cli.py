@@ -377,6 +377,8 @@ def evaluate_run(run: Path, data_path: Path | None) -> None:
     metrics = evaluate(saved.model(), selected.x_test, selected.y_test)
     console.print(f"run      {escape(str(run))} ({saved.status})")
     console.print(f"config   {_config_text(saved.config)}")
+    if saved.ensemble is not None:
+        console.print(display.ensemble_line(saved.ensemble))
     display.print_metrics(console, metrics, selected.class_names)
     if saved.metrics is not None:
         same = saved.metrics.accuracy == metrics.accuracy and saved.metrics.loss == metrics.loss
@@ -468,6 +470,22 @@ def evaluate_run(run: Path, data_path: Path | None) -> None:
     show_default=True,
     help="Retrain the best configuration on the whole training split and test it.",
 )
+@click.option(
+    "--ensemble",
+    metavar="K|folds",
+    help="Refit the best configuration as an ensemble that averages probabilities: K >= 2 "
+    "seeds trained as one population, or 'folds' (one member per CV fold). A validation "
+    "share of the training images chooses between it and its first member alone "
+    "[default: one network on every training image].",
+)
+@click.option(
+    "--ensemble-validation",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="With --ensemble: the stratified share of the training images every member is held "
+    "out from, which makes the choice (never the test split).",
+)
 @data_options
 @friendly_messages
 def search(
@@ -489,6 +507,8 @@ def search(
     study_name: str | None,
     out: Path | None,
     refit: bool,
+    ensemble: str | None,
+    ensemble_validation: float,
     data: DataRequest,
 ) -> None:
     """Search hyperparameters with cross-validation, then refit the best and test it once.
@@ -503,11 +523,13 @@ def search(
     The study is stored in RUN/study.db; running the same command again resumes it without
     retraining any finished trial. Ctrl-C stops cleanly and keeps what finished.
     """
+    from deepnet.ensemble import EnsemblePlan
     from deepnet.search import build_spec
     from deepnet.search.executor import Executor, ExecutorKind, resolve_n_jobs
     from deepnet.tune import default_search_dir, finished_trials, load_search, tune
 
     _quiet_optuna()
+    plan = None if ensemble is None else EnsemblePlan.parse(ensemble, ensemble_validation)
     overrides = {
         "strategy": strategy,
         "n_iter": n_iter,
@@ -555,6 +577,7 @@ def search(
                 on_event=on_event,
                 checkpoint_every=-1 if no_checkpoints else checkpoint_every,
                 checkpoint_dir=checkpoint_dir,
+                ensemble=plan,
             )
         except KeyboardInterrupt:
             console.print(
@@ -740,12 +763,24 @@ def print_search(saved: SavedSearch, limit: int | None = 15) -> None:
         return
     console.print(f"best     cv accuracy {top.score:.4f} ± {top.std:.4f} (trial {top.number})")
     console.print(f"params   {_config_text(TrainConfig.from_dict(top.params))}")
-    if saved.refit is not None and saved.refit.metrics is not None:
+    refit = saved.refit
+    if refit is None or refit.metrics is None:
+        return
+    n_train = saved.record["data"]["n_train"]
+    if refit.ensemble is None:
+        console.print(f"refit    on all {n_train} training images -> {escape(str(refit.path))}")
+    else:
+        from deepnet.ensemble import EnsembleKind
+
+        plan = refit.ensemble.plan
+        on = "on" if plan.kind is EnsembleKind.SEEDS else "of"  # a folds member: its fold
         console.print(
-            f"refit    on all {saved.record['data']['n_train']} training images -> "
-            f"{escape(str(saved.refit.path))}"
+            f"refit    {plan.describe()} {on} {1 - plan.validation_share:.0%} of the {n_train} "
+            f"training images -> {escape(str(refit.path))}"
         )
-        display.print_metrics(console, saved.refit.metrics, saved.refit.data.class_names)
+        console.print(display.ensemble_line(refit.ensemble))
+        console.print(display.ensemble_table(refit.ensemble))
+    display.print_metrics(console, refit.metrics, refit.data.class_names)
 
 
 def _model_run(run: Path) -> Path:

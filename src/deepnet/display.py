@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from deepnet.data import Dataset
     from deepnet.data.sources import CacheState
     from deepnet.engine import EpochResult
+    from deepnet.ensemble import EnsembleRecord
     from deepnet.evaluate import TestMetrics
     from deepnet.search.results import TrialRow
 
@@ -65,14 +66,10 @@ def epoch_line(r: EpochResult, epochs: int) -> str:
 
 
 def metrics_table(metrics: TestMetrics, class_names: tuple[str, ...]) -> Table:
-    low, high = metrics.interval_95
     table = Table(title="test split (evaluated once)", title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row(
-        "accuracy",
-        f"{metrics.accuracy:.4f}  (95% CI {low:.4f}-{high:.4f}, {metrics.correct}/{metrics.n})",
-    )
+    table.add_row("accuracy", accuracy_text(metrics))
     table.add_row("loss", f"{metrics.loss:.4f}")
     return table
 
@@ -90,6 +87,52 @@ def confusion_table(metrics: TestMetrics, class_names: tuple[str, ...]) -> Table
 def print_metrics(console: Console, metrics: TestMetrics, class_names: tuple[str, ...]) -> None:
     console.print(metrics_table(metrics, class_names))
     console.print(confusion_table(metrics, class_names))
+
+
+def accuracy_text(metrics: TestMetrics) -> str:
+    low, high = metrics.interval_95
+    return f"{metrics.accuracy:.4f}  (95% CI {low:.4f}-{high:.4f}, {metrics.correct}/{metrics.n})"
+
+
+def ensemble_line(record: EnsembleRecord) -> str:
+    """Which model an ensemble refit uses, and on what evidence."""
+    from deepnet.ensemble import Choice
+
+    size = len(record.members)
+    members = f"ensemble of {record.plan.describe()}"
+    if size != record.plan.size:
+        members += f" ({size} finished)"
+    if record.validation is None:
+        return f"model    {members}: only its first member finished, so it is used alone"
+    one, ens = record.validation.single.accuracy, record.validation.ensemble.accuracy
+    chosen = "its first member alone" if record.choice is Choice.SINGLE else "the ensemble"
+    return (
+        f"model    {members}: {chosen}, chosen on the validation share "
+        f"({record.plan.validation_share:.0%} of the training images: ensemble {ens:.4f}, "
+        f"first member {one:.4f})"
+    )
+
+
+def ensemble_table(record: EnsembleRecord) -> Table:
+    """The first member and the ensemble side by side: validation (which chose) and the
+    one test evaluation, each with its 95% interval."""
+    from deepnet.ensemble import Choice
+
+    table = Table(
+        title="single model vs ensemble (test split evaluated once, after the choice)",
+        title_justify="left",
+    )
+    for column in ("model", "validation accuracy", "test accuracy", "used"):
+        table.add_column(column)
+    names = {Choice.SINGLE: "first member", Choice.ENSEMBLE: f"ensemble of {len(record.members)}"}
+    for choice, name in names.items():
+        table.add_row(
+            name,
+            "" if record.validation is None else accuracy_text(record.validation.of(choice)),
+            "" if record.test is None else accuracy_text(record.test.of(choice)),
+            "yes" if record.choice is choice else "",
+        )
+    return table
 
 
 def results_table(rows: list[TrialRow], limit: int | None = 15, title: str = "") -> Table:

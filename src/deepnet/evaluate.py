@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from deepnet.errors import DataError
-from deepnet.nn import SeedNet, categorical_crossentropy
+from deepnet.nn import categorical_crossentropy
 
 EVAL_BATCH = 4096
 Z_95 = 1.959963984540054
@@ -53,7 +54,7 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model: SeedNet, x: torch.Tensor) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits (n, classes) in eval mode (no dropout), in chunks to bound memory."""
     was_training = model.training
     model.eval()
@@ -101,12 +102,17 @@ class TestMetrics:
         return cls(**{**d, "interval_95": tuple(d["interval_95"])})
 
 
-def evaluate(model: SeedNet, images: np.ndarray, labels: np.ndarray) -> TestMetrics:
-    """Evaluate ``model`` on (n, h, w, c) images (uint8, or floats already scaled) and
-    integer labels."""
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    logits = predict_logits(model, images_to_tensor(images))
-    loss, accuracy = loss_and_accuracy(logits, y)
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> TestMetrics:
+    """Evaluate ``model`` (a SeedNet, or an ensemble of them) on (n, h, w, c) images (uint8,
+    or floats already scaled) and integer labels."""
+    return metrics_of(predict_logits(model, images_to_tensor(images)), labels)
+
+
+def metrics_of(logits: torch.Tensor, labels: np.ndarray) -> TestMetrics:
+    """The metrics of logits (n, classes) against integer labels: what ``evaluate`` measures,
+    for logits already computed (an ensemble compares its members' without a second pass)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    loss, accuracy = loss_and_accuracy(logits, torch.from_numpy(labels))
     predicted = logits.argmax(1).numpy()
     k = logits.shape[1]
     confusion = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)

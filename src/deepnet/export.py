@@ -7,7 +7,8 @@ returns **probabilities (batch, classes)** (the softmax of the logits). So a pro
 only to bring its images to the recorded size and channels, which the file's metadata
 states: class names, input size (h, w), channels, scaling and the run's resize/grayscale
 conversions (``ExportMetadata``; ONNX ``metadata_props``, TorchScript extra file
-``deepnet.json``). The batch dimension is dynamic.
+``deepnet.json``). The batch dimension is dynamic. An ensemble refit that chose the ensemble
+exports as one graph: every member's softmax, averaged (``deepnet.members`` says how many).
 
 ONNX needs the ``onnx`` package (``pip install 'deepnet[export]'``), imported only here.
 """
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from deepnet.data.options import Preprocessing
+from deepnet.ensemble import EnsembleNet
 from deepnet.errors import ConfigError, RunExistsError, RunFormatError
 from deepnet.runs import SavedRun, load_run, replacing
 
@@ -57,6 +59,7 @@ class ExportMetadata:
 
     class_names: tuple[str, ...]  # output column i is class_names[i]
     preprocessing: Preprocessing
+    members: int = 1  # networks whose probabilities the graph averages
 
     def to_strings(self) -> dict[str, str]:
         height, width = self.preprocessing.image_shape
@@ -70,6 +73,7 @@ class ExportMetadata:
             ),
             "deepnet.output": f"{OUTPUT_NAME}: float32 (batch, {len(self.class_names)}), "
             "columns in deepnet.class_names order",
+            "deepnet.members": str(self.members),
         }
 
     @classmethod
@@ -77,12 +81,13 @@ class ExportMetadata:
         return cls(
             tuple(json.loads(strings["deepnet.class_names"])),
             Preprocessing.from_dict(json.loads(strings["deepnet.preprocessing"])),
+            int(strings.get("deepnet.members", 1)),  # files written before ensembles: 1
         )
 
 
 class PixelModel(nn.Module):
-    """The run's network behind the input and output the export promises: uint8 NHWC
-    pixels in, probabilities out."""
+    """The run's model behind the input and output the export promises: uint8 NHWC
+    pixels in, probabilities out (an ensemble's log-probabilities softmax back to them)."""
 
     def __init__(self, network: nn.Module, scale: float):
         super().__init__()
@@ -99,8 +104,9 @@ def export_run(
     out: str | Path | None = None,
     format: ExportFormat | str = ExportFormat.ONNX,
 ) -> Path:
-    """Write ``run``'s network to ``out`` (default RUN/model.onnx or RUN/model.pt) in
-    ``format``; an existing file is never overwritten. Returns the file written."""
+    """Write ``run``'s model (an ensemble refit's chosen one) to ``out`` (default
+    RUN/model.onnx or RUN/model.pt) in ``format``; an existing file is never overwritten.
+    Returns the file written."""
     format = _format(format)
     if format is ExportFormat.ONNX:
         _onnx()  # not installed: say so before any work
@@ -112,8 +118,10 @@ def export_run(
             "delete the file first."
         )
     preprocessing = run.data.preprocessing
-    metadata = ExportMetadata(run.data.class_names, preprocessing)
-    model = PixelModel(run.model(), preprocessing.scale).eval()
+    network = run.model()
+    members = len(network.networks) if isinstance(network, EnsembleNet) else 1
+    metadata = ExportMetadata(run.data.class_names, preprocessing, members)
+    model = PixelModel(network, preprocessing.scale).eval()
     example = torch.zeros(
         (2, *preprocessing.image_shape, preprocessing.channels), dtype=torch.uint8
     )

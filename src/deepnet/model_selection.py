@@ -6,7 +6,10 @@ they expose (``cv_results_``, ``best_params_``, ``best_score_``, ``best_index_``
 ``best_estimator_``), but train through deepnet's engine and an Optuna study, so
 ``strategy="halving"`` prunes hopeless configurations, ``storage=`` makes a search
 resumable and ``executor="ray"`` trains on the Ray cluster this machine belongs to (or
-``executor=Executor("ray", "HOST:PORT")``). The seed's notebook runs with only its imports changed::
+``executor=Executor("ray", "HOST:PORT")``); ``ensemble=K`` (or ``"folds"``) refits the best
+configuration as an ensemble; a validation share of X held out from its members chooses
+between it and its first member alone (``ensemble_`` says which; ``best_estimator_``
+predicts with the choice). The seed's notebook runs with only its imports changed::
 
     from deepnet import DeepNetClassifier, GridSearchCV
     grid = GridSearchCV(DeepNetClassifier(), param_grid=dict(optimizer=[...]), n_jobs=-1)
@@ -27,7 +30,8 @@ from sklearn.model_selection import check_cv
 from deepnet.config import PARAMS
 from deepnet.data.arrays import as_images_and_labels
 from deepnet.data.folds import Split, check_folds, stratified_folds
-from deepnet.errors import ConfigError
+from deepnet.ensemble import EnsemblePlan, FittedEnsemble, fit_ensemble
+from deepnet.errors import ConfigError, DivergedError
 from deepnet.estimator import DeepNetClassifier, FittedState, NotFittedError
 from deepnet.search import SearchSpec, Space, Stage, cv_results, run_search
 from deepnet.search.results import row_of
@@ -56,6 +60,7 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
         storage: str | None,
         study_name: str | None,
         executor: str | Executor,
+        ensemble: int | str | None,
     ):
         self.estimator = estimator
         self.scoring = scoring
@@ -68,6 +73,7 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
         self.storage = storage
         self.study_name = study_name
         self.executor = executor
+        self.ensemble = ensemble
 
     def _space(self) -> dict[str, Any]:
         return getattr(self, self._space_arg)
@@ -86,6 +92,11 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
         images, original = as_images_and_labels(X, y)
         classes, labels = np.unique(original, return_inverse=True)
         seed = 0 if self.random_state is None else int(self.random_state)
+        plan = None if self.ensemble is None else EnsemblePlan.parse(self.ensemble)
+        if plan is not None and not self.refit:  # refused before anything trains
+            raise ConfigError(
+                "an ensemble is built by the refit: set refit=True, or ensemble=None."
+            )
         searched = Space.from_dict(self._space())
         base = {k: v for k, v in self.estimator.get_params().items() if k in PARAMS}
         stage = self._stage(searched.fixed(base))
@@ -122,8 +133,14 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
         self.classes_ = classes
         if self.refit:
             start = time.perf_counter()
-            self.best_estimator_ = clone(self.estimator).set_params(**self.best_params_)
-            self.best_estimator_.fit(images, original)
+            best = clone(self.estimator).set_params(**self.best_params_)
+            if plan is None:
+                self.best_estimator_ = best.fit(images, original)
+            else:
+                self.ensemble_ = fit_ensemble(
+                    best.config(), images, labels, len(classes), plan.for_cv(len(folds)), best.seed
+                )
+                self.best_estimator_ = _fitted(best, self.ensemble_, images, classes)
             self.refit_time_ = time.perf_counter() - start
         return self
 
@@ -161,6 +178,25 @@ class _SearchCV(FittedState, MetaEstimatorMixin, BaseEstimator):
         return self.best_estimator_
 
 
+def _fitted(
+    estimator: DeepNetClassifier, fitted: FittedEnsemble, images: np.ndarray, classes: np.ndarray
+) -> DeepNetClassifier:
+    """``estimator`` (the best parameters) fitted as the ensemble's chosen model: the fitted
+    attributes ``DeepNetClassifier.fit`` sets, with the first member's history."""
+    first = fitted.usable[0] if fitted.usable else None
+    if first is None:
+        raise DivergedError(
+            f"every member of the ensemble diverged ({fitted.members[0].history[-1].reason}); "
+            "try a smaller learn_rate or weight_constraint=3."
+        )
+    estimator.classes_ = classes
+    estimator.model_ = fitted.model()
+    estimator.history_ = first.history
+    estimator.image_shape_ = images.shape[1:]
+    estimator.n_features_in_ = int(np.prod(estimator.image_shape_))
+    return estimator
+
+
 class GridSearchCV(_SearchCV):
     """Every configuration of ``param_grid``, cross-validated (strategy "grid" or "halving")."""
 
@@ -181,6 +217,7 @@ class GridSearchCV(_SearchCV):
         storage: str | None = None,
         study_name: str | None = None,
         executor: str | Executor = "local",
+        ensemble: int | str | None = None,
     ):
         super().__init__(
             estimator,
@@ -194,6 +231,7 @@ class GridSearchCV(_SearchCV):
             storage=storage,
             study_name=study_name,
             executor=executor,
+            ensemble=ensemble,
         )
         self.param_grid = param_grid
 
@@ -227,6 +265,7 @@ class RandomizedSearchCV(_SearchCV):
         storage: str | None = None,
         study_name: str | None = None,
         executor: str | Executor = "local",
+        ensemble: int | str | None = None,
     ):
         super().__init__(
             estimator,
@@ -240,6 +279,7 @@ class RandomizedSearchCV(_SearchCV):
             storage=storage,
             study_name=study_name,
             executor=executor,
+            ensemble=ensemble,
         )
         self.param_distributions = param_distributions
         self.n_iter = n_iter

@@ -5,6 +5,9 @@
     RUN/history.csv|.json   one row per epoch: train/validation loss and accuracy, seconds
     RUN/model.safetensors   the weights (no pickle), absent if training diverged
     RUN/metrics.json        the one test evaluation: loss, accuracy, interval, confusion
+    RUN/ensemble.json       an ensemble refit only: its plan, members, the validation
+                            decision and both models' test metrics (deepnet.ensemble);
+                            each member is a train run folder in RUN/members/KEY
     RUN/lock.json           while a process runs in the folder: who (see deepnet.lock)
 
 Plots and reports read only these files, so they can be rebuilt without retraining.
@@ -31,12 +34,14 @@ from safetensors.torch import load_file, save_file
 from deepnet.config import TrainConfig
 from deepnet.data.options import LoadOptions, Preprocessing
 from deepnet.engine import EpochResult, Status
+from deepnet.ensemble import Choice, EnsembleNet, EnsembleRecord
 from deepnet.errors import DataError, DiskFullError, RunExistsError, RunFormatError
 from deepnet.evaluate import TestMetrics
 from deepnet.nn import SeedNet
 
 if TYPE_CHECKING:
     import numpy as np
+    from torch import nn
 
     from deepnet.data import Dataset
     from deepnet.predict import Predictions
@@ -44,7 +49,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 RUN_FILE, CONFIG_FILE, MODEL_FILE = "run.json", "config.json", "model.safetensors"
 HISTORY_CSV, HISTORY_JSON, METRICS_FILE = "history.csv", "history.json", "metrics.json"
-LOCK_FILE = "lock.json"
+LOCK_FILE, ENSEMBLE_FILE, MEMBERS_DIR = "lock.json", "ensemble.json", "members"
 MIN_FREE_BYTES = 50 * 10**6  # weights, histories and a study fit in far less
 HISTORY_COLUMNS = [f.name for f in fields(EpochResult) if f.name not in ("key", "reason")]
 
@@ -241,6 +246,10 @@ def save_metrics(path: Path, metrics: TestMetrics) -> None:
     write_json(path / METRICS_FILE, metrics.to_dict())
 
 
+def save_ensemble(path: Path, record: EnsembleRecord) -> None:
+    write_json(path / ENSEMBLE_FILE, record.to_dict())
+
+
 @dataclass(frozen=True)
 class SavedRun:
     """A run folder read back from disk."""
@@ -253,12 +262,26 @@ class SavedRun:
     history: list[dict[str, Any]]
     metrics: TestMetrics | None
 
+    ensemble: EnsembleRecord | None = None  # an ensemble refit; None for one network
+
     @property
     def status(self) -> str:
         return self.info["status"]
 
-    def model(self) -> SeedNet:
-        """The saved network, rebuilt and loaded, in eval mode."""
+    def model(self) -> nn.Module:
+        """The run's model, rebuilt, loaded and in eval mode: its network, or for an
+        ensemble refit the model the validation share chose (the first member alone, or
+        every member's averaged probabilities, an EnsembleNet)."""
+        if self.ensemble is None:
+            return self.network()
+        if self.ensemble.choice is Choice.SINGLE or len(self.ensemble.members) < 2:
+            return self.network()
+        return EnsembleNet([run.network() for run in self.member_runs()]).eval()
+
+    def network(self) -> SeedNet:
+        """One network: this run's, or an ensemble's first member (the "single" model)."""
+        if self.ensemble is not None:
+            return self.first_member().network()
         weights = self.path / MODEL_FILE
         if not weights.is_file():
             raise RunFormatError(
@@ -273,6 +296,25 @@ class SavedRun:
         except (SafetensorError, RuntimeError, OSError) as exc:  # truncated, or not this net's
             raise damaged(weights, exc) from exc
         return model.eval()
+
+    def first_member(self) -> SavedRun:
+        """An ensemble's first member (the "single" model), or this run if it is none."""
+        if self.ensemble is None:
+            return self
+        if not self.ensemble.members:
+            raise RunFormatError(
+                f"every member of the ensemble in {self.path} diverged (see its "
+                f"{MEMBERS_DIR}/ folder): it has no model. Search again with a smaller "
+                "learn_rate, or weight_constraint=3."
+            )
+        return load_run(self.path / self.ensemble.members[0])
+
+    def member_runs(self) -> list[SavedRun]:
+        """An ensemble's members that finished, each a train run folder, in member order
+        (none for a run of one network)."""
+        if self.ensemble is None:
+            return []
+        return [load_run(self.path / member) for member in self.ensemble.members]
 
     def predict(self, images: np.ndarray) -> Predictions:
         """Class probabilities of ``images`` (n, h, w, c) or (n, h, w), uint8 pixels or
@@ -315,7 +357,13 @@ def load_run(path: str | Path) -> SavedRun:
         if (path / METRICS_FILE).is_file()
         else None
     )
-    return SavedRun(path, info, config, data, saved, history, metrics)
+    ensemble = None
+    if (path / ENSEMBLE_FILE).is_file():
+        try:
+            ensemble = EnsembleRecord.from_dict(read_json(path / ENSEMBLE_FILE))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise damaged(path / ENSEMBLE_FILE, exc) from exc
+    return SavedRun(path, info, config, data, saved, history, metrics, ensemble)
 
 
 def _now() -> str:

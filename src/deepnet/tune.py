@@ -1,5 +1,6 @@
 """A search run end to end: lock and claim the run folder, search (or resume), refit the
-best configuration on the whole training split, evaluate it once on the test split.
+best configuration on the whole training split (or as an ensemble, deepnet.ensemble),
+evaluate it once on the test split.
 
 This is the core that ``deepnet search`` runs. The test split is touched only by the refit
 model's single evaluation, after every choice has been made on validation folds.
@@ -23,8 +24,10 @@ import optuna
 import sqlalchemy
 
 from deepnet import lock, runs
+from deepnet.config import TrainConfig
 from deepnet.data import Dataset, stratified_folds
 from deepnet.engine.checkpoint import DEFAULT_EVERY, CheckpointPolicy
+from deepnet.ensemble import EnsemblePlan
 from deepnet.errors import ConfigError, RunExistsError, RunFormatError, SearchError
 from deepnet.runs import SavedRun, load_run
 from deepnet.search import SearchOutcome, SearchSpec, run_search, write_csv
@@ -42,7 +45,7 @@ from deepnet.search.storage import (
     same_storage,
     storage_url,
 )
-from deepnet.train import data_info, train
+from deepnet.train import data_info, train, train_ensemble
 
 SEARCH_FILE, STUDY_FILE, RESULTS_FILE, REFIT_DIR, CHECKPOINTS_DIR = (
     "search.json",
@@ -161,6 +164,7 @@ def tune(
     on_event: OnEvent | None = None,
     checkpoint_every: float | None = None,
     checkpoint_dir: str | Path | None = None,
+    ensemble: EnsemblePlan | int | str | None = None,
 ) -> TuneResult:
     """Run or resume the search in ``run_dir``; then refit and test the best configuration.
 
@@ -173,8 +177,12 @@ def tune(
     epoch; -1: never)
     in ``checkpoint_dir`` (default RUN/checkpoints; with Ray, a shared filesystem path that
     every node reaches), so an interrupted search resumes its trials mid-training.
+    ``ensemble``: K (seeds) or "folds" refits the best configuration as an ensemble, held
+    out from a validation share of the training images that chooses between the ensemble
+    and its first member (deepnet.ensemble); None refits one network on every image.
     """
     checkpoints = checkpoint_policy(run_dir, checkpoint_every, checkpoint_dir)
+    plan = _ensemble_plan(ensemble, spec, dataset, refit, run_dir / REFIT_DIR)
     url = storage_url(storage)
     # refused before any claim
     folds = stratified_folds(dataset.y_train, spec.cv, spec.seed, dataset.class_names)
@@ -208,7 +216,15 @@ def tune(
             )
             write_csv(outcome.rows, run_dir / RESULTS_FILE)
             refit_run = (
-                _refit(outcome, dataset, spec.seed, run_dir / REFIT_DIR, data_path, on_refit_epoch)
+                _refit(
+                    outcome,
+                    dataset,
+                    spec.seed,
+                    run_dir / REFIT_DIR,
+                    data_path,
+                    on_refit_epoch,
+                    plan,
+                )
                 if refit
                 else None
             )
@@ -243,6 +259,43 @@ def checkpoint_policy(
     return CheckpointPolicy(folder.absolute(), every)  # a Ray actor has another cwd
 
 
+def _ensemble_plan(
+    ensemble: EnsemblePlan | int | str | None,
+    spec: SearchSpec,
+    dataset: Dataset,
+    refit: bool,
+    refit_dir: Path,
+) -> EnsemblePlan | None:
+    """The refit's ensemble plan, checked before the search: a bad value, a validation share
+    the classes cannot hold, no refit to build it in, or a finished refit of another plan
+    (which deepnet will not overwrite) are refused while nothing has been trained."""
+    plan = None if ensemble is None else EnsemblePlan.parse(ensemble).for_cv(spec.cv)
+    if not refit:
+        if plan is not None:
+            raise ConfigError(
+                "an ensemble is built by the refit: drop --no-refit (refit=False), or "
+                "leave out --ensemble."
+            )
+        return None
+    if plan is not None:
+        plan.members(TrainConfig(), dataset.y_train, spec.seed)
+    if _finished(refit_dir):
+        done = load_run(refit_dir).ensemble
+        recorded = None if done is None else done.plan
+        if recorded != plan:
+            raise RunExistsError(
+                f"{refit_dir} holds a finished refit with {_plan_text(recorded)}, but this "
+                f"command asks for {_plan_text(plan)}; deepnet never overwrites it. Delete "
+                f"{refit_dir} to refit again (the search is kept), or give the recorded "
+                "--ensemble."
+            )
+    return plan
+
+
+def _plan_text(plan: EnsemblePlan | None) -> str:
+    return "no ensemble" if plan is None else f"an ensemble of {plan.describe()}"
+
+
 def _refit(
     outcome: SearchOutcome,
     dataset: Dataset,
@@ -250,13 +303,25 @@ def _refit(
     refit_dir: Path,
     data_path: str | Path | None,
     on_epoch: Callable | None,
+    plan: EnsemblePlan | None = None,
 ) -> SavedRun:
-    """The best configuration trained on the whole training split and tested once, or the
-    refit already finished before the search was resumed."""
+    """The best configuration trained on the whole training split (or ``plan``'s ensemble)
+    and tested once, or the refit already finished before the search was resumed."""
     if _finished(refit_dir) and load_run(refit_dir).config == outcome.best_config:
         return load_run(refit_dir)  # resumed after the refit: nothing to redo
     if refit_dir.exists():  # an unfinished refit: start it again
         shutil.rmtree(refit_dir)
+    if plan is not None:
+        train_ensemble(
+            outcome.best_config,
+            dataset,
+            plan,
+            seed=seed,
+            run_dir=refit_dir,
+            data_path=data_path,
+            on_epoch=on_epoch,
+        )
+        return load_run(refit_dir)
     train(
         outcome.best_config,
         dataset,

@@ -321,3 +321,30 @@ def test_a_report_that_cannot_be_written_is_one_error(train_run, tmp_path):
     with pytest.raises(RunExistsError, match=r"cannot write the report to .* --out"):
         report(train_run, out=tmp_path / "no" / "such" / "folder" / "report.html")
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_ensemble_refit_reports_both_models_side_by_side(small_data, small27_npz, tmp_path):
+    from deepnet import EnsemblePlan, train_ensemble
+
+    run_dir = tmp_path / "refit"
+    config = TrainConfig(epochs=1, batch_size=64, optimizer="Adam")
+    result = train_ensemble(
+        config, small_data, EnsemblePlan.parse(2), run_dir=run_dir, data_path=small27_npz
+    )
+    rep = build_report(run_dir)
+    assert rep.missing == []
+    shown = headline(rep)
+    test = result.record.test
+    assert shown["test accuracy"].startswith(f"{result.metrics.accuracy:.4f} (95% CI")
+    assert shown["single model test accuracy"].startswith(f"{test.single.accuracy:.4f} (95% CI")
+    assert shown["ensemble of 2 test accuracy"].startswith(f"{test.ensemble.accuracy:.4f} (95%")
+    assert shown["ensemble"].startswith("2 seeds; uses ")
+    assert "on the validation share (10% of the training images" in shown["ensemble"]
+    assert shown["epochs trained"] == "1 of 1"
+    assert "learning curves" in titles(rep)
+    assert "what the ensemble's first member learned" in titles(rep)
+    assert "test results" in titles(rep)
+    shutil.rmtree(run_dir / "members" / "seed-1")  # a damaged ensemble: drawn as far as it goes
+    damaged = build_report(run_dir)
+    assert any(m.startswith("model:") for m in damaged.missing)
+    assert "learning curves" in titles(damaged)  # the first member is still there

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from deepnet import lock, runs
+from deepnet.ensemble import Choice, EnsembleRecord
 from deepnet.errors import DeepNetError, RunFormatError
-from deepnet.evaluate import images_to_tensor, predict_logits
-from deepnet.nn import SeedNet
+from deepnet.evaluate import TestMetrics, images_to_tensor, predict_logits
 from deepnet.report import figures, plots
 from deepnet.runs import SavedRun
 from deepnet.search.records import TrialStatus
@@ -80,7 +80,7 @@ def build_report(run_dir: str | Path, compare: Sequence[str | Path] = ()) -> Rep
     if run is None:
         return report
     _train_headline(report, run)
-    curves = report.guard("learning curves", lambda: _train_curves(run))
+    curves = report.guard("learning curves", lambda: _train_curves(run.first_member()))
     if curves:
         report.sections.append(curves)
     _model_sections(report, run)
@@ -111,26 +111,50 @@ def _seconds(info: dict[str, Any]) -> str | None:
 def _train_headline(report: Report, run: SavedRun, prefix: str = "") -> None:
     report.headline.append((f"{prefix}status", _status(run.info, run.path)))
     if run.metrics:
-        m = run.metrics
-        low, high = m.interval_95
-        report.headline.append(
-            (
-                f"{prefix}test accuracy",
-                f"{m.accuracy:.4f} (95% CI {low:.4f}-{high:.4f}, {m.correct}/{m.n})",
-            )
-        )
+        report.headline.append((f"{prefix}test accuracy", _accuracy(run.metrics)))
     else:
         report.missing.append(
             f"{prefix}test metrics: the run has no metrics.json (it is {run.status})"
         )
-    report.headline.append(
-        (f"{prefix}epochs trained", f"{len(run.history)} of {run.config.epochs}")
-    )
+    if run.ensemble is not None:
+        _ensemble_headline(report, run.ensemble, prefix)
+    curves_run = report.guard(f"{prefix}first member", run.first_member)
+    if curves_run is not None:
+        epochs = f"{len(curves_run.history)} of {run.config.epochs}"
+        report.headline.append((f"{prefix}epochs trained", epochs))
     if not prefix and run.info.get("started"):
         report.headline.append(("started", str(run.info["started"])))
     if (seconds := _seconds(run.info)) is not None:
         report.headline.append((f"{prefix}training time", seconds))
     report.headline.append((f"{prefix}parameters", _params(run.config.to_dict())))
+
+
+def _accuracy(m: TestMetrics) -> str:
+    low, high = m.interval_95
+    return f"{m.accuracy:.4f} (95% CI {low:.4f}-{high:.4f}, {m.correct}/{m.n})"
+
+
+def _ensemble_headline(report: Report, record: EnsembleRecord, prefix: str) -> None:
+    """The first member and the ensemble side by side, and which the validation share chose."""
+    size = len(record.members)
+    if record.test is not None:
+        report.headline.append(
+            (f"{prefix}single model test accuracy", _accuracy(record.test.single))
+        )
+        report.headline.append(
+            (f"{prefix}ensemble of {size} test accuracy", _accuracy(record.test.ensemble))
+        )
+    if record.validation is None:
+        chosen = "the first member alone: no other member finished"
+    else:
+        one, ens = record.validation.single, record.validation.ensemble
+        chosen = (
+            f"{'the ensemble' if record.choice is Choice.ENSEMBLE else 'the first member alone'}"
+            f", on the validation share ({record.plan.validation_share:.0%} of the training "
+            f"images, held out from every member): ensemble {_accuracy(ens)}, first member "
+            f"{_accuracy(one)}"
+        )
+    report.headline.append((f"{prefix}ensemble", f"{record.plan.describe()}; uses {chosen}"))
 
 
 def _train_curves(run: SavedRun, title: str = "learning curves") -> Section:
@@ -147,6 +171,8 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
     """Data, filters, feature maps, confusion and mistakes of one trained model."""
     data = report.guard(f"{label}test images", lambda: _load_test(run))
     model = report.guard(f"{label}model", run.model)
+    # an ensemble's pictures of what a network learned show its first member
+    network = model if run.ensemble is None else report.guard(f"{label}network", run.network)
     names = list(run.data.class_names)
     if data is not None:
         images, labels = data
@@ -164,8 +190,8 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
                 ],
             )
         )
-    if model is not None:
-        first, second = figures.conv_filters(model)
+    if network is not None:
+        first, second = figures.conv_filters(network)
         pictures = [
             _first_filters(first),
             (
@@ -175,7 +201,7 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
         ]
         if data is not None:
             image = data[0][0]
-            layers = figures.feature_maps(model, image)
+            layers = figures.feature_maps(network, image)
             wide = max(first.filters, second.filters) > figures.MAX_MAPS
             pictures.append(
                 (
@@ -184,7 +210,8 @@ def _model_sections(report: Report, run: SavedRun, label: str = "") -> None:
                     plots.png(plots.maps(image, layers, "feature maps")),
                 )
             )
-        report.sections.append(Section(f"{label}what the network learned", pictures))
+        learned = "the network" if run.ensemble is None else "the ensemble's first member"
+        report.sections.append(Section(f"{label}what {learned} learned", pictures))
     pictures = []
     if run.metrics:
         pictures.append(
@@ -227,7 +254,7 @@ def _load_test(run: SavedRun) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def _probabilities(model: SeedNet, images: np.ndarray) -> np.ndarray:
+def _probabilities(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     return torch.softmax(predict_logits(model, images_to_tensor(images)), 1).numpy()
 
 
@@ -273,14 +300,17 @@ def _search_report(run_dir: Path, compare: Sequence[str | Path]) -> Report:
                 plots.png(plots.fold_learning_curves(fold_data, "best trial, per fold")),
             )
         ]
-        if search.refit is not None and search.refit.history:
-            curves = figures.run_curves(search.refit.history)
-            pictures.append(
-                (
-                    "the refit on the whole training split",
-                    plots.png(plots.learning_curves(curves, "refit")),
-                )
+        refit = search.refit
+        curves_run = None if refit is None else report.guard("refit", refit.first_member)
+        if curves_run is not None and curves_run.history:
+            caption = (
+                "the refit on the whole training split"
+                if curves_run is refit
+                else "the ensemble's first member (validation: the share held out from every "
+                "member)"
             )
+            curves = figures.run_curves(curves_run.history)
+            pictures.append((caption, plots.png(plots.learning_curves(curves, "refit"))))
         report.sections.append(Section("learning curves of the chosen configuration", pictures))
     landscape = Section("the search landscape", text=LANDSCAPE_TEXT)
     for what, draw in _landscape(search, compare):

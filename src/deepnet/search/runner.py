@@ -1,4 +1,5 @@
-"""Run a whole search: folds, workers, one study per stage, best-so-far carried forward."""
+"""Run a whole search: folds, workers, one study per stage, best-so-far carried forward;
+optionally the best configuration's ensemble (deepnet.ensemble), on the same images."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import optuna
 from deepnet.config import TrainConfig
 from deepnet.data.folds import Split, stratified_folds
 from deepnet.engine.checkpoint import CheckpointPolicy, CheckpointStore
+from deepnet.ensemble import EnsemblePlan, FittedEnsemble, fit_ensemble
 from deepnet.errors import DataError, SearchError
 from deepnet.search.driver import OnTrial, run_stage
 from deepnet.search.events import OnEvent
@@ -31,6 +33,7 @@ class SearchOutcome:
     best: TrialRow
     seconds: float
     studies: list[optuna.Study]
+    ensemble: FittedEnsemble | None = None  # the best configuration's, when asked for
 
     @property
     def best_config(self) -> TrainConfig:
@@ -56,6 +59,7 @@ def run_search(
     executor: str | Executor = "local",
     on_event: OnEvent | None = None,
     checkpoints: CheckpointPolicy | None = None,
+    ensemble: EnsemblePlan | int | str | None = None,
 ) -> SearchOutcome:
     """Run (or resume) every stage of ``spec`` on the training images; no test data here.
 
@@ -66,6 +70,9 @@ def run_search(
     ``on_event`` hears when they have started, when one is lost and when trials resume.
     ``checkpoints``: where and how often workers save their batches, so that an interrupted
     search resumes its trials mid-training (None: never); they are deleted when it ends.
+    ``ensemble`` (K seeds or "folds"): then train the best configuration's ensemble on these
+    images, chosen against its first member on a held-out validation share (checked before
+    the search); no test data here either.
     """
     if len(images) != len(labels):
         raise DataError(
@@ -73,6 +80,7 @@ def run_search(
             "(the same number of rows in both)."
         )
     folds = list(folds) if folds is not None else stratified_folds(labels, spec.cv, spec.seed)
+    plan = _ensemble_plan(ensemble, labels, len(folds), spec.seed)
     start = time.perf_counter()
     rows: list[TrialRow] = []
     studies = []
@@ -118,4 +126,21 @@ def run_search(
     if checkpoints is not None:  # every trial is finished: nothing is left to resume
         CheckpointStore(checkpoints.directory).clear()
     ranked_rows = ranked(rows)
-    return SearchOutcome(ranked_rows, best(ranked_rows), time.perf_counter() - start, studies)
+    top = best(ranked_rows)
+    fitted = None
+    if plan is not None:
+        config = TrainConfig.from_dict(top.params)
+        fitted = fit_ensemble(config, images, labels, n_classes, plan, spec.seed)
+    return SearchOutcome(ranked_rows, top, time.perf_counter() - start, studies, fitted)
+
+
+def _ensemble_plan(
+    ensemble: EnsemblePlan | int | str | None, labels: np.ndarray, cv: int, seed: int
+) -> EnsemblePlan | None:
+    """``ensemble`` as a plan with its size set, its split checked on ``labels``: refused
+    before anything trains."""
+    if ensemble is None:
+        return None
+    plan = EnsemblePlan.parse(ensemble).for_cv(cv)
+    plan.members(TrainConfig(), labels, seed)
+    return plan
