@@ -10,13 +10,15 @@ scaled to a 12-epoch fit.
 
 --images picks the images: grey28 (MNIST as it is, 28x28 grey) and rgb32 (the same digits
 tinted a random colour each and padded to 32x32 RGB, CIFAR-10's shape: same images and task,
-so only the channels and the size differ), side by side in one run.
+so only the channels and the size differ), side by side in one run. --nets picks the networks
+alike: seed (the baseline), blocks2 (a second conv-conv-pool block of 16 filters), bn (batch
+normalisation after each convolution) and blocks2-bn; the plain loop trains the same network.
 
 With --memory, each population size also trains one epoch in a fresh process, which
 reports its peak resident memory (64 members as one population, and 64 in default chunks).
 
     python benchmarks/bench_fit.py [--sizes 1,3,6,12,24] [--epochs 2] [--rounds 1]
-        [--images grey28,rgb32] [--memory]
+        [--images grey28,rgb32] [--nets seed,blocks2,bn,blocks2-bn] [--memory]
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ from deepnet.engine.kernels import native
 from deepnet.evaluate import channels_last, images_to_tensor
 
 OPTIMIZERS = ("Adadelta", "Adam", "Nadam", "RMSprop")
+NETS = {  # the TrainConfig parameters of each network --nets names
+    "seed": {},
+    "blocks2": {"conv_blocks": 2},
+    "bn": {"batch_norm": True},
+    "blocks2-bn": {"conv_blocks": 2, "batch_norm": True},
+}
 
 
 @dataclass(frozen=True)
@@ -51,12 +59,6 @@ class Images:
     @property
     def channels(self) -> int:
         return self.x_train.shape[3]
-
-    @property
-    def dense_inputs(self) -> int:
-        """conv2's 8 filters times the pooled map: two valid 3x3 convolutions, 2x2 pooling."""
-        h, w = self.x_train.shape[1:3]
-        return 8 * ((h - 4) // 2) * ((w - 4) // 2)
 
 
 def grey28(x: np.ndarray, y: np.ndarray) -> Images:
@@ -77,13 +79,20 @@ def fold(data: Images):
     return stratified_folds(data.y_train, 3, 0)[0]
 
 
-def population_fit(data: Images, size: int, epochs: int, seed: int, max_members: int | None = None):
+def population_fit(
+    data: Images,
+    size: int,
+    epochs: int,
+    seed: int,
+    max_members: int | None = None,
+    net: str = "seed",
+):
     """Seconds per member for ``size`` members trained together for ``epochs``."""
     train, val = fold(data)
     members = [
         Member(
             f"m{i}",
-            TrainConfig(epochs=epochs, optimizer=OPTIMIZERS[i % len(OPTIMIZERS)]),
+            TrainConfig(epochs=epochs, optimizer=OPTIMIZERS[i % len(OPTIMIZERS)], **NETS[net]),
             train,
             val,
             seed * 1000 + i,
@@ -98,22 +107,28 @@ def population_fit(data: Images, size: int, epochs: int, seed: int, max_members:
     return seconds / size, statistics.fmean(final)
 
 
-def plain_fit(data: Images, epochs: int, seed: int) -> tuple[float, float]:
+def plain_model(data: Images, net: str) -> nn.Sequential:
+    """The network ``net`` as torch layers: conv blocks (batch norms without conv biases),
+    then Dense 16 -> Dropout -> Dense 2."""
+    config, layers, inputs = TrainConfig(**NETS[net]), [], data.channels
+    for pair in config.block_filters:
+        for filters in pair:
+            layers.append(nn.Conv2d(inputs, filters, 3, bias=not config.batch_norm))
+            if config.batch_norm:
+                layers.append(nn.BatchNorm2d(filters, eps=1e-3, momentum=0.01))
+            layers.append(nn.ReLU())
+            inputs = filters
+        layers += [nn.MaxPool2d(2), nn.Dropout(0.25)]
+    layers += [nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2)]
+    model = nn.Sequential(*layers)
+    model(images_to_tensor(data.x_train[:2]))  # sizes the dense layer
+    return model
+
+
+def plain_fit(data: Images, epochs: int, seed: int, net: str = "seed") -> tuple[float, float]:
     """The same network as a textbook PyTorch loop (torch.optim.Adadelta, nn.Dropout)."""
     torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(data.channels, 4, 3),
-        nn.ReLU(),
-        nn.Conv2d(4, 8, 3),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Dropout(0.25),
-        nn.Flatten(),
-        nn.Linear(data.dense_inputs, 16),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(16, 2),
-    )
+    model = plain_model(data, net)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.95, eps=1e-8)
     train, val = fold(data)
     x, y = images_to_tensor(data.x_train), torch.from_numpy(data.y_train)
@@ -157,6 +172,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs measured per fit")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds")
     parser.add_argument("--images", default="grey28", help=f"any of {','.join(IMAGES)}")
+    parser.add_argument("--nets", default="seed", help=f"any of {','.join(NETS)}")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--peak-rss", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--max-members", type=int, help=argparse.SUPPRESS)
@@ -174,33 +190,50 @@ def main() -> None:
         f"{len(fold(datasets[0])[0])} training images, batch 128, 1 torch thread, {args.epochs} "
         f"epochs measured and scaled to 12, {args.rounds} alternating round(s)"
     )
+    nets = args.nets.split(",")
+    unknown = sorted(set(nets) - set(NETS))
+    if unknown:
+        raise SystemExit(f"unknown --nets {unknown}; choose from {sorted(NETS)}")
     kinds = {}
     for data in datasets:
-        kinds[data.name, "plain PyTorch loop"] = lambda r, d=data: plain_fit(d, args.epochs, r)
-        for size in sizes:
-            kinds[data.name, f"population of {size}"] = lambda r, d=data, n=size: population_fit(
-                d, n, args.epochs, r
+        for net in nets:
+            group = f"{data.name} {net}"
+            kinds[group, "plain PyTorch loop"] = lambda r, d=data, k=net: plain_fit(
+                d, args.epochs, r, k
             )
+            for size in sizes:
+                kinds[group, f"population of {size}"] = lambda r, d=data, n=size, k=net: (
+                    population_fit(d, n, args.epochs, r, None, k)
+                )
     times: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
     accuracy: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
     for r in range(args.rounds):
-        for (images, name), fit in kinds.items():
+        for (group, name), fit in kinds.items():
             seconds, acc = fit(r)
-            times[images, name].append(seconds * scale)
-            accuracy[images, name].append(acc)
+            times[group, name].append(seconds * scale)
+            accuracy[group, name].append(acc)
             print(
-                f"  round {r + 1}  {images:<11} {name:<20} {seconds * scale:6.2f} s per 12-epoch "
+                f"  round {r + 1}  {group:<22} {name:<20} {seconds * scale:6.2f} s per 12-epoch "
                 "fit",
                 flush=True,
             )
-    print(f"\n{'':<34}{'s per fit':>10}{'s/epoch':>9}{'speed-up':>10}{'val acc':>9}")
-    for data in datasets:
-        plain = statistics.median(times[data.name, "plain PyTorch loop"])
-        for images, name in (k for k in kinds if k[0] == data.name):
-            t = statistics.median(times[images, name])
-            acc = statistics.fmean(accuracy[images, name])
-            label = f"{images}  {name}"
-            print(f"{label:<34}{t:>10.2f}{t / 12:>9.3f}{plain / t:>9.2f}x{acc:>9.4f}")
+    seed_plain = {}  # each image set's seed network in the plain loop, where measured
+    print(f"\n{'':<45}{'s per fit':>10}{'s/epoch':>9}{'speed-up':>10}{'val acc':>9}")
+    for group in dict.fromkeys(k[0] for k in kinds):
+        plain = statistics.median(times[group, "plain PyTorch loop"])
+        for _, name in (k for k in kinds if k[0] == group):
+            t = statistics.median(times[group, name])
+            acc = statistics.fmean(accuracy[group, name])
+            label = f"{group}  {name}"
+            print(f"{label:<45}{t:>10.2f}{t / 12:>9.3f}{plain / t:>9.2f}x{acc:>9.4f}")
+            if group.endswith(" seed"):
+                seed_plain[group.removesuffix(" seed"), name] = t
+    if len(nets) > 1 and "seed" in nets:
+        print("\ncost of each network against the seed's, same images and kind:")
+        for (group, name), values in times.items():
+            base = seed_plain.get((group.rsplit(" ", 1)[0], name))
+            if base and not group.endswith(" seed"):
+                print(f"  {group:<22} {name:<20} {statistics.median(values) / base:6.2f}x")
     if args.memory:
         print(f"\npeak resident memory ({datasets[0].name}), one epoch in a fresh process:")
         for size, chunk in [(1, None), (16, None), (64, None), (64, 12)]:

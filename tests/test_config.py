@@ -77,6 +77,14 @@ def test_unknown_parameter_without_close_match_lists_known_names():
         ("batch_size", True, r"an integer"),
         ("epochs", "12", r"epochs='12' .* an integer"),
         ("weight_constraint", -3, r"a number > 0, or none"),
+        ("augment_shift", -1, r"augment_shift=-1 .* an integer >= 0 and <= 64"),
+        ("augment_rotate", 181, r"augment_rotate=181 .* a number >= 0 and <= 180"),
+        ("augment_scale", 1.0, r">= 0 and < 1"),
+        ("lr_schedule", "cosin", r"constant, cosine, onecycle, step \(did you mean 'cosine'\?\)"),
+        ("conv_blocks", 4, r"conv_blocks=4 .* an integer >= 1 and <= 3"),
+        ("batch_norm", "maybe", r"batch_norm='maybe' .* true or false"),
+        ("batch_norm", 1, r"true or false"),
+        ("warmup_epochs", -1, r"an integer >= 0"),
     ],
 )
 def test_bad_values_name_the_rule(name, value, message):
@@ -92,6 +100,9 @@ def test_bad_values_name_the_rule(name, value, message):
         ("neurons", "30", 30),
         ("optimizer", "sgd", "SGD"),
         ("conv_activation", "None", None),
+        ("batch_norm", "yes", True),
+        ("augment_flip", "Off", False),
+        ("lr_schedule", "OneCycle", "onecycle"),
     ],
 )
 def test_parse_text(name, text, value):
@@ -112,3 +123,22 @@ def test_replace_validates():
 def test_round_trip_through_dict():
     c = TrainConfig(optimizer="Nadam", weight_constraint=3, dense_activation="linear")
     assert TrainConfig.from_dict(c.to_dict()) == c
+
+
+def test_a_warmup_as_long_as_the_epochs_is_refused():
+    with pytest.raises(ConfigError, match="warmup_epochs=12 is not fewer than epochs=12"):
+        TrainConfig(warmup_epochs=12)
+    assert TrainConfig(warmup_epochs=11).warmup_epochs == 11
+
+
+def test_blocks_take_their_own_filters_or_double_the_last():
+    assert TrainConfig().block_filters == ((4, 8),)
+    deep = TrainConfig(conv_blocks=3, conv2_filters=16, block3_filters=20)
+    assert deep.block_filters == ((4, 16), (32, 32), (20, 20))
+    assert TrainConfig(conv_blocks=1, block2_filters=64).block_filters == ((4, 8),)
+
+
+def test_the_defaults_neither_augment_nor_schedule():
+    config = TrainConfig()
+    assert not config.augments and config.lr_schedule == "constant"
+    assert config.conv_blocks == 1 and not config.batch_norm

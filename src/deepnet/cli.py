@@ -50,6 +50,8 @@ class ParamType(click.ParamType):
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         if self.spec.choices:
             return "[" + "|".join(self.spec.choices) + "]"
+        if self.spec.kind is bool:
+            return "[true|false]"
         return "INT" if self.spec.kind is int else "FLOAT"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:

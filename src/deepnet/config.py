@@ -19,6 +19,10 @@ from deepnet.nn.initializers import INITIALIZERS
 from deepnet.nn.optimizers import OPTIMIZERS
 
 NONE_WORDS = ("none", "null", "")
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")
+MAX_CONV_BLOCKS = 3
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class Param:
     """How one hyperparameter is checked and parsed."""
 
     name: str
-    kind: type  # int, float or str
+    kind: type  # int, float, str or bool
     help: str
     choices: tuple[str, ...] = ()
     low: float | None = None
@@ -37,6 +41,8 @@ class Param:
 
     def rule(self) -> str:
         """The allowed values, in words."""
+        if self.kind is bool:
+            return "true or false"
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         else:
@@ -55,6 +61,8 @@ class Param:
             if self.optional:
                 return None
             raise self._error(value)
+        if self.kind is bool:
+            return self._flag(value)
         if self.choices:
             return self._choice(value)
         is_bool = isinstance(value, bool)
@@ -72,13 +80,20 @@ class Param:
         text = text.strip()
         if self.optional and text.lower() in NONE_WORDS:
             return None
-        if self.choices:
+        if self.choices or self.kind is bool:
             return self.validate(text)
         try:
             number = self.kind(text) if self.kind is int else float(text)
         except ValueError:
             raise self._error(text) from None
         return self.validate(number)
+
+    def _flag(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+            return value.strip().lower() in TRUE_WORDS
+        raise self._error(value)
 
     def _choice(self, value: Any) -> str:
         if isinstance(value, str):
@@ -165,12 +180,85 @@ class TrainConfig:
     conv1_filters: int = _param(4, int, "filters of the first conv layer", low=1, high=1024)
     conv2_filters: int = _param(8, int, "filters of the second conv layer", low=1, high=1024)
     conv_dropout: float = _param(
-        0.25, float, "dropout after the max-pooling layer", low=0, high=1, high_open=True
+        0.25, float, "dropout after each max-pooling layer", low=0, high=1, high_open=True
+    )
+    conv_blocks: int = _param(
+        1,
+        int,
+        "conv-conv-pool blocks (1: the seed's; 2-3 stack more, each with its own filters)",
+        low=1,
+        high=MAX_CONV_BLOCKS,
+    )
+    block2_filters: int | None = _param(
+        None,
+        int,
+        "filters of both convs of block 2 (none: twice conv2_filters)",
+        low=1,
+        high=1024,
+        optional=True,
+    )
+    block3_filters: int | None = _param(
+        None,
+        int,
+        "filters of both convs of block 3 (none: twice block 2's)",
+        low=1,
+        high=1024,
+        optional=True,
+    )
+    batch_norm: bool = _param(
+        False, bool, "batch normalisation after each convolution, before its activation"
+    )
+    augment_shift: int = _param(
+        0, int, "random translation of training images, up to this many pixels", low=0, high=64
+    )
+    augment_rotate: float = _param(
+        0.0, float, "random rotation of training images, up to this many degrees", low=0, high=180
+    )
+    augment_scale: float = _param(
+        0.0,
+        float,
+        "random scaling of training images, by a factor in [1 - s, 1 + s]",
+        low=0,
+        high=1,
+        high_open=True,
+    )
+    augment_flip: bool = _param(
+        False, bool, "random horizontal flips of training images (not for digits)"
+    )
+    lr_schedule: str = _param(
+        "constant",
+        str,
+        "learning-rate schedule over the member's epochs",
+        choices=LR_SCHEDULES,
+    )
+    warmup_epochs: int = _param(
+        0, int, "epochs of linear learning-rate warm-up (fewer than --epochs)", low=0
     )
 
     def __post_init__(self) -> None:
         for name, spec in PARAMS.items():
             object.__setattr__(self, name, spec.validate(getattr(self, name)))
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"warmup_epochs={self.warmup_epochs} is not fewer than epochs={self.epochs}: "
+                "the warm-up must leave epochs to train at the full rate; lower warmup_epochs."
+            )
+
+    @property
+    def block_filters(self) -> tuple[tuple[int, int], ...]:
+        """Each conv-conv-pool block's two filter counts, block 1 first."""
+        blocks = [(self.conv1_filters, self.conv2_filters)]
+        for given in (self.block2_filters, self.block3_filters)[: self.conv_blocks - 1]:
+            width = given or 2 * blocks[-1][1]
+            blocks.append((width, width))
+        return tuple(blocks)
+
+    @property
+    def augments(self) -> bool:
+        """Whether training batches are augmented at all."""
+        return bool(
+            self.augment_shift or self.augment_rotate or self.augment_scale or self.augment_flip
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

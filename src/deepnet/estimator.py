@@ -78,6 +78,16 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
         conv1_filters: int = 4,
         conv2_filters: int = 8,
         conv_dropout: float = 0.25,
+        conv_blocks: int = 1,
+        block2_filters: int | None = None,
+        block3_filters: int | None = None,
+        batch_norm: bool = False,
+        augment_shift: int = 0,
+        augment_rotate: float = 0.0,
+        augment_scale: float = 0.0,
+        augment_flip: bool = False,
+        lr_schedule: str = "constant",
+        warmup_epochs: int = 0,
         seed: int = 0,
         verbose: int = 0,
     ):
@@ -95,6 +105,16 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
         self.conv1_filters = conv1_filters
         self.conv2_filters = conv2_filters
         self.conv_dropout = conv_dropout
+        self.conv_blocks = conv_blocks
+        self.block2_filters = block2_filters
+        self.block3_filters = block3_filters
+        self.batch_norm = batch_norm
+        self.augment_shift = augment_shift
+        self.augment_rotate = augment_rotate
+        self.augment_scale = augment_scale
+        self.augment_flip = augment_flip
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
         self.seed = seed
         self.verbose = verbose
 

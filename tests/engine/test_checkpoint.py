@@ -163,3 +163,31 @@ def test_colour_members_of_odd_size_resume_exactly(colour27, small27):
     assert resume["m0"].parameters["conv1.weight"].shape == (4, 3, 3, 3)
     after = [metrics(r) for r in PopulationEngine().train(x, y, 2, ms, resume)]
     assert before + after == expected
+
+
+def test_batch_normed_deep_members_resume_with_their_moving_averages(small27, tmp_path):
+    """Two-block batch-normed members stopped after epoch 1 go on, through their files, as
+    if they had never stopped: the moving averages (which no optimizer holds) are in the
+    snapshot, and the optimizer slots are of the trained tensors only."""
+    deep = {"epochs": 2, "batch_size": 64, "conv_blocks": 2, "batch_norm": True}
+    configs = [
+        TrainConfig(optimizer="Nadam", conv_dropout=0.25, **deep),
+        TrainConfig(optimizer="Adam", activation="tanh", dropout_rate=0.5, **deep),
+    ]
+    train, val = np.arange(0, 400), np.arange(900, 1100)
+    ms = [Member(f"b{i}", c, train, val, seed=i) for i, c in enumerate(configs)]
+    expected, expected_params = train_all(small27, ms)
+    training = PopulationEngine().train(small27.x_train, small27.y_train, 2, ms)
+    before = [metrics(r) for r in training.step()]
+    store = CheckpointStore(tmp_path)
+    for m in ms:
+        saved = tuple(r for r in before if r.key == m.key)
+        store.save(m.key, [SavedMember(training.snapshot(m.key), saved)])
+    resume = {m.key: store.load(m.key, 1)[0].snapshot for m in ms}
+    assert resume["b0"].parameters["bn3.running_var"].ne(1.0).all()
+    assert "bn3.running_var" not in resume["b0"].slots["m"]
+    after, params = train_all(small27, ms, resume)
+    assert before + after == expected
+    for key, tensors in expected_params.items():
+        for name, value in tensors.items():
+            assert torch.equal(params[key][name], value), (key, name)

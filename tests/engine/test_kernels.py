@@ -126,14 +126,16 @@ def test_without_a_compiler_the_engine_falls_back_to_torch(small27, monkeypatch,
     monkeypatch.setenv("DEEPNET_CACHE", str(tmp_path))
     kernels._library.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match="compiling kernels.c failed"):
+        with pytest.warns(RuntimeWarning, match=r"compiling .*kernels.c failed"):
             assert not kernels.native()
         config = TrainConfig(epochs=1, batch_size=64)
-        member = Member("m", config, np.arange(600), np.arange(600, 1000), 3)
-        args = (small27.x_train, small27.y_train, 2, [member])
-        (pop,) = PopulationEngine().train(*args)
-        (seq,) = SequentialEngine().train(*args)
-        assert pop.val_loss == pytest.approx(seq.val_loss, rel=1e-5)
+        deep = config.replace(conv_blocks=2, batch_norm=True)  # the torch norm_stack
+        for cfg in (config, deep):
+            member = Member("m", cfg, np.arange(600), np.arange(600, 1000), 3)
+            args = (small27.x_train, small27.y_train, 2, [member])
+            (pop,) = PopulationEngine().train(*args)
+            (seq,) = SequentialEngine().train(*args)
+            assert pop.val_loss == pytest.approx(seq.val_loss, rel=1e-5)
     finally:
         kernels._library.cache_clear()
 
@@ -293,6 +295,105 @@ def test_the_c_call_refuses_strided_memory():
     out = torch.empty(16, 1, 16).transpose(0, 2)
     x, index = torch.randn(4, 16), torch.zeros(16, 16, dtype=torch.int64)
     with pytest.raises(ValueError, match="argument 0 must be a contiguous CPU tensor"):
-        kernels._call("gather_images", out, x, index, 16, 16, 16)
+        kernels.call("gather_images", out, x, index, 16, 16, 16)
     with pytest.raises(ValueError, match="outside a C int's range"):
-        kernels._call("gather_images", out.contiguous(), x, index, 2**31, 16, 16)
+        kernels.call("gather_images", out.contiguous(), x, index, 2**31, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("members", "channels", "size", "images"),
+    [(2, (3, 5, 12), (12, 13), 32), (1, (8, 16, 16), (12, 12), 16)],
+    ids=["odd-blocks", "block-2"],
+)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_conv_stack_passes_its_inputs_gradient_back(activation, members, channels, size, images):
+    """A block after the first reads the last block's maps, which need their gradient."""
+    c0, c1, c2 = channels
+    inputs = leaves(
+        (members, c0, *size, images),
+        (members, c1, c0, 3, 3),
+        (members, c1),
+        (members, c2, c1, 3, 3),
+        (members, c2),
+    )
+    ours, our_grads = grads(lambda *t: kernels.conv_stack(*t, activation), *inputs)
+    theirs, their_grads = grads(lambda *t: kernels.conv_stack_torch(*t, activation), *inputs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    for a, c in zip(our_grads, their_grads, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=2e-3)
+
+
+def norm_inputs(members=3, c0=2, c1=5, c2=12, size=(13, 15), images=48):
+    """x, then w1, g1, be1, w2, g2, be2: scales around 1, one of them negative."""
+    x, w1, be1, w2, be2 = leaves(
+        (members, c0, *size, images),
+        (members, c1, c0, 3, 3),
+        (members, c1),
+        (members, c2, c1, 3, 3),
+        (members, c2),
+    )
+    g1 = (torch.linspace(0.5, 1.5, members * c1).view(members, c1)).requires_grad_()
+    g2 = (torch.linspace(-0.5, 1.5, members * c2).view(members, c2)).requires_grad_()
+    return x, w1, g1, be1, w2, g2, be2
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_norm_stack_matches_torch_over_each_members_real_images(activation):
+    """Batch statistics over each member's first counts[p] images (48, 17 and 1 of 48: the
+    rest is padding, which gets no gradient and moves no statistic), values, gradients
+    (x's included) and the unbiased variances of the moving averages."""
+    inputs = norm_inputs()
+    counts = torch.tensor([48, 17, 1], dtype=torch.int32)
+    real = (torch.arange(48) < counts[:, None]).float().view(3, 1, 1, 1, 48)
+    ours, stats = kernels.norm_stack(*inputs, activation, counts)
+    theirs, biased = kernels.norm_stack_torch(*inputs, activation, counts)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=2e-5)
+    weights = torch.cos(torch.arange(ours.numel(), dtype=torch.float32)).view_as(ours) * real
+    our_grads = torch.autograd.grad(ours, inputs, weights)
+    their_grads = torch.autograd.grad(theirs, inputs, weights)
+    names = ("x", "w1", "g1", "be1", "w2", "g2", "be2")
+    for name, a, c in zip(names, our_grads, their_grads, strict=True):
+        scale = max(c.abs().max().item(), *(g.abs().max().item() for g in their_grads[:3]))
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    assert not our_grads[0][1, :, :, :, 17:].any()  # the padding
+    first, second = 11 * 13, 9 * 11  # pixels of each map per image
+    for ours_, theirs_, pixels in zip(stats[1::2], biased[1::2], (first, second), strict=True):
+        n = counts[:, None] * pixels
+        torch.testing.assert_close(ours_, theirs_ * n / (n - 1))
+    for a, c in zip(stats[::2], biased[::2], strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+    pad = inputs[0].detach().clone()
+    pad[1, :, :, :, 17:] = 7.0  # what the padding holds changes nothing real
+    again, _ = kernels.norm_stack(pad, *inputs[1:], activation, counts)
+    torch.testing.assert_close(again[:, :, :, :, :17], ours[:, :, :, :, :17], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_norm_stack_evaluates_with_the_moving_averages(activation):
+    inputs = [t.detach() for t in norm_inputs()]
+    running = [torch.rand(3, c) + (i % 2) for i, c in enumerate((5, 5, 12, 12))]
+    ours = kernels.norm_stack_eval(*inputs, activation, tuple(running))
+    theirs, used = kernels.norm_stack_torch(*inputs, activation, None, tuple(running))
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=2e-5)
+    assert all(torch.equal(a, b) for a, b in zip(used, running, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: {"counts": a["counts"].long()}, "counts must be torch.int32"),
+        (lambda a: {"counts": a["counts"][:2]}, r"counts must have shape \(3\), got \(2,\)"),
+        (lambda a: {"counts": a["counts"] * 0}, r"counts must be in \[1, 48\]"),
+        (lambda a: {"counts": a["counts"] + 48}, r"counts must be in \[1, 48\]"),
+        (lambda a: {"g1": a["g1"][:, :4]}, r"g1 must have shape \(3, 5\)"),
+        (lambda a: {"be2": a["be2"][:, :4]}, r"be2 must have shape \(3, 12\)"),
+        (lambda a: {"activation": "swish"}, "norm_stack: unknown activation 'swish'"),
+    ],
+)
+def test_norm_stack_refuses_what_the_c_loops_would_misread(change, message):
+    names = ("x", "w1", "g1", "be1", "w2", "g2", "be2")
+    args = dict(zip(names, norm_inputs(), strict=True))
+    args |= {"activation": "relu", "counts": torch.tensor([48, 17, 1], dtype=torch.int32)}
+    args.update(change(args))
+    with pytest.raises(ValueError, match=message):
+        kernels.norm_stack(**args)

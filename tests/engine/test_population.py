@@ -9,7 +9,9 @@ import torch
 from deepnet import Member, PopulationEngine, SequentialEngine, Status, TrainConfig
 from deepnet.config import PARAMS
 from deepnet.engine.population import StepShape
+from deepnet.errors import ConfigError, DataError
 from deepnet.evaluate import images_to_tensor
+from deepnet.nn import SeedNet
 from tests.engine.images import SIZES, crop
 
 OPTIMIZERS = PARAMS["optimizer"].choices
@@ -170,3 +172,172 @@ def test_colour_images_of_any_size_train_as_in_the_sequential_engine(colour27, s
         assert model.architecture.pooled == pooled
     if size == "32x32":
         assert together["odd"][0].val_accuracy > 0.9  # the tinted digits are learnt
+
+
+def deep_members(data, **shape):
+    """Four members of one StepShape (``shape``: conv_blocks, batch_norm, ...) that differ
+    in everything else a population allows: activation, optimizer, units, both dropouts,
+    MaxNorm, initializer, training subset and size."""
+    n = len(data.y_train)
+    specs = [
+        ("relu", "Adam", 16, 0.25, None),
+        ("tanh", "SGD", 30, 0.0, 3.0),
+        ("softmax", "Adadelta", 5, 0.25, None),
+        ("softsign", "Adam", 16, 0.5, 2.0),
+    ]
+    out = []
+    for i, (activation, optimizer, units, conv_dropout, norm) in enumerate(specs):
+        config = TrainConfig(
+            epochs=2,
+            batch_size=64,
+            optimizer=optimizer,
+            activation=activation,
+            neurons=units,
+            conv_dropout=conv_dropout,
+            dropout_rate=[0.5, 0.0][i % 2],
+            weight_constraint=norm,
+            init_mode=["uniform", "lecun_uniform", "he_normal", "glorot_normal"][i],
+            **shape,
+        )
+        train = np.arange(i * 3, 500 + i)  # 497-503 images: the last batches differ
+        out.append(Member(f"d{i}", config, train, np.arange(960, n), seed=i))
+    return out
+
+
+def assert_each_matches_alone(x, y, members, rel=1e-4):
+    """Trained together in one population, each member ends as the sequential engine
+    trains it alone; returns the Training."""
+    alone = {m.key: results_by_key(SequentialEngine().train(x, y, 2, [m]))[m.key] for m in members}
+    training = PopulationEngine().train(x, y, 2, members)
+    assert len(training._groups) == 1
+    together = results_by_key(training)
+    for m in members:
+        assert [r.epoch for r in together[m.key]] == [r.epoch for r in alone[m.key]]
+        for a, b in zip(alone[m.key], together[m.key], strict=True):
+            assert b.train_loss == pytest.approx(a.train_loss, rel=rel, abs=1e-6), m.key
+            assert b.val_loss == pytest.approx(a.val_loss, rel=rel, abs=1e-6), m.key
+    return training
+
+
+@pytest.mark.parametrize(
+    ("shape", "rel"),
+    [
+        ({"conv_blocks": 2, "block2_filters": 12}, 1e-4),
+        ({"batch_norm": True}, 1e-3),
+        ({"conv_blocks": 2, "batch_norm": True}, 1e-3),
+    ],
+    ids=["two-blocks", "batch-norm", "two-blocks-batch-norm"],
+)
+def test_deeper_and_batch_normed_members_match_themselves_trained_alone(small27, shape, rel):
+    """Blocks chain the C stacks (block 2 passes its input's gradient back to block 1),
+    each block's dropout mask drawn in the sequential engine's order; batch norms take each
+    member's statistics over its own images only (the padding of a short last batch
+    excluded) and validate with the moving averages. Batch norms spread the maps, so a
+    pooling window's near-tie that the two engines' float sums break apart (routing its
+    gradient to another pixel) happens within a few epochs: their tolerance is wider."""
+    members = deep_members(small27, **shape)
+    training = assert_each_matches_alone(small27.x_train, small27.y_train, members, rel)
+    model = training.model("d0")
+    assert model.architecture == SeedNet(members[0].config, 2).architecture
+    if shape.get("batch_norm"):
+        assert model.bn2.running_var.ne(1.0).all()  # the moving averages came back too
+
+
+def test_three_blocks_train_on_images_large_enough(colour27, small27):
+    """Three blocks need 36x36 images: colour digits padded to 36x36, the last block's
+    maps 1x1."""
+    x = np.pad(colour27, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    members = [
+        replace(m, config=m.config.replace(epochs=1, block3_filters=6))
+        for m in deep_members(small27, conv_blocks=3)[:2]
+    ]
+    training = assert_each_matches_alone(x, small27.y_train, members)
+    assert training.model("d1").architecture.pooled == (1, 1)
+
+
+def test_members_share_a_population_only_with_the_same_blocks_and_norms(small27):
+    base = deep_members(small27)[:2]  # relu and tanh: one StepShape
+    shapes = [
+        {},
+        {"conv_blocks": 2},
+        {"conv_blocks": 2, "block2_filters": 12},
+        {"batch_norm": True},
+        {"conv_blocks": 3},
+    ]
+    members = [
+        replace(m, key=f"{m.key}-{i}", config=m.config.replace(epochs=1, **params))
+        for i, params in enumerate(shapes)
+        for m in base
+    ]
+    assert len({StepShape.of(m) for m in members}) == len(shapes)
+    assert StepShape.of(members[0]) == StepShape.of(members[1])
+    grey = members[:-2]  # three blocks need 36x36 images
+    training = PopulationEngine().train(small27.x_train, small27.y_train, 2, grey)
+    assert sorted(len(g.keys) for g in training._groups) == [2, 2, 2, 2]
+    assert {r.status for r in training} == {Status.FINISHED}
+
+
+def test_too_deep_a_stack_for_the_images_is_refused_before_training(small27):
+    member = replace(deep_members(small27)[0], config=TrainConfig(conv_blocks=3))
+    for engine in (PopulationEngine(), SequentialEngine()):
+        with pytest.raises(DataError, match=r"28x28 .* conv_blocks=3.* at least 36x36"):
+            engine.train(small27.x_train, small27.y_train, 2, [member])
+
+
+def augmented_scheduled_members(data):
+    """Members of one population, each with its own augmentation and schedule (one with
+    neither), Adadelta's Keras rate of 1.0 scheduled too."""
+    n = len(data.y_train)
+    settings = [
+        {},
+        {"augment_shift": 3, "lr_schedule": "cosine"},
+        {"augment_rotate": 20.0, "augment_scale": 0.15, "lr_schedule": "onecycle"},
+        {"augment_flip": True, "lr_schedule": "step", "warmup_epochs": 1, "optimizer": "Adadelta"},
+        {"augment_shift": 2, "augment_rotate": 10.0, "conv_dropout": 0.0, "dropout_rate": 0.2},
+    ]
+    base = TrainConfig(epochs=2, batch_size=64)
+    return [
+        Member(f"a{i}", base.replace(**s), np.arange(i, 900 + i), np.arange(960, n), seed=i)
+        for i, s in enumerate(settings)
+    ]
+
+
+def test_augmented_and_scheduled_members_match_themselves_trained_alone(small27):
+    members = augmented_scheduled_members(small27)
+    args = (small27.x_train, small27.y_train, 2)
+    engine = PopulationEngine()
+    training = engine.train(*args, members[:3])
+    first = training.step()
+    training.extend(engine.train(*args, members[3:]))  # they join a round later
+    assert len(training._groups) == 1
+    together = {}
+    for r in first + list(training):
+        together.setdefault(r.key, []).append(r)
+    for m in members:
+        alone = results_by_key(SequentialEngine().train(*args, [m]))[m.key]
+        assert [r.epoch for r in together[m.key]] == [r.epoch for r in alone]
+        for a, b in zip(alone, together[m.key], strict=True):
+            assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4, abs=1e-6), m.key
+            assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4, abs=1e-6), m.key
+
+
+def test_augmented_and_scheduled_members_resume_exactly(small27):
+    members = augmented_scheduled_members(small27)[1:4]
+    args = (small27.x_train, small27.y_train, 2)
+    full = PopulationEngine().train(*args, members)
+    expected = [replace(r, seconds=0.0) for r in full]
+    training = PopulationEngine().train(*args, members)
+    before = training.step()
+    resume = {m.key: training.snapshot(m.key) for m in members}
+    resumed = PopulationEngine().train(*args, members, resume)
+    assert [replace(r, seconds=0.0) for r in before + list(resumed)] == expected
+    for m in members:
+        for name, value in full.model(m.key).state_dict().items():
+            assert torch.equal(resumed.model(m.key).state_dict()[name], value), (m.key, name)
+
+
+def test_a_shift_past_half_the_image_is_refused_before_any_population_trains(small27):
+    config = TrainConfig(epochs=1, augment_shift=20)
+    member = Member("m", config, np.arange(100), np.arange(0), 0)
+    with pytest.raises(ConfigError, match="augment_shift=20"):
+        PopulationEngine().train(small27.x_train, small27.y_train, 2, [member])

@@ -124,3 +124,15 @@ def test_extend_adds_members_that_start_with_the_next_round(engine, small27):
         training.extend(
             engine.train(small27.x_train, small27.y_train, 2, members(small27, ("a", FAST, 2)))
         )
+
+
+def test_augmented_scheduled_members_repeat_and_keep_their_own_run_in_a_population(engine, small27):
+    nadam = FAST.replace(epochs=2, optimizer="Nadam", neurons=30)  # runs of its own, as above
+    tuned = nadam.replace(augment_shift=2, augment_flip=True, lr_schedule="cosine", warmup_epochs=1)
+    _, together = run(engine, small27, ("x", FAST.replace(epochs=2), 3), ("y", tuned, 4))
+    _, alone = run(engine, small27, ("y", tuned, 4))
+    _, again = run(engine, small27, ("y", tuned, 4))
+    _, plain = run(engine, small27, ("y", nadam, 4))
+    assert [r.val_loss for r in alone] == [r.val_loss for r in again]
+    assert [r.val_loss for r in together if r.key == "y"] == [r.val_loss for r in alone]
+    assert alone[0].train_loss != plain[0].train_loss

@@ -77,3 +77,67 @@ def test_every_activation_builds_and_backpropagates(activation):
     model = net(activation=activation)
     model(torch.rand(4, 1, 28, 28)).sum().backward()
     assert model.conv1.weight.grad is not None
+
+
+def test_each_block_draws_its_own_dropout_mask_then_the_dense_layer():
+    """The draws, in order: conv_dropout after each block's pooling, then dropout_rate."""
+    model = net(conv_blocks=2, dropout_rate=0.5)
+    drawn = []
+
+    def scales(shape, rate):
+        drawn.append((tuple(shape), rate))
+        return torch.ones(shape)
+
+    model.train()
+    model(torch.rand(3, 1, 28, 28), scales)
+    assert drawn == [((3, 8, 12, 12), 0.25), ((3, 16, 4, 4), 0.25), ((3, 16), 0.5)]
+
+
+def test_batch_norm_has_keras_2_meanings():
+    """Batch statistics while training, moving averages (momentum 0.99, unbiased variance)
+    at evaluation, epsilon 1e-3; scale 1 and shift 0 at init; convolutions without bias."""
+    model = net(batch_norm=True, conv_dropout=0.0, dropout_rate=0.0)
+    assert model.conv1.bias is None and model.conv2.bias is None
+    assert torch.equal(model.bn1.weight, torch.ones(4)) and not model.bn1.bias.any()
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        z = model.conv1(x)
+    model.train()
+    model(x)
+    mean, var = z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=True)
+    torch.testing.assert_close(model.bn1.running_mean, 0.01 * mean)
+    torch.testing.assert_close(model.bn1.running_var, 0.99 + 0.01 * var)
+    model.eval()
+    normed = model.bn1(z)
+    expected = (z - model.bn1.running_mean[:, None, None]) / torch.sqrt(
+        model.bn1.running_var[:, None, None] + 1e-3
+    )
+    torch.testing.assert_close(normed, expected)
+
+
+def test_batch_norm_state_loads_from_a_plain_dict():
+    """The population engine loads rows as plain dicts of the four float tensors a norm
+    holds; torch's own BatchNorm2d would want its batch counter back."""
+    model, other = net(batch_norm=True), net(batch_norm=True, init_mode="zero")
+    model.bn2.running_var.fill_(3.0)
+    other.load_state_dict(dict(model.state_dict()))
+    assert torch.equal(other.bn2.running_var, torch.full((8,), 3.0))
+    assert "bn1.num_batches_tracked" not in model.state_dict()
+
+
+def test_deeper_stacks_draw_their_kernels_after_the_first_blocks():
+    """conv1 and conv2 draw first, as in the seed, so block 1 starts the same at any depth."""
+    one, two = net(), net(conv_blocks=2)
+    assert torch.equal(one.conv1.weight, two.conv1.weight)
+    assert torch.equal(one.conv2.weight, two.conv2.weight)
+    assert two.conv4.weight.shape == (16, 16, 3, 3)
+    assert torch.count_nonzero(two.conv3.bias) == 0
+
+
+@pytest.mark.parametrize("activation", ["softmax", "relu"])
+def test_deep_batch_normed_nets_backpropagate_and_show_the_first_blocks_maps(activation):
+    model = net(conv_blocks=2, batch_norm=True, activation=activation)
+    model(torch.rand(4, 1, 28, 28)).sum().backward()
+    assert model.conv3.weight.grad is not None and model.bn4.weight.grad is not None
+    first, second = model.feature_maps(torch.rand(3, 1, 28, 28))
+    assert first.shape == (3, 4, 26, 26) and second.shape == (3, 8, 24, 24)

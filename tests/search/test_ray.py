@@ -163,8 +163,8 @@ def test_a_node_running_another_deepnet_is_refused_by_name(small27_npz, local_ta
     errors = [line for line in output.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1, output
     assert re.search(
-        rf"node 127\.0\.0\.1 \(node \w{{8}}\) runs deepnet 0\.0\.1, kernels\.c \w+, but "
-        rf"this driver runs deepnet {re.escape(deepnet.__version__)}, kernels\.c \w+: install",
+        rf"node 127\.0\.0\.1 \(node \w{{8}}\) runs deepnet 0\.0\.1, kernels \w+, but "
+        rf"this driver runs deepnet {re.escape(deepnet.__version__)}, kernels \w+: install",
         errors[0],
     ), errors[0]
     assert "Traceback" not in output
@@ -226,7 +226,7 @@ def test_a_node_with_another_build_is_refused_naming_it_and_both():
     assert f"this driver runs deepnet {here.version}" in message
     assert "same deepnet on every node" in message
     rebuilt = NodeIdentity("10.0.0.7", "ab12cd34ef", Build(here.version, "0123456789ab"), True)
-    with pytest.raises(ConfigError, match=r"kernels\.c 0123456789ab, but"):
+    with pytest.raises(ConfigError, match=r"kernels 0123456789ab, but"):
         check_same_build(here, rebuilt)
     check_same_build(here, NodeIdentity("10.0.0.8", "cd", Build.here(), native=False))
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from deepnet import DataError, SearchError, SearchSpec, Space, Stage, run_search
+from deepnet import ConfigError, DataError, SearchError, SearchSpec, Space, Stage, run_search
 from deepnet.data import stratified_folds
 from deepnet.search.driver import run_stage
 from deepnet.search.events import DriverLoad, WorkerLost
@@ -316,3 +316,18 @@ def test_every_worker_lost_is_an_error_and_the_rerun_resumes(tiny, tmp_path):
     resumed = search(tiny, s, storage=storage, on_trial=lambda t: trained.append(t.number))
     assert len(trained) == 4  # the lost ones, from scratch
     assert scores(resumed) == scores(search(tiny, s))
+
+
+@pytest.mark.parametrize(
+    ("space", "error", "message"),
+    [
+        ({"conv_blocks": [1, 3]}, DataError, "too small for conv_blocks=3: .* at least 36x36"),
+        ({"augment_shift": [2, 20]}, ConfigError, "augment_shift=20 .* use augment_shift=14"),
+    ],
+)
+def test_a_space_too_big_for_the_images_is_refused_before_any_worker_starts(
+    tiny, tmp_path, space, error, message
+):
+    with pytest.raises(error, match=message):
+        search(tiny, spec(space), storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert not (tmp_path / "study.db").exists()  # nothing was created

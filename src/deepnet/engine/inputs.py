@@ -12,9 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from deepnet.config import TrainConfig
+from deepnet.engine.augment import Augmentation
 from deepnet.engine.member import Member
 from deepnet.errors import DataError
 from deepnet.evaluate import channels_first, images_to_tensor
+from deepnet.nn.architecture import Architecture
 from deepnet.nn.network import min_image_side
 
 
@@ -49,6 +52,13 @@ def check_training_data(
     for member in members:
         _check_indices(member, "training", member.train_idx, n, allow_empty=False)
         _check_indices(member, "validation", member.val_idx, n, allow_empty=True)
+
+
+def check_config_fits(config: TrainConfig, height: int, width: int, channels: int) -> None:
+    """DataError or ConfigError, as training would raise it, if ``config``'s stack is too
+    deep or its shift too wide for ``height`` x ``width`` images: before anything trains."""
+    Architecture.for_config(config, 2, (height, width), channels)
+    Augmentation.of(config).check(height, width)
 
 
 def _check_labels(labels: np.ndarray, n_classes: int) -> None:

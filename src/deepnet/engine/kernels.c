@@ -1,5 +1,7 @@
 /* The seed network's convolution stack for a population: direct 3x3 "valid" convolutions,
- * activations and 2x2 max pooling, forward and backward (stack_forward, stack_backward).
+ * activations and 2x2 max pooling, forward and backward (stack_forward, stack_backward), and
+ * the same with a batch norm after each convolution (norm_stack_forward, norm_stack_backward).
+ * Each runs one conv-conv-pool block; deeper networks chain them.
  *
  * Layout: images innermost. A feature map is (P, C, H, W, N): member, channel, row, column,
  * image; N is a multiple of 16 so that each (p, c, y, x) holds whole 16-float vectors.
@@ -16,6 +18,7 @@
  * its maps recomputed into scratch space that stays in cache.
  * Compiled at first use by deepnet/engine/kernels.py.
  */
+#include <math.h>
 #include <stdint.h>
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
@@ -551,13 +554,14 @@ void stack_forward(const float *x, const float *w1, const float *b1, const float
 }
 
 /* The weight and bias gradients of stack_forward from g, the gradient of its output, a
- * member at a time: its maps are recomputed into scratch rather than stored, and the
- * gradients of both layers' outputs live there too; scratch holds
+ * member at a time, and the gradient gx of its input x unless gx is NULL (a block that
+ * reads another block's output): its maps are recomputed into scratch rather than stored,
+ * and the gradients of both layers' outputs live there too; scratch holds
  * 2 * (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
 void stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
                     const float *w1, const float *b1, const float *w2, const float *b2, int act,
-                    float *gw1, float *gb1, float *gw2, float *gb2, float *scratch, int P, int C0,
-                    int C1, int C2, int H, int W, int N) {
+                    float *gw1, float *gb1, float *gw2, float *gb2, float *gx, float *scratch,
+                    int P, int C0, int C1, int C2, int H, int W, int N) {
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
@@ -579,6 +583,205 @@ void stack_backward(const float *g, const int32_t *idx, const float *out, const 
                          C2, H - 2, W - 2, N);
     conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, gb1 + (int64_t)p * C1, 1, C0,
                          C1, H, W, N);
+    if (gx) conv_backward_input(gh, w1p, xp, LINEAR, gx + p * image, 1, C0, C1, H, W, N);
+  }
+}
+
+/* --- The batch-normalised stack: conv -> norm -> act -> conv -> norm -> pool -> act --------
+ * The convolutions have no bias (the norms' shifts take its place). A norm's batch statistics
+ * are a member's own, over its first count[p] images (the rest of the N are padding, which
+ * neither the statistics nor any gradient sees); at evaluation (count NULL) it normalises by
+ * the moving averages given instead. */
+#define NORM_EPSILON 1e-3f /* Keras' BatchNormalization epsilon (functional.BN_EPSILON) */
+
+/* Which lanes of the images n..n+15 are among the first count (real, not padding). */
+INLINE v16i real_lanes(int n, int count) {
+  const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return lane < (v16i){} + (count - n);
+}
+
+INLINE double lanes_sum_double(v16 v) {
+  double s = 0.0;
+  for (int l = 0; l < 16; l++) s += v[l];
+  return s;
+}
+
+/* mean[c] and the biased variance var[c] of one member's maps z (C, Ho, Wo, N) over its first
+ * count images, in two passes (the second about the mean), summed a row at a time in float
+ * vectors and across rows in double. */
+static void norm_statistics(const float *z, int C, int Ho, int Wo, int N, int count, float *mean,
+                            float *var) {
+  const double n = (double)count * Ho * Wo;
+  for (int c = 0; c < C; c++) {
+    const float *zc = z + (int64_t)c * Ho * Wo * N;
+    double sum = 0.0, squares = 0.0;
+    for (int y = 0; y < Ho; y++) {
+      v16 row = {};
+      for (int x = 0; x < Wo; x++)
+        for (int j = 0; j < count; j += 16)
+          row += select(real_lanes(j, count), LOAD(zc + ((int64_t)y * Wo + x) * N + j), (v16){});
+      sum += lanes_sum_double(row);
+    }
+    const float m = (float)(sum / n);
+    for (int y = 0; y < Ho; y++) {
+      v16 row = {};
+      for (int x = 0; x < Wo; x++)
+        for (int j = 0; j < count; j += 16) {
+          const v16 d = LOAD(zc + ((int64_t)y * Wo + x) * N + j) - m;
+          row += select(real_lanes(j, count), d * d, (v16){});
+        }
+      squares += lanes_sum_double(row);
+    }
+    mean[c] = m;
+    var[c] = (float)(squares / n);
+  }
+}
+
+/* a = act((z - mean) * gamma / sqrt(var + eps) + beta) per channel of (C, M) maps, every
+ * image (padding too: nothing reads its values); a may be z. */
+INLINE void norm_apply_act(const float *z, const float *mean, const float *var,
+                           const float *gamma, const float *beta, float *a, int C, int64_t M,
+                           const int act) {
+  for (int c = 0; c < C; c++) {
+    const float scale = gamma[c] / sqrtf(var[c] + NORM_EPSILON), m = mean[c], shift = beta[c];
+    for (int64_t i = (int64_t)c * M; i < (int64_t)(c + 1) * M; i += 16)
+      STORE(a + i, activate(act, (LOAD(z + i) - m) * scale + shift));
+  }
+}
+
+/* norm_apply_act, softmax (over the channels) included. */
+static void norm_apply(const float *z, const float *mean, const float *var, const float *gamma,
+                       const float *beta, int act, float *a, int C, int64_t M) {
+  DISPATCH(act == SOFTMAX ? LINEAR : act, norm_apply_act, z, mean, var, gamma, beta, a, C, M)
+  if (act == SOFTMAX) softmax_channels(a, C, M);
+}
+
+INLINE void activate_maps_act(float *a, int64_t M, const int act) {
+  for (int64_t i = 0; i < M; i += 16) STORE(a + i, activate(act, LOAD(a + i)));
+}
+
+/* a = act(a) in place, over M floats (a multiple of 16); act elementwise. */
+static void activate_maps(float *a, int64_t M, int act) {
+  DISPATCH(act, activate_maps_act, a, M)
+}
+
+/* The gradient of a norm's input z from g, that of its output y = (z - mean) * scale + beta,
+ * in place, for batch statistics over the first count images (padding gets 0); ggamma[c] and
+ * gbeta[c] are the sums of g * (z - mean) / sqrt(var + eps) and of g over those images. */
+static void norm_backward(float *g, const float *z, const float *mean, const float *var,
+                          const float *gamma, float *ggamma, float *gbeta, int C, int Ho, int Wo,
+                          int N, int count) {
+  const double n = (double)count * Ho * Wo;
+  const int64_t M = (int64_t)Ho * Wo * N;
+  for (int c = 0; c < C; c++) {
+    float *gc = g + c * M;
+    const float *zc = z + c * M;
+    const float invstd = 1.0f / sqrtf(var[c] + NORM_EPSILON), m = mean[c];
+    double sum = 0.0, dot = 0.0;
+    for (int y = 0; y < Ho; y++) {
+      v16 rs = {}, rd = {};
+      for (int x = 0; x < Wo; x++)
+        for (int j = 0; j < count; j += 16) {
+          const int64_t o = ((int64_t)y * Wo + x) * N + j;
+          const v16i real = real_lanes(j, count);
+          const v16 gv = select(real, LOAD(gc + o), (v16){});
+          rs += gv;
+          rd += gv * ((LOAD(zc + o) - m) * invstd);
+        }
+      sum += lanes_sum_double(rs);
+      dot += lanes_sum_double(rd);
+    }
+    ggamma[c] = (float)dot;
+    gbeta[c] = (float)sum;
+    const float k = gamma[c] * invstd, mean_g = (float)(sum / n), mean_gx = (float)(dot / n);
+    for (int64_t q = 0; q < (int64_t)Ho * Wo * N; q += N)
+      for (int j = 0; j < N; j += 16) {
+        const v16 xhat = (LOAD(zc + q + j) - m) * invstd;
+        const v16 gz = k * (LOAD(gc + q + j) - mean_g - xhat * mean_gx);
+        STORE(gc + q + j, j < count ? select(real_lanes(j, count), gz, (v16){}) : (v16){});
+      }
+  }
+}
+
+/* The batch-normalised stack for each member: out = act(pool(norm2(conv(act(norm1(conv(x,
+ * w1))), w2)))) (softmax: pooled after it), idx as conv_pool_forward's. Training (count not
+ * NULL): each norm's batch statistics are written to mean1, var1 (P, C1) and mean2, var2
+ * (P, C2), variances biased; evaluation: those hold the moving averages to normalise by.
+ * scratch holds (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
+void norm_stack_forward(const float *x, const float *w1, const float *g1, const float *be1,
+                        const float *w2, const float *g2, const float *be2, int act,
+                        const int32_t *count, float *mean1, float *var1, float *mean2,
+                        float *var2, float *out, int32_t *idx, float *scratch, int P, int C0,
+                        int C1, int C2, int H, int W, int N) {
+  const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
+  const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
+  const int elementwise = act == SOFTMAX ? LINEAR : act;
+  float zero[C1 > C2 ? C1 : C2];
+  for (int c = 0; c < (C1 > C2 ? C1 : C2); c++) zero[c] = 0.0f;
+  float *h = scratch, *z = scratch + first;
+  for (int p = 0; p < P; p++) {
+    float *m1 = mean1 + (int64_t)p * C1, *v1 = var1 + (int64_t)p * C1;
+    float *m2 = mean2 + (int64_t)p * C2, *v2 = var2 + (int64_t)p * C2;
+    conv_forward(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, zero, LINEAR, h, 1, C0, C1, H, W,
+                 N);
+    if (count) norm_statistics(h, C1, H - 2, W - 2, N, count[p], m1, v1);
+    norm_apply(h, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, C1, first / C1);
+    conv_forward(h, w2 + (int64_t)p * C2 * C1 * 9, zero, LINEAR, z, 1, C1, C2, H - 2, W - 2, N);
+    if (count) norm_statistics(z, C2, H - 4, W - 4, N, count[p], m2, v2);
+    /* pooled, then activated (softmax: first), as pool_activate does */
+    norm_apply(z, m2, v2, g2 + (int64_t)p * C2, be2 + (int64_t)p * C2,
+               act == SOFTMAX ? SOFTMAX : LINEAR, z, C2, (int64_t)(H - 4) * (W - 4) * N);
+    pool_forward(z, out + p * pooled, idx + p * pooled, C2, H - 4, W - 4, N);
+    if (elementwise != LINEAR) activate_maps(out + p * pooled, pooled, elementwise);
+  }
+}
+
+/* The gradients of norm_stack_forward (training) from g, that of its output: of the kernels,
+ * of the norms' scales (gg1, gg2) and shifts (gbe1, gbe2), and of x unless gx is NULL; the
+ * maps are recomputed from x and the batch statistics a member at a time. scratch holds
+ * 3 * (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
+void norm_stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
+                         const float *w1, const float *g1, const float *be1, const float *w2,
+                         const float *g2, const float *be2, int act, const int32_t *count,
+                         const float *mean1, const float *var1, const float *mean2,
+                         const float *var2, float *gw1, float *gg1, float *gbe1, float *gw2,
+                         float *gg2, float *gbe2, float *gx, float *scratch, int P, int C0,
+                         int C1, int C2, int H, int W, int N) {
+  const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
+  const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
+  const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
+  const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
+  const int most = C1 > C2 ? C1 : C2;
+  float zero[most], unused[most];
+  for (int c = 0; c < most; c++) zero[c] = 0.0f;
+  float *z1 = scratch, *h = z1 + first, *gh = h + first;
+  float *z2 = gh + first, *g2z = z2 + second, *a = g2z + second;
+  for (int p = 0; p < P; p++) {
+    const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
+    const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
+    const float *m1 = mean1 + (int64_t)p * C1, *v1 = var1 + (int64_t)p * C1;
+    const float *m2 = mean2 + (int64_t)p * C2, *v2 = var2 + (int64_t)p * C2;
+    conv_forward(xp, w1p, zero, LINEAR, z1, 1, C0, C1, H, W, N);
+    norm_apply(z1, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, C1, first / C1);
+    conv_forward(h, w2p, zero, LINEAR, z2, 1, C1, C2, H - 2, W - 2, N);
+    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2z, C2,
+                  H - 4, W - 4, N);
+    if (softmax) {
+      norm_apply(z2, m2, v2, g2 + (int64_t)p * C2, be2 + (int64_t)p * C2, SOFTMAX, a, C2,
+                 second / C2);
+      softmax_backward(g2z, a, C2, second / C2);
+    }
+    norm_backward(g2z, z2, m2, v2, g2 + (int64_t)p * C2, gg2 + (int64_t)p * C2,
+                  gbe2 + (int64_t)p * C2, C2, H - 4, W - 4, N, count[p]);
+    conv_backward_weight(g2z, h, gw2 + (int64_t)p * C2 * C1 * 9, unused, 1, C1, C2, H - 2, W - 2,
+                         N);
+    conv_backward_input(g2z, w2p, h, elementwise, gh, 1, C1, C2, H - 2, W - 2, N);
+    if (softmax) softmax_backward(gh, h, C1, first / C1);
+    norm_backward(gh, z1, m1, v1, g1 + (int64_t)p * C1, gg1 + (int64_t)p * C1,
+                  gbe1 + (int64_t)p * C1, C1, H - 2, W - 2, N, count[p]);
+    conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, unused, 1, C0,
+                         C1, H, W, N);
+    if (gx) conv_backward_input(gh, w1p, xp, LINEAR, gx + p * image, 1, C0, C1, H, W, N);
   }
 }
 

@@ -1,16 +1,18 @@
 """The seed network's convolutions for a population, images innermost: (P, C, H, W, N) maps.
 
-``conv_stack`` (conv, activation, conv, pooling, activation) runs the C loops of kernels.c,
-compiled at first use with the machine's C compiler (``cc -O3 -march=native``) into the
-cache directory and loaded with ctypes. Grouped convolutions with 4-16 channels per group
-are a poor fit for oneDNN's vector blocking; these loops keep a block of channels in
-registers and stream the images, and run the whole stack a member at a time so that its
-maps stay in cache. ``gather_images`` lays out each member's batch for it, from float32
-images or from uint8 pixels that it scales as it reads them. Where no compiler is found the
-same functions run as grouped torch convolutions and indexing, slower but with the same
-results; ``native()`` says which is in use.
+``conv_stack`` (conv, activation, conv, pooling, activation: one block) and ``norm_stack``
+(the same with a batch norm after each convolution; ``norm_stack_eval`` at evaluation) run
+the C loops of kernels.c, compiled at first use with the machine's C compiler (``cc -O3
+-march=native``) into the cache directory and loaded with ctypes; deeper networks chain
+them, a block's input gradient passed back to the block before. Grouped convolutions with
+4-16 channels per group are a poor fit for oneDNN's vector blocking; these loops keep a
+block of channels in registers and stream the images, and run the whole stack a member at
+a time so that its maps stay in cache. ``gather_images`` lays out each member's batch for
+it, from float32 images or from uint8 pixels that it scales as it reads them. Where no
+compiler is found the same functions run as grouped torch convolutions and indexing, slower
+but with the same results; ``native()`` says which is in use.
 Every entry point checks dtypes, shapes and index bounds before C sees a pointer, and
-``_call`` refuses strided memory: no argument Python passes makes C read past a buffer.
+``call`` refuses strided memory: no argument Python passes makes C read past a buffer.
 """
 
 from __future__ import annotations
@@ -32,9 +34,17 @@ import torch
 from torch.autograd import Function
 
 from deepnet.nn.activations import ACTIVATIONS
+from deepnet.nn.functional import BN_EPSILON
 from deepnet.nn.network import pool_activate
 
-SOURCE = Path(__file__).with_name("kernels.c")
+SOURCES = tuple(sorted(Path(__file__).parent.glob("*.c")))  # compiled into one library
+
+
+def sources_digest() -> bytes:
+    """The C sources' bytes, in order: what a build is keyed by."""
+    return b"".join(path.name.encode() + path.read_bytes() for path in SOURCES)
+
+
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
 LANES = 16  # floats per vector in kernels.c: the image count must be a multiple of it
 _MIN_SIDE = 6  # kernels.c's two valid 3x3 convolutions and 2x2 pooling leave a pixel
@@ -43,10 +53,14 @@ _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
 _SIGNATURES = {
     "stack_forward": [_PTR] * 5 + [_INT] + [_PTR] * 3 + [_INT] * 7,
-    "stack_backward": [_PTR] * 8 + [_INT] + [_PTR] * 5 + [_INT] * 7,
+    "stack_backward": [_PTR] * 8 + [_INT] + [_PTR] * 6 + [_INT] * 7,
+    "norm_stack_forward": [_PTR] * 7 + [_INT] + [_PTR] * 8 + [_INT] * 7,
+    "norm_stack_backward": [_PTR] * 10 + [_INT] + [_PTR] * 13 + [_INT] * 7,
     "gather_images": [_PTR] * 3 + [_INT] * 3,
     "gather_pixels": [_PTR] * 3 + [_INT] * 3,
     "dropout_scales": [_PTR] * 6 + [_INT] * 3,
+    "gather_augmented": [_PTR] * 8 + [_INT] * 5,  # augment.c
+    "gather_augmented_pixels": [_PTR] * 8 + [_INT] * 5,
 }
 # kernels.c's codes for the activations it computes in its loops
 ACTIVATION_CODES = {
@@ -92,7 +106,7 @@ def _library() -> ctypes.CDLL | None:
             stacklevel=3,
         )
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + f"{compiler} {FLAGS} {_cpu_id()}".encode())
+    key = hashlib.sha256(sources_digest() + f"{compiler} {FLAGS} {_cpu_id()}".encode())
     name = f"deepnet-kernels-{key.hexdigest()[:16]}.so"
     for folder in (_build_dir(), Path(tempfile.gettempdir()) / "deepnet-kernels"):
         target = folder / name
@@ -101,7 +115,7 @@ def _library() -> ctypes.CDLL | None:
                 folder.mkdir(parents=True, exist_ok=True)
                 partial = folder / f"{name}.{os.getpid()}.tmp"
                 subprocess.run(
-                    [compiler, *FLAGS, "-o", str(partial), str(SOURCE)],
+                    [compiler, *FLAGS, "-o", str(partial), *map(str, SOURCES)],
                     check=True,
                     capture_output=True,
                     text=True,
@@ -110,8 +124,9 @@ def _library() -> ctypes.CDLL | None:
             library = ctypes.CDLL(str(target))
         except subprocess.CalledProcessError as exc:
             warnings.warn(
-                f"compiling {SOURCE.name} failed ({exc.stderr.strip()[:300]}); the population "
-                "engine uses torch's grouped convolutions instead, several times slower.",
+                f"compiling {', '.join(p.name for p in SOURCES)} failed "
+                f"({exc.stderr.strip()[:300]}); the population engine uses torch's grouped "
+                "convolutions instead, several times slower.",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -132,14 +147,16 @@ def native() -> bool:
 _C_INT = range(-(2**31), 2**31)
 
 
-def _call(function: str, *args: torch.Tensor | np.ndarray | int) -> None:
+def call(function: str, *args: torch.Tensor | np.ndarray | int | None) -> None:
     """kernels.c's ``function`` on tensors and arrays (as their data pointers) and ints.
 
     The last guard before C: every buffer must be contiguous CPU memory and every int a C
-    int; the callers have checked dtypes, shapes and index bounds (``_expect``)."""
+    int; the callers have checked dtypes, shapes and index bounds (``expect``)."""
     pointers = []
     for i, arg in enumerate(args):
-        if isinstance(arg, torch.Tensor):
+        if arg is None:
+            pointers.append(None)  # NULL: an output the caller does not want
+        elif isinstance(arg, torch.Tensor):
             if arg.device.type != "cpu" or not arg.is_contiguous():
                 raise ValueError(f"{function}: argument {i} must be a contiguous CPU tensor")
             pointers.append(arg.data_ptr())
@@ -154,7 +171,7 @@ def _call(function: str, *args: torch.Tensor | np.ndarray | int) -> None:
     getattr(_library(), function)(*pointers)
 
 
-def _expect(
+def expect(
     function: str, name: str, t: object, dtype: torch.dtype, shape: tuple[int | None, ...]
 ) -> torch.Tensor:
     """``t`` if it is a CPU tensor of ``dtype`` and ``shape`` (None: any size), else a
@@ -182,7 +199,7 @@ class _NativeConvStack(Function):
         idx = torch.empty(out.shape, dtype=torch.int32)
         scratch = torch.empty(_scratch(c1, c2, h, w, n))
         code = ACTIVATION_CODES[activation]
-        _call("stack_forward", x, w1, b1, w2, b2, code, out, idx, scratch, p, c0, c1, c2, h, w, n)
+        call("stack_forward", x, w1, b1, w2, b2, code, out, idx, scratch, p, c0, c1, c2, h, w, n)
         ctx.save_for_backward(x, w1, b1, w2, b2, idx, out)
         ctx.code = code
         return out
@@ -190,15 +207,16 @@ class _NativeConvStack(Function):
     @staticmethod
     def backward(ctx, g):
         x, w1, b1, w2, b2, idx, out = ctx.saved_tensors
-        g = _expect("conv_stack", "gradient", g, torch.float32, tuple(out.shape))
+        g = expect("conv_stack", "gradient", g, torch.float32, tuple(out.shape))
         g = g.contiguous()  # held in a name: the C call must not see freed memory
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         scratch = torch.empty(2 * _scratch(c1, c2, h, w, n))
-        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, *grads, scratch)
-        _call("stack_backward", *args, p, c0, c1, c2, h, w, n)
-        return None, *grads, None
+        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, *grads, gx, scratch)
+        call("stack_backward", *args, p, c0, c1, c2, h, w, n)
+        return gx, *grads, None
 
 
 def _scratch(c1: int, c2: int, h: int, w: int, n: int) -> int:
@@ -217,10 +235,11 @@ def _from_nchw(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.view(n, p, pc // p, h, w).permute(1, 2, 3, 4, 0).contiguous()
 
 
-def _conv3x3_torch(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _conv3x3_torch(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """Each member's 3x3 valid convolution, as one grouped torch convolution."""
     p, co, ci = w.shape[:3]
-    out = torch.conv2d(_to_nchw(x), w.reshape(p * co, ci, 3, 3), b.reshape(-1), groups=p)
+    bias = None if b is None else b.reshape(-1)
+    out = torch.conv2d(_to_nchw(x), w.reshape(p * co, ci, 3, 3), bias, groups=p)
     return _from_nchw(out, p)
 
 
@@ -258,7 +277,8 @@ def conv_stack(
     second convolution is pooled as it is computed (softmax, which mixes channels, gets
     passes of its own); the backward pass recomputes the maps into scratch space that stays
     in cache, so only the images, the pooled output and the winners' positions are stored
-    for the whole population. x gets no gradient (images need none).
+    for the whole population. x gets a gradient where it requires one (the input of a block
+    after the first), else none (images need none).
     """
     _check_stack(x, w1, b1, w2, b2, activation)
     if not native():
@@ -268,25 +288,205 @@ def conv_stack(
 
 
 def _check_stack(
-    x: object, w1: object, b1: object, w2: object, b2: object, activation: str
+    x: object,
+    w1: object,
+    b1: object,
+    w2: object,
+    b2: object,
+    activation: str,
+    fn: str = "conv_stack",
+    biases: tuple[str, str] = ("b1", "b2"),
 ) -> None:
     """conv_stack's contract: shapes that agree, float32, N a multiple of LANES, maps that
-    leave a pooled pixel, an activation kernels.c computes."""
-    fn, f32 = "conv_stack", torch.float32
-    p, c0, h, w, n = _expect(fn, "x", x, f32, (None,) * 5).shape
+    leave a pooled pixel, an activation kernels.c computes (b1, b2: a value per channel)."""
+    f32 = torch.float32
+    p, c0, h, w, n = expect(fn, "x", x, f32, (None,) * 5).shape
     if n % LANES:
         raise ValueError(f"{fn}: x must hold a multiple of {LANES} images (dim 4), got {n}")
     if min(h, w) < _MIN_SIDE:
         side = f"{_MIN_SIDE}x{_MIN_SIDE}"
         raise ValueError(f"{fn}: x's maps must be at least {side} (dims 2, 3), got {h}x{w}")
-    c1 = _expect(fn, "w1", w1, f32, (p, None, c0, 3, 3)).shape[1]
-    _expect(fn, "b1", b1, f32, (p, c1))
-    c2 = _expect(fn, "w2", w2, f32, (p, None, c1, 3, 3)).shape[1]
-    _expect(fn, "b2", b2, f32, (p, c2))
+    c1 = expect(fn, "w1", w1, f32, (p, None, c0, 3, 3)).shape[1]
+    expect(fn, biases[0], b1, f32, (p, c1))
+    c2 = expect(fn, "w2", w2, f32, (p, None, c1, 3, 3)).shape[1]
+    expect(fn, biases[1], b2, f32, (p, c2))
     if activation not in ACTIVATION_CODES:
         raise ValueError(
             f"{fn}: unknown activation {activation!r}; one of {sorted(ACTIVATION_CODES)}"
         )
+
+
+# a block's batch norms' statistics: mean1, var1 (P, C1), mean2, var2 (P, C2)
+Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class _NativeNormStack(Function):
+    @staticmethod
+    def forward(ctx, x, w1, g1, be1, w2, g2, be2, activation, counts):
+        p, c0, h, w, n = x.shape
+        c1, c2 = w1.shape[1], w2.shape[1]
+        out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
+        idx = torch.empty(out.shape, dtype=torch.int32)
+        stats = torch.empty(p, c1), torch.empty(p, c1), torch.empty(p, c2), torch.empty(p, c2)
+        scratch = torch.empty(_scratch(c1, c2, h, w, n))
+        code = ACTIVATION_CODES[activation]
+        args = (x, w1, g1, be1, w2, g2, be2, code, counts, *stats, out, idx, scratch)
+        call("norm_stack_forward", *args, p, c0, c1, c2, h, w, n)
+        ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out)
+        ctx.code = code
+        ctx.mark_non_differentiable(*stats)
+        return out, *stats
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out = ctx.saved_tensors
+        g = expect("norm_stack", "gradient", g, torch.float32, tuple(out.shape)).contiguous()
+        p, c0, h, w, n = x.shape
+        c1, c2 = w1.shape[1], w2.shape[1]
+        grads = (
+            torch.empty_like(w1),
+            torch.empty(p, c1),
+            torch.empty(p, c1),
+            torch.empty_like(w2),
+            torch.empty(p, c2),
+            torch.empty(p, c2),
+        )
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        scratch = torch.empty(3 * _scratch(c1, c2, h, w, n))
+        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats)
+        call("norm_stack_backward", *args, *grads, gx, scratch, p, c0, c1, c2, h, w, n)
+        return gx, *grads, None, None
+
+
+def _norm_torch(
+    z: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    counts: torch.Tensor | None,
+    running: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """A batch norm of each member's maps z (P, C, H, W, N) over its first ``counts[p]``
+    images (mean and biased variance), or by the moving averages ``running`` where counts is
+    None; and the statistics it normalised by."""
+    p, _, h, w, n = z.shape
+    if counts is None:
+        mean, var = running
+    else:
+        real = (torch.arange(n) < counts[:, None]).to(z.dtype).view(p, 1, 1, 1, n)
+        size = (counts * h * w).to(z.dtype).view(p, 1)
+        mean = (z * real).sum((2, 3, 4)) / size
+        var = ((z - mean[..., None, None, None]) * real).square().sum((2, 3, 4)) / size
+    scale = gamma * torch.rsqrt(var + BN_EPSILON)
+    centred = z - mean[..., None, None, None]
+    out = centred * scale[..., None, None, None] + beta[..., None, None, None]
+    return out, (mean.detach(), var.detach())
+
+
+def norm_stack_torch(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    g1: torch.Tensor,
+    be1: torch.Tensor,
+    w2: torch.Tensor,
+    g2: torch.Tensor,
+    be2: torch.Tensor,
+    activation: str,
+    counts: torch.Tensor | None = None,
+    running: Statistics | None = None,
+) -> tuple[torch.Tensor, Statistics]:
+    """norm_stack from torch operations (the fallback, and the tests' reference); the
+    variances it returns are biased."""
+    act, running = ACTIVATIONS[activation], running or ()
+    first, s1 = _norm_torch(_conv3x3_torch(x, w1, None), g1, be1, counts, running[:2])
+    second, s2 = _norm_torch(_conv3x3_torch(act(first), w2, None), g2, be2, counts, running[2:])
+    return pool_activate(second, activation, _max_pool2x2_torch), (*s1, *s2)
+
+
+def norm_stack(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    g1: torch.Tensor,
+    be1: torch.Tensor,
+    w2: torch.Tensor,
+    g2: torch.Tensor,
+    be2: torch.Tensor,
+    activation: str,
+    counts: torch.Tensor,
+) -> tuple[torch.Tensor, Statistics]:
+    """A batch-normalised block for each member, training: x (P, C0, H, W, N), kernels w1
+    (P, C1, C0, 3, 3) and w2 (P, C2, C1, 3, 3) without biases, the norms' scales g1, g2 and
+    shifts be1, be2 (P, C1) and (P, C2) -> pool_activate(norm2(conv(activation(norm1(conv(
+    x, w1))), w2)), activation), (P, C2, (H-4)//2, (W-4)//2, N), as SeedNet's block computes
+    it in training mode: each norm normalises by member p's batch statistics over its first
+    ``counts[p]`` images (the rest are padding, which adds nothing to any gradient).
+
+    Also returns the statistics for the moving averages: (mean1, var1, mean2, var2), the
+    variances unbiased as torch's BatchNorm2d averages them. Like conv_stack, a member at a
+    time with its maps recomputed in backward, and x gets a gradient where it requires one.
+    """
+    p, _, h, w, n = _check_norm_stack(x, w1, g1, be1, w2, g2, be2, activation)
+    counts = expect("norm_stack", "counts", counts, torch.int32, (p,))
+    if p and not (int(counts.min()) > 0 and int(counts.max()) <= n):
+        raise ValueError(f"norm_stack: counts must be in [1, {n}], got {counts.tolist()}")
+    if native():
+        tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
+        out, *stats = _NativeNormStack.apply(*tensors, activation, counts.contiguous())
+    else:
+        out, stats = norm_stack_torch(x, w1, g1, be1, w2, g2, be2, activation, counts)
+    m1, v1, m2, v2 = stats
+    images = counts.to(torch.float32)[:, None]
+    first, second = images * (h - 2) * (w - 2), images * (h - 4) * (w - 4)
+    return out, (m1, v1 * first / (first - 1), m2, v2 * second / (second - 1))
+
+
+@torch.no_grad()
+def norm_stack_eval(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    g1: torch.Tensor,
+    be1: torch.Tensor,
+    w2: torch.Tensor,
+    g2: torch.Tensor,
+    be2: torch.Tensor,
+    activation: str,
+    running: Statistics,
+) -> torch.Tensor:
+    """norm_stack at evaluation: each norm normalises by the moving averages ``running``
+    (mean1, var1 (P, C1), mean2, var2 (P, C2)), as SeedNet in eval mode; no gradients."""
+    p, c0, h, w, n = _check_norm_stack(x, w1, g1, be1, w2, g2, be2, activation)
+    c1, c2 = w1.shape[1], w2.shape[1]
+    names, channels = ("mean1", "var1", "mean2", "var2"), (c1, c1, c2, c2)
+    for name, t, c in zip(names, running, channels, strict=True):
+        expect("norm_stack_eval", name, t, torch.float32, (p, c))
+    if not native():
+        return norm_stack_torch(x, w1, g1, be1, w2, g2, be2, activation, None, running)[0]
+    tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
+    stats = [t.contiguous() for t in running]
+    out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
+    idx = torch.empty(out.shape, dtype=torch.int32)
+    scratch = torch.empty(_scratch(c1, c2, h, w, n))
+    code = ACTIVATION_CODES[activation]
+    args = (*tensors, code, None, *stats, out, idx, scratch)
+    call("norm_stack_forward", *args, p, c0, c1, c2, h, w, n)
+    return out
+
+
+def _check_norm_stack(
+    x: object,
+    w1: object,
+    g1: object,
+    be1: object,
+    w2: object,
+    g2: object,
+    be2: object,
+    activation: str,
+) -> torch.Size:
+    """norm_stack's contract, conv_stack's with a scale and a shift per channel for biases."""
+    _check_stack(x, w1, g1, w2, g2, activation, "norm_stack", ("g1", "g2"))
+    p, c1, c2 = x.shape[0], w1.shape[1], w2.shape[1]
+    expect("norm_stack", "be1", be1, torch.float32, (p, c1))
+    expect("norm_stack", "be2", be2, torch.float32, (p, c2))
+    return x.shape
 
 
 def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -295,19 +495,8 @@ def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     float32, or uint8 pixels, scaled by 1/255 as they are gathered (as images_to_tensor
     scales them), so that a population can hold its images at a byte a pixel."""
     fn = "gather_images"
-    _expect(fn, "index", index, torch.int64, (None, None))
-    if isinstance(x, torch.Tensor) and x.ndim == 3:
-        x = x.unsqueeze(1)
-    dtype = x.dtype if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 else torch.float32
-    m, c, h, w = _expect(fn, "x", x, dtype, (None,) * 4).shape
-    p, n = index.shape
-    if n % LANES:
-        raise ValueError(f"{fn}: index must hold a multiple of {LANES} images a row, got {n}")
-    if index.numel():
-        low, high = torch.aminmax(index)
-        if low < 0 or high >= m:
-            bad = int(low if low < 0 else high)
-            raise ValueError(f"{fn}: index {bad} is outside the {m} images (valid: 0 to {m - 1})")
+    x = checked_images(fn, x, index)
+    (c, h, w), (p, n), dtype = x.shape[1:], index.shape, x.dtype
     if not native():
         gathered = x[index].permute(0, 2, 3, 4, 1)
         if dtype == torch.uint8:
@@ -315,8 +504,28 @@ def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return gathered.contiguous()
     x, index = x.contiguous(), index.contiguous()  # held in names: the C call reads them
     out = torch.empty(p, c, h, w, n)
-    _call("gather_pixels" if dtype == torch.uint8 else fn, out, x, index, p, c * h * w, n)
+    call("gather_pixels" if dtype == torch.uint8 else fn, out, x, index, p, c * h * w, n)
     return out
+
+
+def checked_images(fn: str, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The images (M, C, H, W) a gather of ``index`` (P, N) reads, grey (M, H, W) given a
+    channel; ValueError naming ``fn`` unless x is uint8 or float32, N a multiple of LANES and
+    every index in [0, M)."""
+    expect(fn, "index", index, torch.int64, (None, None))
+    if isinstance(x, torch.Tensor) and x.ndim == 3:
+        x = x.unsqueeze(1)
+    dtype = x.dtype if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 else torch.float32
+    m = expect(fn, "x", x, dtype, (None,) * 4).shape[0]
+    n = index.shape[1]
+    if n % LANES:
+        raise ValueError(f"{fn}: index must hold a multiple of {LANES} images a row, got {n}")
+    if index.numel():
+        low, high = torch.aminmax(index)
+        if low < 0 or high >= m:
+            bad = int(low if low < 0 else high)
+            raise ValueError(f"{fn}: index {bad} is outside the {m} images (valid: 0 to {m - 1})")
+    return x
 
 
 def dropout_scales(
@@ -344,7 +553,7 @@ def dropout_scales(
         np.asarray(counts, dtype=np.int32),
         np.asarray(features, dtype=np.int32),
     )
-    _call("dropout_scales", out, *arrays, len(keys), width, n)
+    call("dropout_scales", out, *arrays, len(keys), width, n)
     return out
 
 

@@ -1,7 +1,8 @@
 """The population engine: many members trained in lockstep as one set of stacked tensors.
 
-Members that can share a training step (same batch size, filter counts and batches per
-epoch) form a population. Its parameters live in one (P, S) matrix, a row per member
+Members that can share a training step (same batch size, blocks and filter counts, batch
+norm or not, and batches per epoch) form a population. Its parameters (and the batch norms'
+moving averages, which no gradient reaches) live in one (P, S) matrix, a row per member
 (``parameters``); its members' records in a Roster in the same row order (``roster``);
 its optimizer state in an OptimizerBank (``optimizer_bank``). A step runs every member's
 own batch through the population convolutions of ``kernels`` (feature maps (P, C, H, W,
@@ -18,20 +19,30 @@ are cut out of the matrices after the epoch, so pruning frees their compute at o
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from deepnet.config import TrainConfig
 from deepnet.engine.allocator import keep_freed_memory
+from deepnet.engine.augment import BatchTransforms, check_augmentations, gather_augmented
 from deepnet.engine.batches import Tally, pad
 from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.dropout import draw
 from deepnet.engine.inputs import check_training_data, pixel_tensors
-from deepnet.engine.kernels import LANES, conv_stack, gather_images
+from deepnet.engine.kernels import (
+    LANES,
+    Statistics,
+    conv_stack,
+    gather_images,
+    norm_stack,
+    norm_stack_eval,
+)
 from deepnet.engine.member import EpochResult, Member, epoch_status
 from deepnet.engine.member_runs import Run, by_runs, sort_key
 from deepnet.engine.optimizer_bank import OptimizerBank, RuleGroup
@@ -39,11 +50,34 @@ from deepnet.engine.parameters import Layout, StackedParameters
 from deepnet.engine.roster import Hidden, MemberState, Roster, StepShape
 from deepnet.engine.training import Training
 from deepnet.nn import ACTIVATIONS, OPTIMIZERS, SeedNet, categorical_crossentropy, max_norm_
-from deepnet.nn.architecture import Architecture
+from deepnet.nn.architecture import Architecture, Block
+from deepnet.nn.functional import BN_MOMENTUM
 
 __all__ = ["Population", "PopulationEngine", "StepShape"]
 
 EVAL_IMAGES = 4096  # member-images per evaluation chunk: bounds the memory of validation
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    """What a training step's forward pass takes beyond the images: each member's count of
+    real images in its padded batch (its batch norms' statistics are over those only) and
+    its dropout multipliers, one per block (None: no member drops there) and the dense one."""
+
+    counts: torch.Tensor  # (P,) int32
+    conv: tuple[torch.Tensor | None, ...]  # (P, filters, h, w, b) per block
+    dense: torch.Tensor | None  # (P, units, b)
+    transforms: BatchTransforms | None = None  # the members' images' augmentation
+
+
+@dataclass(frozen=True)
+class PendingAverages:
+    """A block's batch statistics of a step for a run of members, which update their moving
+    averages once the step's backward pass has read the parameters."""
+
+    block: Block
+    run: Run[str]
+    statistics: Statistics
 
 
 class Population:
@@ -62,7 +96,9 @@ class Population:
     ):
         shape = StepShape.of(members[0])
         if any(StepShape.of(m) != shape for m in members):
-            raise ValueError("a population's members must share batch size, filters and steps")
+            raise ValueError(
+                "a population's members must share batch size, blocks, batch_norm and steps"
+            )
         self.shape, self.x, self.y, self.n_classes = shape, x, y, n_classes
         self.channels, self.image = x.shape[1], tuple(x.shape[2:])
         self.keep_models = keep_models
@@ -87,6 +123,7 @@ class Population:
                 self.bank.restore(self.params.flat.shape, i, slots, group, snap.scalars)
         self.epoch = 0  # rounds trained; a member's own epoch is epoch - its join round
         self.finished: dict[str, SeedNet] = {}
+        self._pending: list[PendingAverages] = []  # this step's batch statistics
 
     # --- members joining and leaving ----------------------------------------------------
 
@@ -99,8 +136,17 @@ class Population:
         return self.params.layout
 
     def _layout(self, units: int) -> Layout:
-        f1, f2 = self.shape.conv1_filters, self.shape.conv2_filters
-        return Layout(Architecture.of(self.channels, self.image, f1, f2, units, self.n_classes))
+        shape = self.shape
+        return Layout(
+            Architecture.of(
+                self.channels,
+                self.image,
+                shape.block_filters,
+                units,
+                self.n_classes,
+                shape.batch_norm,
+            )
+        )
 
     def _net(self, config: TrainConfig, generator: torch.Generator | None = None) -> SeedNet:
         return SeedNet(config, self.n_classes, self.image, generator, channels=self.channels)
@@ -159,11 +205,16 @@ class Population:
         def unpadded(flat: torch.Tensor) -> dict[str, torch.Tensor]:
             return self.layout.load(flat[i : i + 1], self._net(cfg)).state_dict()
 
+        def trained(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+            """The accumulators of the trained tensors (the moving averages have none)."""
+            statistics = self.layout.architecture.statistics
+            return {k: v for k, v in unpadded(flat).items() if k not in statistics}
+
         slots = OPTIMIZERS[cfg.optimizer].slots
         return MemberSnapshot(
             self.epoch - state.joined,
             unpadded(self.params.flat),
-            {name: unpadded(self.bank.slots[name]) for name in slots if name in self.bank.slots},
+            {name: trained(self.bank.slots[name]) for name in slots if name in self.bank.slots},
             dict(self.bank.scalars.get(RuleGroup(cfg.optimizer, state.joined), {})),
             state.generator.get_state(),
             state.masks.position,
@@ -171,30 +222,26 @@ class Population:
 
     # --- the network, for all members at once -------------------------------------------
 
-    def _logits(
-        self,
-        index: torch.Tensor,
-        conv_scale: torch.Tensor | None = None,
-        dense_scale: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits (P, b, classes) of images ``index`` (P, b), one row of images per member.
+    def _logits(self, index: torch.Tensor, step: TrainingStep | None = None) -> torch.Tensor:
+        """Logits (P, b, classes) of images ``index`` (P, b), one row of images per member;
+        ``step`` for a training step (batch statistics, dropout), None for evaluation.
 
         Feature maps are (P, C, H, W, b), images innermost, as ``kernels`` wants them;
         dim 1 is each member's own channels, so softmax there is SeedNet's softmax.
         """
         leaf, arch = self.params.leaf, self.layout.architecture
         n, b = index.shape
-        x = gather_images(self.x, index)  # (P, C, H, W, b)
-
-        def features(t: torch.Tensor, run: Run[str]) -> torch.Tensor:
-            """Pooled, activated conv2 maps of the run's members."""
-            return conv_stack(t, *(leaf(name, run) for name in arch.conv_parameters), run.key)
-
-        h = by_runs(x, self.roster.conv_runs, features)
-        if conv_scale is not None:
-            h = h * conv_scale
-        h = h.view(n, -1, b)  # (P, features, b): SeedNet's flatten order, images innermost
+        if step is None or step.transforms is None:
+            x = gather_images(self.x, index)  # (P, C, H, W, b)
+        else:
+            x = gather_augmented(self.x, index, step.transforms)
+        for k, block in enumerate(arch.blocks):
+            x = by_runs(x, self.roster.conv_runs, functools.partial(self._block, block, step))
+            if step is not None and step.conv[k] is not None:
+                x = x * step.conv[k]
+        h = x.view(n, -1, b)  # (P, features, b): SeedNet's flatten order, images innermost
         dense, out = arch.dense, arch.out
+        dense_scale = None if step is None else step.dense
 
         def hidden(t: torch.Tensor, run: Run[Hidden]) -> torch.Tensor:
             """Hidden and output layers of the run's members (same activation and width)."""
@@ -209,30 +256,55 @@ class Population:
 
         return by_runs(h, self.roster.dense_runs, hidden).transpose(1, 2)
 
-    def _dropout_scales(self, sizes: list[int], b: int) -> tuple[torch.Tensor | None, ...]:
-        """Each member's dropout multipliers for a step, from its own mask stream (conv mask,
-        then dense mask, as in the sequential engine), laid out as the feature maps they
-        scale: (P, f2, h, w, b) and (P, units, b)."""
+    def _block(
+        self, block: Block, step: TrainingStep | None, t: torch.Tensor, run: Run[str]
+    ) -> torch.Tensor:
+        """One block's pooled, activated maps of the run's members. With batch norms, a
+        training step normalises by the batch statistics (kept for the moving averages,
+        which evaluation normalises by)."""
+        leaves = [self.params.leaf(name, run) for name in block.parameters]
+        if not self.shape.batch_norm:
+            return conv_stack(t, *leaves, run.key)
+        if step is None:
+            rows = self.params.flat[run.start : run.end]
+            running = tuple(self.layout.view(rows, name) for name in block.statistics)
+            return norm_stack_eval(t, *leaves, run.key, running)
+        counts = step.counts[run.start : run.end]
+        maps, statistics = norm_stack(t, *leaves, run.key, counts)
+        self._pending.append(PendingAverages(block, run, statistics))
+        return maps
+
+    def _training_step(self, step: int, sizes: list[int], b: int) -> TrainingStep:
+        """Each member's real image count and dropout multipliers for step ``step``, from its
+        own mask stream (a conv mask per block, then the dense mask, as in the sequential
+        engine), laid out as the feature maps they scale: (P, filters, h, w, b) per block and
+        (P, units, b); and its images' transforms, from its augmentation stream."""
         roster, n = self.roster, len(self.roster)
-        f2, (ph, pw) = self.shape.conv2_filters, self.layout.architecture.pooled
-        conv = dense = None
-        if any(roster.conv_dropout):
-            conv = draw(roster.masks, roster.conv_dropout, sizes, [f2 * ph * pw] * n, b)
-            conv = conv.view(n, f2, ph, pw, b)
+        conv = []
+        for filters, h, w in self.layout.architecture.block_outputs:
+            scale = None
+            if any(roster.conv_dropout):
+                features = [filters * h * w] * n
+                scale = draw(roster.masks, roster.conv_dropout, sizes, features, b)
+                scale = scale.view(n, filters, h, w, b)
+            conv.append(scale)
+        dense = None
         if any(roster.dropout):
             dense = draw(roster.masks, roster.dropout, sizes, roster.units, b)
-        return conv, dense
+        start = step * self.shape.batch_size  # the step's first position in every order
+        transforms = roster.transforms(self.epoch, start, b, self.image)
+        counts = torch.tensor(sizes, dtype=torch.int32)
+        return TrainingStep(counts, tuple(conv), dense, transforms)
 
     def _losses(
         self,
         index: torch.Tensor,
         weight: torch.Tensor,
         tally: Tally,
-        conv_scale: torch.Tensor | None = None,
-        dense_scale: torch.Tensor | None = None,
+        step: TrainingStep | None = None,
     ) -> torch.Tensor:
         """Per-image losses (P, b) of images ``index``, counted into ``tally``."""
-        logits = self._logits(index, conv_scale, dense_scale)
+        logits = self._logits(index, step)
         labels = self.y[index]
         losses = categorical_crossentropy(logits.flatten(0, 1), labels.flatten())
         losses = losses.view_as(weight)
@@ -250,10 +322,10 @@ class Population:
         for step in range(self.shape.steps):
             parts = [o[step * batch : (step + 1) * batch] for o in orders]
             index, weight = pad(parts)
-            scales = self._dropout_scales([len(p) for p in parts], index.shape[1])
-            losses = self._losses(index, weight, tally, *scales)
+            step_inputs = self._training_step(step, [len(p) for p in parts], index.shape[1])
+            losses = self._losses(index, weight, tally, step_inputs)
             self.params.backward((losses * weight).sum())
-            self._update()
+            self._update(step)
         sizes = torch.tensor([len(o) for o in orders], dtype=torch.float64)
         train_loss = (tally.loss / sizes).tolist()
         train_acc = (tally.correct / sizes).tolist()
@@ -286,14 +358,23 @@ class Population:
         return results
 
     @torch.no_grad()
-    def _update(self) -> None:
-        """One optimizer step for every member, then the MaxNorm constraint."""
+    def _update(self, step: int) -> None:
+        """One optimizer step for every member, then the MaxNorm constraint and the batch
+        norms' moving averages (which have no gradient, so the optimizer leaves them be)."""
         roster, params = self.roster, self.params.flat
-        self.bank.step(params, self.params.grad, roster.optimizer_runs, roster.lr)
+        lr = roster.learning_rates(self.epoch, step, self.shape.steps)  # scheduled
+        self.bank.step(params, self.params.grad, roster.optimizer_runs, lr)
         if len(roster.constrained):
             dense = self.layout.view(params, self.layout.architecture.dense.weight)
             rows = dense[roster.constrained]
             dense[roster.constrained] = max_norm_(rows, roster.max_norms)
+        for pending in self._pending:
+            rows = params[pending.run.start : pending.run.end]
+            for name, batch in zip(pending.block.statistics, pending.statistics, strict=True):
+                average = self.layout.view(rows, name)
+                mixed = BN_MOMENTUM * batch.double() + (1 - BN_MOMENTUM) * average.double()
+                average.copy_(mixed)
+        self._pending.clear()
 
     @torch.no_grad()
     def _validate(self) -> list[tuple[float, float] | None]:
@@ -345,6 +426,7 @@ class PopulationEngine:
         grey (n, height, width): uint8 pixels (scaled by 1/255) or floats already scaled.
         Those in ``resume`` go on from their snapshot's epoch."""
         check_training_data(images, labels, n_classes, members)
+        check_augmentations(members, *np.shape(images)[1:3])
         x, y = self._tensors(images, labels)
         by_shape: dict[StepShape, list[Member]] = {}
         for m in sorted(members, key=lambda m: sort_key(m.config)):

@@ -2,9 +2,10 @@
 
 A MemberState holds everything that belongs to one member while it trains (its random
 streams, its indices, the round it joined in); a Roster is the sorted tuple of them plus
-what the batched calls read per row. Leaving and joining build a new Roster and the row
-permutation that the parameters and optimizer state then apply, so nothing per member is
-ever re-permuted by hand.
+what the batched calls read per row, a step's learning rates and image transforms
+included. Leaving and joining build a new Roster and the row permutation that the
+parameters and optimizer state then apply, so nothing per member is ever re-permuted by
+hand.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import numpy as np
 import torch
 
 from deepnet.config import TrainConfig
+from deepnet.engine.augment import AugmentStream, BatchTransforms
 from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.dropout import MaskStream
 from deepnet.engine.member import Member
 from deepnet.engine.member_runs import Run, runs_of, sort_key
 from deepnet.engine.optimizer_bank import RuleGroup
+from deepnet.engine.schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,23 @@ class StepShape:
     """What members must share to take their training steps together."""
 
     batch_size: int
-    conv1_filters: int
-    conv2_filters: int
+    block_filters: tuple[tuple[int, int], ...]  # each conv block's two filter counts
+    batch_norm: bool
     steps: int  # batches per epoch
 
     @classmethod
     def of(cls, member: Member) -> StepShape:
         cfg = member.config
         steps = math.ceil(len(member.train_idx) / cfg.batch_size)
-        return cls(cfg.batch_size, cfg.conv1_filters, cfg.conv2_filters, steps)
+        return cls(cfg.batch_size, cfg.block_filters, cfg.batch_norm, steps)
+
+    @property
+    def conv1_filters(self) -> int:
+        return self.block_filters[0][0]
+
+    @property
+    def conv2_filters(self) -> int:
+        return self.block_filters[0][1]
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,30 @@ class Roster:
         self.optimizer_runs: list[Run[RuleGroup]] = runs_of(
             [RuleGroup(s.config.optimizer, s.joined) for s in self.states]
         )
+        self.schedules = [Schedule.of(c) for c in cfgs]
+        self.augments = [AugmentStream.of(s.member) for s in self.states]
+
+    def learning_rates(self, epoch: int, step: int, steps: int) -> torch.Tensor:
+        """(P, 1) each member's learning rate at step ``step`` of the population's round
+        ``epoch`` (of ``steps`` steps): ``lr`` itself where no member has a schedule."""
+        if all(s.constant for s in self.schedules):
+            return self.lr
+        rates = [
+            s.config.effective_learn_rate * schedule.multiplier(epoch - s.joined, step, steps)
+            for s, schedule in zip(self.states, self.schedules, strict=True)
+        ]
+        return torch.tensor(rates).view(len(rates), 1)
+
+    def transforms(
+        self, epoch: int, start: int, n: int, image: tuple[int, int]
+    ) -> BatchTransforms | None:
+        """Each member's augmentation of a step's ``n`` images (padded), those from position
+        ``start`` of its order at the population's round ``epoch``; None if none augments."""
+        drawn = [
+            a.transforms(epoch - s.joined, start, n, *image)
+            for s, a in zip(self.states, self.augments, strict=True)
+        ]
+        return BatchTransforms.of(drawn, n)
 
     def __len__(self) -> int:
         return len(self.states)

@@ -1,9 +1,10 @@
 """The reference engine: trains the members of a population one model at a time.
 
 Faster engines must give each member the same results (within float tolerance); this one
-defines them. A member's random streams are a ``torch.Generator`` (init, shuffling) and a
-``MaskStream`` (dropout masks), both seeded with the member's seed, so the same seed gives
-the same model bit for bit on the same machine.
+defines them. A member's random streams are a ``torch.Generator`` (init, shuffling), a
+``MaskStream`` (dropout masks) and an ``AugmentStream`` (its training images' transforms),
+all seeded with the member's seed, so the same seed gives the same model bit for bit on the
+same machine. Its learning rate follows its Schedule step by step.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from deepnet.engine.augment import AugmentStream, augment_images, check_augmentations
 from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.inputs import check_training_data, training_tensors
 from deepnet.engine.member import EpochResult, Member, Status, epoch_status
 from deepnet.engine.roster import MemberState
+from deepnet.engine.schedules import Schedule
 from deepnet.engine.training import Training
 from deepnet.evaluate import loss_and_accuracy, predict_logits
 from deepnet.nn import OPTIMIZERS, SeedNet, categorical_crossentropy
@@ -88,12 +91,23 @@ class MemberRun:
         start = time.perf_counter()
         model.train()
         order = self.state.shuffled()
+        batches = order.split(cfg.batch_size)
+        augments, schedule = AugmentStream.of(self.member), Schedule.of(cfg)
         loss_sum, correct = 0.0, 0
-        for batch in order.split(cfg.batch_size):
-            logits = model(x[batch], self.state.masks.scale)
+        for step, batch in enumerate(batches):
+            images = x[batch]
+            if augments.active:
+                first = step * cfg.batch_size  # the batch's position in the epoch's order
+                affine = augments.transforms(self.epoch, first, len(batch), *x.shape[2:])
+                images = augment_images(x, batch, affine)
+            logits = model(images, self.state.masks.scale)
             losses = categorical_crossentropy(logits, y[batch])
             self.optimizer.zero_grad(set_to_none=True)
             losses.mean().backward()
+            if not schedule.constant:
+                factor = schedule.multiplier(self.epoch, step, len(batches))
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.effective_learn_rate * factor
             self.optimizer.step()
             model.apply_constraints()
             loss_sum += losses.sum().item()
@@ -139,6 +153,7 @@ class SequentialEngine:
         grey (n, height, width): uint8 pixels (scaled by 1/255) or floats already scaled.
         Those in ``resume`` go on from their snapshot's epoch."""
         check_training_data(images, labels, n_classes, members)
+        check_augmentations(members, *np.shape(images)[1:3])
         x, y = training_tensors(images, labels)
         resume = resume or {}
         runs = [MemberRun(m, x, y, n_classes, resume.get(m.key)) for m in members]

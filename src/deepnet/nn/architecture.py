@@ -2,8 +2,12 @@
 
 SeedNet builds its modules from an Architecture and the population engine lays out its
 stacked parameters from one, so a layer, a channel count or an image size changes in one
-place. Convolutions are valid (no padding) and the pooling floors odd sides, so any image
-of at least ``min_side()`` pixels a side works.
+place. The features are ``conv_blocks`` blocks of Conv -> Conv -> MaxPool (-> Dropout);
+convolutions are valid (no padding) and the pooling floors odd sides, so any image of at
+least ``min_side(blocks)`` pixels a side works. With batch normalisation each convolution
+is followed by a BatchNorm (named bn1, bn2, ... as the convolutions are conv1, conv2, ...)
+and has no bias of its own: the norm's beta takes its place (a bias before a batch norm
+is cancelled by its mean, and only float noise would train it).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from deepnet.errors import DataError
+from deepnet.nn.functional import KerasBatchNorm
 
 if TYPE_CHECKING:
     from deepnet.config import TrainConfig
@@ -40,20 +45,49 @@ class _Weighted:
 
 
 @dataclass(frozen=True)
+class Norm(_Weighted):
+    """A batch normalisation of ``channels`` maps: a trained scale (weight) and shift (bias)
+    per channel, and the moving averages of the batch statistics that evaluation uses."""
+
+    channels: int
+
+    @property
+    def mean(self) -> str:
+        return f"{self.name}.running_mean"
+
+    @property
+    def var(self) -> str:
+        return f"{self.name}.running_var"
+
+    @property
+    def statistics(self) -> tuple[str, str]:
+        """The moving averages: state, not trained (no gradient, no optimizer)."""
+        return self.mean, self.var
+
+    def shapes(self) -> Shapes:
+        return dict.fromkeys((self.weight, self.bias, *self.statistics), (self.channels,))
+
+    def module(self) -> KerasBatchNorm:
+        return KerasBatchNorm(self.channels)
+
+
+@dataclass(frozen=True)
 class Conv(_Weighted):
-    """A valid KERNEL x KERNEL convolution with a bias per filter."""
+    """A valid KERNEL x KERNEL convolution: a bias per filter, or a batch norm after it."""
 
     in_channels: int
     filters: int
+    norm: Norm | None = None
 
     def shapes(self) -> Shapes:
-        return {
-            self.weight: (self.filters, self.in_channels, KERNEL, KERNEL),
-            self.bias: (self.filters,),
-        }
+        """Its tensors and its norm's, in SeedNet's state_dict order."""
+        weight = {self.weight: (self.filters, self.in_channels, KERNEL, KERNEL)}
+        if self.norm is None:
+            return {**weight, self.bias: (self.filters,)}
+        return {**weight, **self.norm.shapes()}
 
     def module(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.filters, KERNEL)
+        return nn.Conv2d(self.in_channels, self.filters, KERNEL, bias=self.norm is None)
 
     @staticmethod
     def output_side(side: int) -> int:
@@ -78,6 +112,62 @@ class MaxPool:
         return side * POOL
 
 
+BLOCK = (Conv, Conv, MaxPool)  # what one block puts the maps through, in order
+
+
+@dataclass(frozen=True)
+class Block:
+    """Conv -> Conv -> MaxPool: one block of the features (its dropout follows it)."""
+
+    first: Conv
+    second: Conv
+
+    @property
+    def convs(self) -> tuple[Conv, Conv]:
+        return self.first, self.second
+
+    @property
+    def filters(self) -> int:
+        return self.second.filters
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The trained tensors, in state_dict order: the population's leaves of the block."""
+        return tuple(
+            name
+            for conv in self.convs
+            for name in conv.shapes()
+            if conv.norm is None or name not in conv.norm.statistics
+        )
+
+    @property
+    def statistics(self) -> tuple[str, ...]:
+        """Its norms' moving averages (mean, var of the first, then of the second); none
+        without batch norms."""
+        return tuple(name for conv in self.convs if conv.norm for name in conv.norm.statistics)
+
+    @staticmethod
+    def output_side(side: int) -> int:
+        for layer in BLOCK:
+            side = layer.output_side(side)
+        return side
+
+    @staticmethod
+    def input_side(side: int) -> int:
+        for layer in reversed(BLOCK):
+            side = layer.input_side(side)
+        return side
+
+
+def min_side(conv_blocks: int = 1) -> int:
+    """The smallest image height and width that leaves one pixel after ``conv_blocks``
+    blocks: 6, 16 and 36 for 1, 2 and 3."""
+    side = 1
+    for _ in range(conv_blocks):
+        side = Block.input_side(side)
+    return side
+
+
 @dataclass(frozen=True)
 class Dense(_Weighted):
     """A fully connected layer with a bias per unit."""
@@ -92,32 +182,26 @@ class Dense(_Weighted):
         return nn.Linear(self.in_features, self.units)
 
 
-FEATURES = (Conv, Conv, MaxPool)  # what the image goes through before the flatten, in order
-
-
-def min_side() -> int:
-    """The smallest image height and width that leaves one pixel after FEATURES."""
-    side = 1
-    for layer in reversed(FEATURES):
-        side = layer.input_side(side)
-    return side
-
-
-def _pooled_side(side: int) -> int:
-    for layer in FEATURES:
-        side = layer.output_side(side)
-    return side
+def _blocks(channels: int, filters: tuple[tuple[int, int], ...], norm: bool) -> tuple[Block, ...]:
+    """conv1, conv2 (bn1, bn2) for the first pair of filters, conv3, conv4 for the next..."""
+    blocks, inputs = [], channels
+    for k, pair in enumerate(filters):
+        convs = []
+        for i, width in enumerate(pair, start=2 * k + 1):
+            convs.append(Conv(f"conv{i}", inputs, width, Norm(f"bn{i}", width) if norm else None))
+            inputs = width
+        blocks.append(Block(*convs))
+    return tuple(blocks)
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """Conv -> Conv -> MaxPool -> (Dropout) -> Dense -> (Dropout) -> Dense for one input
-    (channels, height, width) and one set of widths."""
+    """Blocks of Conv -> Conv -> MaxPool -> (Dropout), then Dense -> (Dropout) -> Dense, for
+    one input (channels, height, width) and one set of widths."""
 
     channels: int
     image: tuple[int, int]
-    conv1: Conv
-    conv2: Conv
+    blocks: tuple[Block, ...]
     dense: Dense
     out: Dense
 
@@ -126,54 +210,76 @@ class Architecture:
         cls,
         channels: int,
         image: tuple[int, int],
-        conv1_filters: int,
-        conv2_filters: int,
+        block_filters: tuple[tuple[int, int], ...],
         units: int,
         n_classes: int,
+        batch_norm: bool = False,
     ) -> Architecture:
-        """The layers for images of ``channels`` x ``image``; DataError if they are too small."""
+        """The layers for images of ``channels`` x ``image``, a block per pair of filter
+        counts in ``block_filters``; DataError if the images are too small for them."""
         if channels < 1:
             raise DataError(f"images need at least 1 channel, got {channels}")
-        side = min_side()
+        depth = len(block_filters)
+        side = min_side(depth)
         if len(image) != 2 or min(image) < side:
+            size = "x".join(map(str, image))
+            what = "two 3x3 convolutions and a 2x2 pooling" + (f", {depth} times," * (depth > 1))
+            fewer = "fewer conv_blocks or " * (depth > 1)
             raise DataError(
-                f"images of {'x'.join(map(str, image))} pixels are too small for the network: "
-                f"two 3x3 convolutions and a 2x2 pooling need at least {side}x{side}"
+                f"images of {size} pixels are too small for conv_blocks={depth}: {what} need "
+                f"at least {side}x{side}; use {fewer}larger images (--resize {side}x{side})"
             )
-        height, width = (_pooled_side(s) for s in image)
-        conv1 = Conv("conv1", channels, conv1_filters)
-        conv2 = Conv("conv2", conv1_filters, conv2_filters)
-        dense = Dense("dense", conv2_filters * height * width, units)
-        return cls(channels, tuple(image), conv1, conv2, dense, Dense("out", units, n_classes))
+        blocks = _blocks(channels, tuple(block_filters), batch_norm)
+        height, width = _pooled_sides(tuple(image), depth)[-1]
+        dense = Dense("dense", blocks[-1].filters * height * width, units)
+        return cls(channels, tuple(image), blocks, dense, Dense("out", units, n_classes))
 
     @classmethod
     def for_config(
         cls, config: TrainConfig, n_classes: int, image: tuple[int, int], channels: int = 1
     ) -> Architecture:
         return cls.of(
-            channels, image, config.conv1_filters, config.conv2_filters, config.neurons, n_classes
+            channels, image, config.block_filters, config.neurons, n_classes, config.batch_norm
         )
 
     @property
+    def block_outputs(self) -> tuple[tuple[int, int, int], ...]:
+        """Each block's pooled maps (filters, height, width): what its dropout masks."""
+        sides = _pooled_sides(self.image, len(self.blocks))
+        return tuple((block.filters, *side) for block, side in zip(self.blocks, sides, strict=True))
+
+    @property
     def pooled(self) -> tuple[int, int]:
-        """Height and width of the pooled feature maps that the dense layer flattens."""
-        height, width = self.image
-        return _pooled_side(height), _pooled_side(width)
+        """Height and width of the last block's pooled maps, which the dense layer flattens."""
+        return self.block_outputs[-1][1:]
 
     @property
     def conv_parameters(self) -> tuple[str, ...]:
-        """conv1's weight and bias, then conv2's: the order the convolution kernels take."""
-        return (*self.conv1.shapes(), *self.conv2.shapes())
+        """The blocks' trained tensors, block by block, in state_dict order."""
+        return tuple(name for block in self.blocks for name in block.parameters)
 
     @property
     def dense_parameters(self) -> tuple[str, ...]:
         return (*self.dense.shapes(), *self.out.shapes())
 
+    @property
+    def statistics(self) -> tuple[str, ...]:
+        """The batch norms' moving averages: in the state_dict, but never trained."""
+        return tuple(name for block in self.blocks for name in block.statistics)
+
     def shapes(self) -> Shapes:
-        """Every parameter's shape by its name in SeedNet's state_dict, in its order."""
-        return {
-            **self.conv1.shapes(),
-            **self.conv2.shapes(),
-            **self.dense.shapes(),
-            **self.out.shapes(),
-        }
+        """Every tensor's shape by its name in SeedNet's state_dict, in its order."""
+        shapes: Shapes = {}
+        for block in self.blocks:
+            for conv in block.convs:
+                shapes |= conv.shapes()
+        return shapes | self.dense.shapes() | self.out.shapes()
+
+
+def _pooled_sides(image: tuple[int, int], blocks: int) -> list[tuple[int, int]]:
+    """Height and width of each of ``blocks`` blocks' pooled maps, for ``image``."""
+    sides, (height, width) = [], image
+    for _ in range(blocks):
+        height, width = Block.output_side(height), Block.output_side(width)
+        sides.append((height, width))
+    return sides

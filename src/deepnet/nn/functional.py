@@ -1,12 +1,16 @@
-"""Keras 2.0 semantics for dropout, the MaxNorm constraint and categorical cross-entropy."""
+"""Keras 2.0 semantics for dropout, batch normalisation, the MaxNorm constraint and
+categorical cross-entropy."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 EPSILON = 1e-7  # Keras' K.epsilon(): the probability clip and the MaxNorm guard
+BN_EPSILON = 1e-3  # Keras' BatchNormalization epsilon
+BN_MOMENTUM = 0.01  # torch's: a batch's share of the moving averages (Keras' 0.99: what is kept)
 
 
 DropoutScales = Callable[[Sequence[int], float], torch.Tensor]
@@ -32,6 +36,20 @@ def dropout_scale(
     """The multiplier of inverted dropout: 1/(1-rate) where kept, 0 where dropped."""
     keep = torch.rand(tuple(shape), generator=generator) >= rate
     return keep / (1.0 - rate)
+
+
+class KerasBatchNorm(nn.BatchNorm2d):
+    """Keras 2's BatchNormalization over the channels of (N, C, H, W) maps: batch statistics
+    while training, moving averages (momentum 0.99, variances unbiased) at evaluation,
+    epsilon 1e-3. Without torch's batch counter, which a fixed momentum never reads, so its
+    state_dict holds the four float tensors a population's parameter row lays out."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, eps=BN_EPSILON, momentum=BN_MOMENTUM)
+        self.register_buffer("num_batches_tracked", None)
+
+    def _load_from_state_dict(self, *args: object) -> None:
+        nn.Module._load_from_state_dict(self, *args)  # torch's would add the counter back
 
 
 @torch.no_grad()

@@ -3,9 +3,13 @@
     image (N, C, 28, 28)  (C = 1 for grey images, 3 for RGB)
       -> Conv(conv1_filters, 3x3, conv activation)          (N, f1, 26, 26)
       -> Conv(conv2_filters, 3x3, conv activation)          (N, f2, 24, 24)
-      -> MaxPool 2x2 -> Dropout(conv_dropout) -> Flatten    (N, f2*12*12)
-      -> Dense(neurons, dense activation, MaxNorm)          (N, neurons)
+      -> MaxPool 2x2 -> Dropout(conv_dropout)               (N, f2, 12, 12)
+      [-> conv_blocks - 1 more blocks alike: conv3, conv4 (block2_filters), conv5, conv6]
+      -> Flatten -> Dense(neurons, dense activation, MaxNorm)  (N, neurons)
       -> Dropout(dropout_rate) -> Dense(n_classes)          (N, n_classes) logits
+
+With batch_norm each Conv is followed by a BatchNorm (bn1, bn2, ...; Keras 2's momentum and
+epsilon) before its activation, and has no bias of its own.
 
 Layer names, shapes and sizes come from ``architecture``, which the population engine's
 parameter layout reads too; other image sizes work alike (valid convolutions, a floor
@@ -23,7 +27,7 @@ import torch
 from torch import nn
 
 from deepnet.nn.activations import ACTIVATIONS
-from deepnet.nn.architecture import POOL, Architecture, min_side
+from deepnet.nn.architecture import POOL, Architecture, Block, Conv, min_side
 from deepnet.nn.functional import DropoutScales, dropout, max_norm_
 from deepnet.nn.initializers import INITIALIZERS
 
@@ -31,14 +35,15 @@ if TYPE_CHECKING:
     from deepnet.config import TrainConfig
 
 
-def min_image_side() -> int:
-    """The smallest height and width the network takes: two valid 3x3 convolutions and a
-    2x2 pooling must leave at least one pixel (6 for the seed's stack)."""
-    return min_side()
+def min_image_side(conv_blocks: int = 1) -> int:
+    """The smallest height and width the network takes: each block's two valid 3x3
+    convolutions and 2x2 pooling must leave at least one pixel (6 for the seed's stack)."""
+    return min_side(conv_blocks)
 
 
 class SeedNet(nn.Module):
-    """Conv -> Conv -> MaxPool -> Dropout -> Dense -> Dropout -> Dense, as in the seed."""
+    """Blocks of Conv -> Conv -> MaxPool -> Dropout, then Dense -> Dropout -> Dense, as in
+    the seed (one block); with batch_norm a BatchNorm after each Conv."""
 
     def __init__(
         self,
@@ -54,8 +59,11 @@ class SeedNet(nn.Module):
         self.architecture = layers = Architecture.for_config(
             config, n_classes, image_shape, channels
         )
-        self.conv1 = layers.conv1.module()
-        self.conv2 = layers.conv2.module()
+        for block in layers.blocks:  # registered in state_dict order: conv1, bn1, conv2, ...
+            for conv in block.convs:
+                self.add_module(conv.name, conv.module())
+                if conv.norm is not None:
+                    self.add_module(conv.norm.name, conv.norm.module())
         self.dense = layers.dense.module()
         self.out = layers.out.module()
         self.conv_activation_name = config.conv_activation or config.activation
@@ -65,26 +73,37 @@ class SeedNet(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Keras defaults: glorot_uniform conv kernels, ``init_mode`` dense kernels, zero biases."""
+        """Keras defaults: glorot_uniform conv kernels, ``init_mode`` dense kernels, zero
+        biases, batch norms' scale 1 and shift 0 (drawn in layer order: conv1, conv2, ...)."""
         conv_init = INITIALIZERS["glorot_uniform"]
         dense_init = INITIALIZERS[self.config.init_mode]
+        convs = [self.get_submodule(c.name) for b in self.architecture.blocks for c in b.convs]
         for layer, init in (
-            (self.conv1, conv_init),
-            (self.conv2, conv_init),
+            *((conv, conv_init) for conv in convs),
             (self.dense, dense_init),
             (self.out, dense_init),
         ):
             init(layer.weight, generator)
-            layer.bias.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+
+    def _conv(self, conv: Conv, x: torch.Tensor) -> torch.Tensor:
+        """The convolution, and its batch norm if it has one (before any activation)."""
+        x = self.get_submodule(conv.name)(x)
+        return x if conv.norm is None else self.get_submodule(conv.norm.name)(x)
+
+    def _block(self, block: Block, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_activation(self._conv(block.first, x))
+        return pool_activate(self._conv(block.second, x), self.conv_activation_name)
 
     def forward(self, x: torch.Tensor, scales: DropoutScales | None = None) -> torch.Tensor:
         """Logits (N, n_classes) for images x (N, C, H, W) scaled to [0, 1]; ``scales`` draws
-        the dropout multipliers while training (see ``dropout``)."""
+        the dropout multipliers while training (see ``dropout``): one draw after each block,
+        then one after the dense layer."""
         cfg = self.config
-        x = self.conv_activation(self.conv1(x))
-        x = pool_activate(self.conv2(x), self.conv_activation_name)
-        x = dropout(x, cfg.conv_dropout, self.training, scales).flatten(1)
-        x = self.dense_activation(self.dense(x))
+        for block in self.architecture.blocks:
+            x = dropout(self._block(block, x), cfg.conv_dropout, self.training, scales)
+        x = self.dense_activation(self.dense(x.flatten(1)))
         x = dropout(x, cfg.dropout_rate, self.training, scales)
         return self.out(x)
 
@@ -94,9 +113,11 @@ class SeedNet(nn.Module):
             max_norm_(self.dense.weight, self.config.weight_constraint)
 
     def feature_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Activations after each convolution layer, for pictures of what the network sees."""
-        first = self.conv_activation(self.conv1(x))
-        return first, self.conv_activation(self.conv2(first))
+        """Activations after the first block's two convolutions, for pictures of what the
+        network sees."""
+        first_block = self.architecture.blocks[0]
+        first = self.conv_activation(self._conv(first_block.first, x))
+        return first, self.conv_activation(self._conv(first_block.second, first))
 
 
 def pool_activate(

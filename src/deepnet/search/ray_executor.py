@@ -53,7 +53,7 @@ INSTALL_HINT = "pip install 'deepnet[ray]' (or pip install -r requirements-ray.t
 
 @dataclass(frozen=True)
 class Build:
-    """Which deepnet a process runs: its version and the digest of its kernels.c (the same
+    """Which deepnet a process runs: its version and the digest of its C kernels (the same
     version may be built from other kernels)."""
 
     version: str
@@ -61,12 +61,12 @@ class Build:
 
     @classmethod
     def here(cls) -> Build:
-        from deepnet.engine.kernels import SOURCE
+        from deepnet.engine.kernels import sources_digest
 
-        return cls(deepnet.__version__, hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12])
+        return cls(deepnet.__version__, hashlib.sha256(sources_digest()).hexdigest()[:12])
 
     def __str__(self) -> str:
-        return f"deepnet {self.version}, kernels.c {self.kernels}"
+        return f"deepnet {self.version}, kernels {self.kernels}"
 
 
 @dataclass(frozen=True)

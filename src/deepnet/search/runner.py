@@ -14,6 +14,7 @@ import optuna
 from deepnet.config import TrainConfig
 from deepnet.data.folds import Split, stratified_folds
 from deepnet.engine.checkpoint import CheckpointPolicy, CheckpointStore
+from deepnet.engine.inputs import check_config_fits
 from deepnet.ensemble import EnsemblePlan, FittedEnsemble, fit_ensemble
 from deepnet.errors import DataError, SearchError
 from deepnet.search.driver import OnTrial, run_stage
@@ -79,6 +80,7 @@ def run_search(
             f"{len(images)} images but {len(labels)} labels: give one label per image "
             "(the same number of rows in both)."
         )
+    _check_spaces_fit(spec, images)
     folds = list(folds) if folds is not None else stratified_folds(labels, spec.cv, spec.seed)
     plan = _ensemble_plan(ensemble, labels, len(folds), spec.seed)
     start = time.perf_counter()
@@ -132,6 +134,21 @@ def run_search(
         config = TrainConfig.from_dict(top.params)
         fitted = fit_ensemble(config, images, labels, n_classes, plan, spec.seed)
     return SearchOutcome(ranked_rows, top, time.perf_counter() - start, studies, fitted)
+
+
+# what makes a configuration too big for the images: its deepest or widest value decides
+SIZE_BOUND = ("conv_blocks", "augment_shift")
+
+
+def _check_spaces_fit(spec: SearchSpec, images: np.ndarray) -> None:
+    """Refuse, before any worker starts, a space whose deepest stack or widest shift the
+    images are too small for (every such trial would fail in training)."""
+    height, width = images.shape[1:3]
+    channels = images.shape[3] if images.ndim == 4 else 1
+    for stage in spec.stages:
+        largest = {n: v for n in SIZE_BOUND if (v := stage.space.largest(n)) is not None}
+        if largest:
+            check_config_fits(TrainConfig(**largest), height, width, channels)
 
 
 def _ensemble_plan(

@@ -79,6 +79,13 @@ class Space:
         """From CLI options ``name=v1,v2`` or ``name=loguniform:low:high``."""
         return cls.from_dict(parse_options(options))
 
+    def largest(self, name: str) -> Any:
+        """The largest value ``name`` takes in this space (None: not searched)."""
+        dim = self.dims.get(name)
+        if dim is None:
+            return None
+        return max(dim) if isinstance(dim, tuple) else dim.high
+
     @property
     def is_grid(self) -> bool:
         return all(isinstance(d, tuple) for d in self.dims.values())

@@ -183,8 +183,10 @@ STRATEGIES = tuple(STRATEGY_BY_NAME)
 
 
 def shared_run_key(params: dict[str, Any]) -> tuple:
-    """Configurations with equal keys differ only in ``epochs`` and share one training run."""
-    return tuple(sorted((k, repr(v)) for k, v in params.items() if k != "epochs"))
+    """Configurations with equal keys differ only in ``epochs`` and share one training run.
+    A learning-rate schedule spans a member's epochs, so with one the epochs count too."""
+    shared = params.get("lr_schedule", "constant") == "constant"
+    return tuple(sorted((k, repr(v)) for k, v in params.items() if k != "epochs" or not shared))
 
 
 def _grid_order(space: Space, seed: int) -> list[Config]:
