@@ -13,12 +13,13 @@ nothing happens (its client's threads: heartbeats, metrics, polling), measured f
 So one driver keeps N workers busy, at the seed network's epoch time, where N workers'
 trial-epochs cost it one CPU second per second: N = (1 - idle rate) x (worker seconds per
 trial-epoch) / (driver CPU per trial-epoch beyond the idle rate); the target is N >= 200.
-Then (--scaling) the driver's CPU per trial-epoch with more local workers than cores, on a
-small part of the data: it must not grow with the workers (a driver whose cost grew with N
-would keep fewer busy than N above says).
+Then (--scaling) the driver's CPU per trial-epoch with more workers than cores (local
+processes, and Ray actors on nodes that offer more CPUs than they have), on a small part of
+the data: it must not grow with the workers (a driver whose cost grew with N would keep
+fewer busy than N above says).
 
     sudo python benchmarks/bench_cluster.py [--config searches/seed-grid.toml] [--rounds 1]
-        [--idle 10] [--scaling 2,8,24]
+        [--idle 10] [--scaling 2,8,16]
 
 Needs root (the cluster runs in private namespaces), util-linux, iproute2 and deepnet[ray].
 """
@@ -144,8 +145,9 @@ def measure(setting: Setting, config: Path) -> Measured:
     try:
         inner = [sys.executable, __file__, "--inner", json.dumps(asdict(setting))]
         inner += ["--config", str(config), "--out", str(folder / "run")]
-        env = {**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1"}
         ray = setting.kind == "ray"
+        env = {**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1"}
+        env["NODE_CPUS"] = str(max(1, -(-setting.jobs // 2)))  # two nodes hold the workers
         command = ["bash", str(CLUSTER), str(folder), *inner] if ray else inner
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         output = done.stdout
@@ -187,18 +189,20 @@ def report(results: list[Measured]) -> None:
 
 
 def scaling(config: Path, jobs: list[int], images: int) -> None:
-    """The local driver's CPU per trial-epoch as the workers grow (more than the cores)."""
-    print(f"driver CPU per trial-epoch vs workers (local, the first {images} training images):")
-    base = None
-    for n in jobs:
-        r = measure(Setting("local", n, images), config)
-        ms = 1000 * r.load.seconds_per_trial_epoch
-        base = base or ms
-        print(
-            f"  {n:3} workers: {ms:6.2f} ms ({ms / base:.2f}x {jobs[0]} workers'), "
-            f"{r.load.trial_epochs} trial-epochs",
-            flush=True,
-        )
+    """The driver's CPU per trial-epoch (beyond a Ray driver's idle rate) as the workers
+    grow past the cores, for each executor."""
+    print(f"driver CPU per trial-epoch vs workers (the first {images} training images):")
+    for kind in KINDS:
+        base = None
+        for n in jobs:
+            r = measure(Setting(kind, n, images, idle=5.0 if kind == "ray" else 0.0), config)
+            ms = 1000 * r.marginal
+            base = base or ms
+            print(
+                f"  {kind:5} {n:3} workers: {ms:6.2f} ms beyond idle ({ms / base:.2f}x "
+                f"{jobs[0]} workers'), {r.load.trial_epochs} trial-epochs",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -206,7 +210,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "searches" / "seed-grid.toml")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle driver")
-    parser.add_argument("--scaling", default="2,8,24", help="worker counts; none: skip")
+    parser.add_argument("--scaling", default="2,8,16", help="worker counts; none: skip")
     parser.add_argument("--scaling-images", type=int, default=1200)
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)

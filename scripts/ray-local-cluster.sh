@@ -8,7 +8,8 @@
 # RAY_ADDRESS=127.0.0.1:6380, the token in RAY_AUTH_TOKEN_PATH and HOME=DIR (Ray keeps nothing
 # in the real home); its output goes to DIR/out.log and the processes left after `ray stop`
 # to DIR/left.log. DIR should be short: Ray's socket paths must stay under 108 characters.
-# Env: PY, the Python whose ray to use (default: python3 on PATH). KILL_NODE_WHEN: a regular
+# Env: PY, the Python whose ray to use (default: python3 on PATH). NODE_CPUS: the CPUs each
+# node offers (default 1; more than the cores only to start more workers than cores). KILL_NODE_WHEN: a regular
 # expression; once COMMAND's output has a line matching it, the second node's raylet and its
 # workers are SIGKILLed (their pids in DIR/killed). SECOND_NODE_PYTHONPATH: the second node's
 # processes import from there first (another deepnet on one node). Exit status: COMMAND's.
@@ -27,7 +28,7 @@ export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$DIR/token
 # a dead node is noticed within seconds (1 s health checks, 3 missed)
 export RAY_health_check_period_ms=1000 RAY_health_check_failure_threshold=3 \
   RAY_health_check_timeout_ms=1000 RAY_health_check_initial_delay_ms=0
-NODE="--num-cpus 1 --node-ip-address 127.0.0.1 --object-store-memory 100000000"
+NODE="--num-cpus ${NODE_CPUS:-1} --node-ip-address 127.0.0.1 --object-store-memory 100000000"
 NODE="$NODE --disable-usage-stats"
 "$BIN/ray" start --head --port 6380 --include-dashboard=false --temp-dir "$DIR/rt" $NODE \
   >"$DIR/head.log" 2>&1 || { cat "$DIR/head.log"; exit 3; }
