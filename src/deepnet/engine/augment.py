@@ -153,12 +153,6 @@ class BatchTransforms:
         return cls(affine, augmented)
 
 
-def check_augmentations(members: Sequence[Member], height: int, width: int) -> None:
-    """ConfigError if a member's augmentation does not suit ``height`` x ``width`` images."""
-    for member in members:
-        Augmentation.of(member.config).check(height, width)
-
-
 def gather_augmented(
     x: torch.Tensor, index: torch.Tensor, transforms: BatchTransforms
 ) -> torch.Tensor:

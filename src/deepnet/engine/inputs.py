@@ -26,7 +26,8 @@ def check_training_data(
 ) -> None:
     """DataError unless images are (n, H, W, C) numbers, channels last (C >= 1), or grey
     (n, H, W); labels n integers in [0, n_classes); and every member's indices pick some of
-    the n images for training."""
+    the n images for training. ConfigError if a member's augmentation does not suit the
+    images' size."""
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim not in (3, 4):
         raise DataError(
@@ -52,6 +53,7 @@ def check_training_data(
     for member in members:
         _check_indices(member, "training", member.train_idx, n, allow_empty=False)
         _check_indices(member, "validation", member.val_idx, n, allow_empty=True)
+        Augmentation.of(member.config).check(*images.shape[1:3])
 
 
 def check_config_fits(config: TrainConfig, height: int, width: int, channels: int) -> None:

@@ -30,7 +30,7 @@ import torch
 
 from deepnet.config import TrainConfig
 from deepnet.engine.allocator import keep_freed_memory
-from deepnet.engine.augment import BatchTransforms, check_augmentations, gather_augmented
+from deepnet.engine.augment import BatchTransforms, gather_augmented
 from deepnet.engine.batches import Tally, pad
 from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.dropout import draw
@@ -426,7 +426,6 @@ class PopulationEngine:
         grey (n, height, width): uint8 pixels (scaled by 1/255) or floats already scaled.
         Those in ``resume`` go on from their snapshot's epoch."""
         check_training_data(images, labels, n_classes, members)
-        check_augmentations(members, *np.shape(images)[1:3])
         x, y = self._tensors(images, labels)
         by_shape: dict[StepShape, list[Member]] = {}
         for m in sorted(members, key=lambda m: sort_key(m.config)):

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from deepnet.engine.augment import AugmentStream, augment_images, check_augmentations
+from deepnet.engine.augment import AugmentStream, augment_images
 from deepnet.engine.checkpoint import MemberSnapshot
 from deepnet.engine.inputs import check_training_data, training_tensors
 from deepnet.engine.member import EpochResult, Member, Status, epoch_status
@@ -153,7 +153,6 @@ class SequentialEngine:
         grey (n, height, width): uint8 pixels (scaled by 1/255) or floats already scaled.
         Those in ``resume`` go on from their snapshot's epoch."""
         check_training_data(images, labels, n_classes, members)
-        check_augmentations(members, *np.shape(images)[1:3])
         x, y = training_tensors(images, labels)
         resume = resume or {}
         runs = [MemberRun(m, x, y, n_classes, resume.get(m.key)) for m in members]
