@@ -285,6 +285,31 @@ def test_an_ensemble_folder_keeps_its_plan_on_resume(ensemble_run, cli, small27_
     assert "asks for an ensemble of 3 seeds" in other.output
 
 
+def test_a_search_file_asks_for_the_ensemble_and_the_options_override_it(
+    ensemble_run, cli, small27_npz, tmp_path
+):
+    _, run_dir = ensemble_run  # GRID with --ensemble 2
+    grid = 'strategy = "grid"\n[space]\noptimizer = ["Adam", "Nadam"]\nepochs = [1]\n'
+    search_file = tmp_path / "s.toml"
+    args = ["search", "--config", search_file, "--n-jobs", "1", "--path", small27_npz]
+    search_file.write_text(f"ensemble = 2\n{grid}batch_size = [64]\n")
+    same = cli(*args, "--out", run_dir)  # the same search: resumed, its refit already done
+    assert same.exit_code == 0, same.output
+    assert "resuming: 2 trials already finished are kept" in same.output
+    for more in (["--ensemble", "3"], ["--ensemble-validation", "0.2"]):
+        other = cli(*args, "--out", run_dir, *more)
+        assert other.exit_code == 1 and "Traceback" not in other.output
+        assert "holds a finished refit with an ensemble of 2 seeds (validation share 0.1)" in (
+            other.output
+        )
+    assert "asks for an ensemble of 2 seeds (validation share 0.2)" in other.output
+    search_file.write_text(f"{grid}batch_size = [64]\n")
+    alone = cli(*args, "--out", tmp_path / "run", "--ensemble-validation", "0.2")
+    assert alone.exit_code == 1 and alone.output.count("\n") == 1
+    assert "--ensemble-validation has no effect without an ensemble" in alone.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_results_of_a_folder_that_is_not_a_search(cli, tmp_path):
     result = cli("results", tmp_path)
     assert result.exit_code == 1 and "not a search run folder" in result.output

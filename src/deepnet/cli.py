@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from deepnet.config import Param, TrainConfig
     from deepnet.data import Dataset
+    from deepnet.ensemble import EnsemblePlan
     from deepnet.search.events import SearchEvent
     from deepnet.tune import SavedSearch
 
@@ -483,10 +484,9 @@ def evaluate_run(run: Path, data_path: Path | None) -> None:
 @click.option(
     "--ensemble-validation",
     type=float,
-    default=0.1,
-    show_default=True,
-    help="With --ensemble: the stratified share of the training images every member is held "
-    "out from, which makes the choice (never the test split).",
+    help="With --ensemble (or ensemble in the search file): the stratified share of the "
+    "training images every member is held out from, which makes the choice (never the test "
+    "split) [default: 0.1].",
 )
 @data_options
 @friendly_messages
@@ -510,7 +510,7 @@ def search(
     out: Path | None,
     refit: bool,
     ensemble: str | None,
-    ensemble_validation: float,
+    ensemble_validation: float | None,
     data: DataRequest,
 ) -> None:
     """Search hyperparameters with cross-validation, then refit the best and test it once.
@@ -525,13 +525,11 @@ def search(
     The study is stored in RUN/study.db; running the same command again resumes it without
     retraining any finished trial. Ctrl-C stops cleanly and keeps what finished.
     """
-    from deepnet.ensemble import EnsemblePlan
     from deepnet.search import build_spec
     from deepnet.search.executor import Executor, ExecutorKind, resolve_n_jobs
     from deepnet.tune import default_search_dir, finished_trials, load_search, tune
 
     _quiet_optuna()
-    plan = None if ensemble is None else EnsemblePlan.parse(ensemble, ensemble_validation)
     overrides = {
         "strategy": strategy,
         "n_iter": n_iter,
@@ -541,6 +539,7 @@ def search(
         "reduction_factor": reduction_factor,
     }
     spec = build_spec(params, config_file, overrides)
+    spec = replace(spec, ensemble=_refit_ensemble(spec.ensemble, ensemble, ensemble_validation))
     where = Executor(executor, ray_address)  # type: ignore[arg-type]
     selected = data.load()
     run_dir = out or default_search_dir(spec, selected)
@@ -579,7 +578,6 @@ def search(
                 on_event=on_event,
                 checkpoint_every=-1 if no_checkpoints else checkpoint_every,
                 checkpoint_dir=checkpoint_dir,
-                ensemble=plan,
             )
         except KeyboardInterrupt:
             console.print(
@@ -594,6 +592,25 @@ def search(
         f"(again: deepnet results {shown})"
     )
     _write_report(run_dir)
+
+
+def _refit_ensemble(
+    from_file: EnsemblePlan | None, given: str | None, validation: float | None
+) -> EnsemblePlan | None:
+    """The refit's ensemble: --ensemble and --ensemble-validation over the search file's."""
+    from deepnet.ensemble import DEFAULT_VALIDATION_SHARE, EnsemblePlan
+
+    if given is not None:
+        share = DEFAULT_VALIDATION_SHARE if validation is None else validation
+        return EnsemblePlan.parse(given, share)
+    if validation is None:
+        return from_file
+    if from_file is None:
+        raise ConfigError(
+            "--ensemble-validation has no effect without an ensemble: add --ensemble K (or "
+            "folds), or ensemble = K in the search file, or leave it out."
+        )
+    return replace(from_file, validation_share=validation)
 
 
 @main.command()

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -179,10 +179,13 @@ def tune(
     every node reaches), so an interrupted search resumes its trials mid-training.
     ``ensemble``: K (seeds) or "folds" refits the best configuration as an ensemble, held
     out from a validation share of the training images that chooses between the ensemble
-    and its first member (deepnet.ensemble); None refits one network on every image.
+    and its first member (deepnet.ensemble); None: ``spec.ensemble`` (None refits one
+    network on every image).
     """
     checkpoints = checkpoint_policy(run_dir, checkpoint_every, checkpoint_dir)
-    plan = _ensemble_plan(ensemble, spec, dataset, refit, run_dir / REFIT_DIR)
+    plan = _ensemble_plan(
+        spec.ensemble if ensemble is None else ensemble, spec, dataset, refit, run_dir / REFIT_DIR
+    )
     url = storage_url(storage)
     # refused before any claim
     folds = stratified_folds(dataset.y_train, spec.cv, spec.seed, dataset.class_names)
@@ -200,7 +203,7 @@ def tune(
         start = time.perf_counter()
         try:
             outcome = run_search(
-                spec,
+                replace(spec, ensemble=None),  # the refit below trains the ensemble
                 dataset.x_train,
                 dataset.y_train,
                 dataset.n_classes,
@@ -293,7 +296,9 @@ def _ensemble_plan(
 
 
 def _plan_text(plan: EnsemblePlan | None) -> str:
-    return "no ensemble" if plan is None else f"an ensemble of {plan.describe()}"
+    if plan is None:
+        return "no ensemble"
+    return f"an ensemble of {plan.describe()} (validation share {plan.validation_share:g})"
 
 
 def _refit(

@@ -1,4 +1,6 @@
 import json
+import re
+import tomllib
 
 import pytest
 
@@ -248,3 +250,36 @@ def test_rung_settings_without_rungs_are_refused(values, message):
     with pytest.raises(ConfigError) as info:
         SearchSpec.from_mapping(values, "the test file")
     assert message in str(info.value)
+
+
+def test_a_search_file_asks_for_the_refits_ensemble(tmp_path):
+    from deepnet.ensemble import EnsembleKind, EnsemblePlan
+
+    path = tmp_path / "s.toml"
+    path.write_text(f"ensemble = 5\nensemble_validation = 0.2\n{SPACE}")
+    spec = SearchSpec.from_toml(path)
+    assert spec.ensemble == EnsemblePlan(EnsembleKind.SEEDS, 5, 0.2)
+    # the refit's, not the search's: the same run folder and identity as without it
+    plain = SearchSpec.from_mapping({"space": {"neurons": [16, 32]}})
+    assert spec.to_json() == plain.to_json() and plain.ensemble is None
+    assert spec.fingerprint({}) == plain.fingerprint({})
+    path.write_text('ensemble = "Folds"\n[[stages]]\nspace = { neurons = [16, 32] }\n')
+    assert SearchSpec.from_toml(path).ensemble == EnsemblePlan(EnsembleKind.FOLDS, None, 0.1)
+    assert SearchSpec(plain.stages, ensemble=3).ensemble == EnsemblePlan(EnsembleKind.SEEDS, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ensemble = 1", "ensemble=1 is not allowed in F: it must be a number of seeds K >= 2"),
+        ('ensemble = "fold"', "ensemble='fold' is not allowed in F"),
+        ("ensemble = true", "ensemble=True is not allowed in F"),
+        ("ensemble = 3\nensemble_validation = 1.5", "ensemble_validation=1.5 is not allowed"),
+        ("ensemble_validation = 0.2", "ensemble_validation in F has no effect without an ensemble"),
+        ("[space]\nneurons = [1]\nensemble = 3", "unknown parameter 'ensemble'"),
+    ],
+)
+def test_bad_ensemble_keys_in_a_search_file(text, message):
+    values = tomllib.loads(f"{text}\n{SPACE}" if "[space]" not in text else text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SearchSpec.from_mapping(values, "F")

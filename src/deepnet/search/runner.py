@@ -71,9 +71,9 @@ def run_search(
     ``on_event`` hears when they have started, when one is lost and when trials resume.
     ``checkpoints``: where and how often workers save their batches, so that an interrupted
     search resumes its trials mid-training (None: never); they are deleted when it ends.
-    ``ensemble`` (K seeds or "folds"): then train the best configuration's ensemble on these
-    images, chosen against its first member on a held-out validation share (checked before
-    the search); no test data here either.
+    ``ensemble`` (K seeds or "folds"; None: ``spec.ensemble``): then train the best
+    configuration's ensemble on these images, chosen against its first member on a held-out
+    validation share (checked before the search); no test data here either.
     """
     if len(images) != len(labels):
         raise DataError(
@@ -82,7 +82,9 @@ def run_search(
         )
     _check_spaces_fit(spec, images)
     folds = list(folds) if folds is not None else stratified_folds(labels, spec.cv, spec.seed)
-    plan = _ensemble_plan(ensemble, labels, len(folds), spec.seed)
+    plan = _ensemble_plan(
+        spec.ensemble if ensemble is None else ensemble, labels, len(folds), spec.seed
+    )
     start = time.perf_counter()
     rows: list[TrialRow] = []
     studies = []

@@ -84,8 +84,34 @@ STAGES = Key(
     _is_list_of_tables,
 )
 
+
+def _is_ensemble(value: Any) -> bool:
+    from deepnet.ensemble import EnsemblePlan  # torch: imported only when the key is used
+
+    try:
+        EnsemblePlan.parse(value)
+    except ConfigError:
+        return False
+    return True
+
+
+def _is_share(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < 1
+
+
+# how the best configuration is refit: top-level keys, whatever the stages
+ENSEMBLE = Key("ensemble", 'a number of seeds K >= 2 (e.g. 5) or "folds"', _is_ensemble)
+ENSEMBLE_VALIDATION = Key(
+    "ensemble_validation",
+    "the share of the training images that chooses between the ensemble and its first "
+    "member, between 0 and 1 (e.g. 0.1)",
+    _is_share,
+    float,
+)
+
 STAGE_KEYS = {k.name: k for k in (STRATEGY, N_ITER, MIN_EPOCHS, REDUCTION_FACTOR, SPACE)}
-SPEC_KEYS = {k.name: k for k in (CV, SEED, STAGES)} | STAGE_KEYS
+REFIT_KEYS = {k.name: k for k in (ENSEMBLE, ENSEMBLE_VALIDATION)}
+SPEC_KEYS = {k.name: k for k in (CV, SEED, STAGES)} | REFIT_KEYS | STAGE_KEYS
 
 
 def check_spec(values: Any, origin: str) -> list[Mapping[str, Any]]:
@@ -94,6 +120,11 @@ def check_spec(values: Any, origin: str) -> list[Mapping[str, Any]]:
     if not isinstance(values, Mapping):
         raise ConfigError(f"{origin} must be a table of search keys, not {values!r}.")
     _check_keys(values, SPEC_KEYS, origin)
+    if "ensemble_validation" in values and "ensemble" not in values:
+        raise ConfigError(
+            f"ensemble_validation in {origin} has no effect without an ensemble: add "
+            'ensemble = K (or "folds"), or leave ensemble_validation out.'
+        )
     top_stage = [k for k in STAGE_KEYS if k in values]
     if "stages" not in values:
         stages, wheres = [{k: values[k] for k in top_stage}], [origin]

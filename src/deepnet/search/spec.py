@@ -13,6 +13,11 @@ A TOML file holds either one stage at the top level or a list of stages:
     strategy = "grid"
     space = { optimizer = ["SGD", "Adam", "Nadam"], neurons = [25, 30, 35] }
 
+and, at the top level whatever the stages, how the best configuration is refit:
+
+    ensemble = 5                  # K seeds, or "folds"; as --ensemble
+    ensemble_validation = 0.1     # as --ensemble-validation
+
 Every key is checked against ``deepnet.search.schema`` before a stage is built.
 """
 
@@ -30,6 +35,7 @@ from typing import Any
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 
+from deepnet.ensemble import DEFAULT_VALIDATION_SHARE, EnsemblePlan
 from deepnet.errors import ConfigError
 from deepnet.search import schema
 from deepnet.search.space import Space, parse_options
@@ -92,11 +98,14 @@ class Stage:
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """Stages run in order; ``cv`` stratified folds shuffled by ``seed``."""
+    """Stages run in order; ``cv`` stratified folds shuffled by ``seed``. ``ensemble``: how
+    the best configuration is refit (None: one network on every training image); it is the
+    refit's, recorded there, so it is not part of the search's identity (``to_json``)."""
 
     stages: tuple[Stage, ...]
     cv: int = 3
     seed: int = 0
+    ensemble: EnsemblePlan | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -104,11 +113,14 @@ class SearchSpec:
             raise ConfigError("a search needs at least one stage, and only Stage objects.")
         for key in (schema.CV, schema.SEED):
             object.__setattr__(self, key.name, key.check(getattr(self, key.name)))
+        if self.ensemble is not None:
+            object.__setattr__(self, "ensemble", EnsemblePlan.parse(self.ensemble))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], origin: str = "the search spec") -> SearchSpec:
         """From the structure of a TOML file (see the module docstring), checked whole first."""
         stages = schema.check_spec(values, origin)
+        ensemble = values.get("ensemble")
         return cls(
             tuple(
                 Stage(
@@ -118,6 +130,11 @@ class SearchSpec:
             ),
             values.get("cv", 3),
             values.get("seed", 0),
+            None
+            if ensemble is None
+            else EnsemblePlan.parse(
+                ensemble, values.get("ensemble_validation", DEFAULT_VALIDATION_SHARE)
+            ),
         )
 
     @classmethod
@@ -125,6 +142,7 @@ class SearchSpec:
         return cls.from_mapping(read_toml(path), str(path))
 
     def to_json(self) -> dict[str, Any]:
+        """The search itself (what its run folder records and resumes): not the ensemble."""
         return {"cv": self.cv, "seed": self.seed, "stages": [s.to_json() for s in self.stages]}
 
     def fingerprint(self, data: dict[str, Any]) -> str:
