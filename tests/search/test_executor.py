@@ -26,6 +26,7 @@ from deepnet.engine.checkpoint import (
 )
 from deepnet.search.executor import (
     InlineWorker,
+    Pool,
     ProcessWorker,
     WorkerLostError,
     resolve_n_jobs,
@@ -52,9 +53,9 @@ def test_a_process_worker_trains_what_an_inline_worker_trains(small27):
         rounds = []
         for worker in (inline, process):
             worker.submit(_members(len(y)))
-            worker.advance()
+            worker.advance(threads=2)  # a share of the cores: the same results, sooner
             first = worker.receive()
-            worker.advance(stop=["Adam/0"])
+            worker.advance(stop=["Adam/0"], threads=1)
             rounds.append((first, worker.receive()))
         (inline_1, inline_2), (process_1, process_2) = rounds
         assert len(process_1) == 2 and [r.key for r in process_2] == ["Nadam/0"]
@@ -65,6 +66,30 @@ def test_a_process_worker_trains_what_an_inline_worker_trains(small27):
     finally:
         process.close()
     assert process.process.returncode == 0
+
+
+def test_a_worker_trains_on_the_threads_the_driver_gives_it(small27):
+    import torch
+
+    from deepnet.search.protocol import Advance, Submit
+    from deepnet.search.worker import answer
+
+    x, y = small27.x_train[:200], small27.y_train[:200]
+    worker, before = InlineWorker(x, y, 2), torch.get_num_threads()
+    try:
+        answer(worker, Submit(_members(len(y))))
+        assert len(answer(worker, Advance([], 3)).results) == 2
+        assert torch.get_num_threads() == 3
+        answer(worker, Advance(["Adam/0"]))  # None: as before
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_busy_workers_share_the_cores_evenly():
+    pool = Pool([], cores=4)
+    assert [pool.threads(busy) for busy in (0, 1, 2, 3, 4, 8)] == [4, 4, 2, 1, 1, 1]
+    assert Pool([]).threads(1) is None  # the inline worker and Ray's actors keep their own
 
 
 def test_a_killed_worker_is_reported_lost_not_waited_for(small27):

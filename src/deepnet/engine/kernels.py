@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import itertools
 import os
 import platform
 import shutil
@@ -27,6 +28,7 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +173,47 @@ def call(function: str, *args: torch.Tensor | np.ndarray | int | None) -> None:
     getattr(_library(), function)(*pointers)
 
 
+def call_by_members(
+    function: str,
+    args: Sequence[torch.Tensor | int | None],
+    scratch_floats: int,
+    p: int,
+    *sizes: int,
+) -> None:
+    """A stack kernel over members 0..p-1: ``function(*args, scratch, p, *sizes)``, split
+    into runs of members called at once from up to torch.get_num_threads() threads, each
+    with its own ``scratch_floats`` of scratch (ctypes lets go of the GIL while C runs).
+    Every tensor in ``args`` is indexed by member first and is sliced to the run; ints and
+    None pass whole. Members never read each other's memory, so the result is the same
+    bit for bit whatever the number of threads."""
+    runs = _member_runs(p, min(p, torch.get_num_threads()))
+
+    def run(bounds: tuple[int, int]) -> None:
+        a, b = bounds
+        sliced = [t[a:b] if isinstance(t, torch.Tensor) else t for t in args]
+        call(function, *sliced, torch.empty(scratch_floats), b - a, *sizes)
+
+    if len(runs) <= 1:
+        call(function, *args, torch.empty(scratch_floats), p, *sizes)
+        return
+    others = [_thread_pool().submit(run, bounds) for bounds in runs[1:]]
+    run(runs[0])
+    for done in others:
+        done.result()
+
+
+def _member_runs(p: int, threads: int) -> list[tuple[int, int]]:
+    """``p`` members cut into ``threads`` contiguous runs of sizes that differ by at most 1."""
+    threads = max(1, threads)
+    edges = [p * i // threads for i in range(threads + 1)]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+@functools.cache
+def _thread_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kernels")
+
+
 def expect(
     function: str, name: str, t: object, dtype: torch.dtype, shape: tuple[int | None, ...]
 ) -> torch.Tensor:
@@ -197,9 +240,9 @@ class _NativeConvStack(Function):
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
-        scratch = torch.empty(_scratch(c1, c2, h, w, n))
         code = ACTIVATION_CODES[activation]
-        call("stack_forward", x, w1, b1, w2, b2, code, out, idx, scratch, p, c0, c1, c2, h, w, n)
+        args = (x, w1, b1, w2, b2, code, out, idx)
+        call_by_members("stack_forward", args, _scratch(c1, c2, h, w, n), p, c0, c1, c2, h, w, n)
         ctx.save_for_backward(x, w1, b1, w2, b2, idx, out)
         ctx.code = code
         return out
@@ -213,9 +256,9 @@ class _NativeConvStack(Function):
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        scratch = torch.empty(2 * _scratch(c1, c2, h, w, n))
-        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, *grads, gx, scratch)
-        call("stack_backward", *args, p, c0, c1, c2, h, w, n)
+        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, *grads, gx)
+        scratch = 2 * _scratch(c1, c2, h, w, n)
+        call_by_members("stack_backward", args, scratch, p, c0, c1, c2, h, w, n)
         return gx, *grads, None
 
 
@@ -328,10 +371,10 @@ class _NativeNormStack(Function):
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
         stats = torch.empty(p, c1), torch.empty(p, c1), torch.empty(p, c2), torch.empty(p, c2)
-        scratch = torch.empty(_scratch(c1, c2, h, w, n))
         code = ACTIVATION_CODES[activation]
-        args = (x, w1, g1, be1, w2, g2, be2, code, counts, *stats, out, idx, scratch)
-        call("norm_stack_forward", *args, p, c0, c1, c2, h, w, n)
+        args = (x, w1, g1, be1, w2, g2, be2, code, counts, *stats, out, idx)
+        scratch = _scratch(c1, c2, h, w, n)
+        call_by_members("norm_stack_forward", args, scratch, p, c0, c1, c2, h, w, n)
         ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out)
         ctx.code = code
         ctx.mark_non_differentiable(*stats)
@@ -352,9 +395,9 @@ class _NativeNormStack(Function):
             torch.empty(p, c2),
         )
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        scratch = torch.empty(3 * _scratch(c1, c2, h, w, n))
-        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats)
-        call("norm_stack_backward", *args, *grads, gx, scratch, p, c0, c1, c2, h, w, n)
+        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats, *grads, gx)
+        scratch = 3 * _scratch(c1, c2, h, w, n)
+        call_by_members("norm_stack_backward", args, scratch, p, c0, c1, c2, h, w, n)
         return gx, *grads, None, None
 
 
@@ -464,10 +507,9 @@ def norm_stack_eval(
     stats = [t.contiguous() for t in running]
     out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
     idx = torch.empty(out.shape, dtype=torch.int32)
-    scratch = torch.empty(_scratch(c1, c2, h, w, n))
     code = ACTIVATION_CODES[activation]
-    args = (*tensors, code, None, *stats, out, idx, scratch)
-    call("norm_stack_forward", *args, p, c0, c1, c2, h, w, n)
+    args = (*tensors, code, None, *stats, out, idx)
+    call_by_members("norm_stack_forward", args, _scratch(c1, c2, h, w, n), p, c0, c1, c2, h, w, n)
     return out
 
 

@@ -259,11 +259,14 @@ def run_stage(
 
     try:
         while True:
+            starting = []
             while idle and fill(batch := _Batch(), members_per_worker, len(idle)):
                 worker = idle.pop()
                 worker.submit(batch.members(folds, seed))
-                worker.advance()
                 busy[worker] = batch
+                starting.append(worker)
+            for worker in starting:  # once every new batch is placed: the cores are shared
+                worker.advance(threads=pool.threads(len(busy)))
             if not busy:
                 if on_event and not pool.in_driver:
                     on_event(load.read())
@@ -299,7 +302,7 @@ def run_stage(
                         room = members_per_worker - batch.training_runs() * len(folds)
                         if room >= len(folds) and fill(batch, room, len(workers)):
                             worker.join(batch.members(folds, seed))
-                        worker.advance(stop=batch.member_keys(done))
+                        worker.advance(batch.member_keys(done), pool.threads(len(busy)))
                         continue
                 del busy[worker]
                 if worker.alive():

@@ -44,7 +44,7 @@ from deepnet.search.protocol import Advance, Channel, Crash, Join, Load, Request
 class Worker(Protocol):
     def submit(self, members: Sequence[Member]) -> None: ...
     def join(self, members: Sequence[Member]) -> None: ...
-    def advance(self, stop: Sequence[str] = ()) -> None: ...
+    def advance(self, stop: Sequence[str] = (), threads: int | None = None) -> None: ...
     def alive(self) -> bool: ...
     def receive(self) -> list[EpochResult]: ...
     def close(self) -> None: ...
@@ -105,12 +105,26 @@ class Pool:
     the same number of workers ends with the same table. A slow worker stalls the others
     for that; RayPool reads rounds as they come instead. ``in_driver``: the one worker
     trains in the driver's own process (so the driver's CPU time is not its own).
+    ``cores``: the cores its worker processes share, so that a busy worker may train on
+    more threads while others are idle (None: each keeps its own, as the one inline worker
+    and Ray's actors, one CPU each by Ray's count, do).
     """
 
-    def __init__(self, workers: list[Worker], where: str = "this machine", in_driver=False):
+    def __init__(
+        self,
+        workers: list[Worker],
+        where: str = "this machine",
+        in_driver: bool = False,
+        cores: int | None = None,
+    ):
         self.workers = workers
         self.where = where
         self.in_driver = in_driver
+        self.cores = cores
+
+    def threads(self, busy: int) -> int | None:
+        """The threads each of ``busy`` workers trains on: an even share of the cores."""
+        return None if self.cores is None else max(1, self.cores // max(1, busy))
 
     def started(self) -> WorkersStarted:
         return WorkersStarted(len(self.workers), self.where)
@@ -191,8 +205,9 @@ class InlineWorker:
             raise WorkerCrashError("join() before submit()")
         self._training.extend(self._train(members))
 
-    def advance(self, stop: Sequence[str] = ()) -> None:
-        """Record the stops; the epoch is trained when the round is received."""
+    def advance(self, stop: Sequence[str] = (), threads: int | None = None) -> None:
+        """Record the stops; the epoch is trained when the round is received (in the
+        driver's process, whose threads are its own: ``threads`` is ignored)."""
         if self._training is not None:
             for key in stop:
                 self._training.stop(key)
@@ -254,8 +269,8 @@ class ProcessWorker:
     def join(self, members: Sequence[Member]) -> None:
         self._send(Join(list(members)))
 
-    def advance(self, stop: Sequence[str] = ()) -> None:
-        self._send(Advance(list(stop)))
+    def advance(self, stop: Sequence[str] = (), threads: int | None = None) -> None:
+        self._send(Advance(list(stop), threads))
 
     def alive(self) -> bool:
         return not self._lost and self.process.poll() is None
@@ -331,7 +346,7 @@ def start_workers(
         for worker in workers:
             worker.close()
         raise
-    return Pool(list(workers))
+    return Pool(list(workers), cores=os.cpu_count() or 1)
 
 
 def resolve_n_jobs(

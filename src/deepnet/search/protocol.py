@@ -53,9 +53,11 @@ class Join:
 
 @dataclass(frozen=True)
 class Advance:
-    """Stop these members, then train the others one more epoch and reply."""
+    """Stop these members, then train the others one more epoch (on ``threads`` threads,
+    None: as before) and reply."""
 
     stop: list[str]
+    threads: int | None = None
 
 
 @dataclass(frozen=True)

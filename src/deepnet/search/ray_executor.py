@@ -145,7 +145,8 @@ class RayWorker:
     def join(self, members: Sequence[Member]) -> None:
         self._requests.append(Join(list(members)))
 
-    def advance(self, stop: Sequence[str] = ()) -> None:
+    def advance(self, stop: Sequence[str] = (), threads: int | None = None) -> None:
+        """``threads`` is ignored: an actor holds one CPU by Ray's count."""
         requests, self._requests = [*self._requests, Advance(list(stop))], []
         self.pending = self.actor.round.remote(requests)
 

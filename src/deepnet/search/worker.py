@@ -72,7 +72,9 @@ def answer(worker: InlineWorker, request: Submit | Join | Advance) -> Reply | No
             worker.submit(members)
         case Join(members):
             worker.join(members)
-        case Advance(stop):
+        case Advance(stop, threads):
+            if threads is not None:  # an even share of the cores, as the driver counts them
+                torch.set_num_threads(threads)
             worker.advance(stop)
             try:
                 return Round(worker.receive())
