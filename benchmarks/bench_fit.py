@@ -13,17 +13,20 @@ tinted a random colour each and padded to 32x32 RGB, CIFAR-10's shape: same imag
 so only the channels and the size differ), side by side in one run. --nets picks the networks
 alike: seed (the baseline), blocks2 (a second conv-conv-pool block of 16 filters), bn (batch
 normalisation after each convolution) and blocks2-bn; the plain loop trains the same network.
+--threads also times each population on that many threads (its members split into runs that
+the kernels train at once): its seconds per fit beside the one-thread figure show the gain.
 
 With --memory, each population size also trains one epoch in a fresh process, which
 reports its peak resident memory (64 members as one population, and 64 in default chunks).
 
     python benchmarks/bench_fit.py [--sizes 1,3,6,12,24] [--epochs 2] [--rounds 1]
-        [--images grey28,rgb32] [--nets seed,blocks2,bn,blocks2-bn] [--memory]
+        [--images grey28,rgb32] [--nets seed,blocks2,bn,blocks2-bn] [--threads 1,2] [--memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import statistics
 import subprocess
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench_cifar10 import cpu_kind
 from deepnet import Member, PopulationEngine, TrainConfig, load_dataset, stratified_folds
 from deepnet.engine.kernels import native
 from deepnet.evaluate import channels_last, images_to_tensor
@@ -86,8 +90,10 @@ def population_fit(
     seed: int,
     max_members: int | None = None,
     net: str = "seed",
+    threads: int = 1,
 ):
-    """Seconds per member for ``size`` members trained together for ``epochs``."""
+    """Seconds per member for ``size`` members trained together for ``epochs`` on
+    ``threads`` torch threads."""
     train, val = fold(data)
     members = [
         Member(
@@ -100,9 +106,13 @@ def population_fit(
         for i in range(size)
     ]
     engine = PopulationEngine(max_members=max_members or size)
-    start = time.perf_counter()
-    results = list(engine.train(data.x_train, data.y_train, 2, members))
-    seconds = time.perf_counter() - start
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        results = list(engine.train(data.x_train, data.y_train, 2, members))
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(1)
     final = [r.val_accuracy for r in results if r.done]
     return seconds / size, statistics.fmean(final)
 
@@ -173,6 +183,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds")
     parser.add_argument("--images", default="grey28", help=f"any of {','.join(IMAGES)}")
     parser.add_argument("--nets", default="seed", help=f"any of {','.join(NETS)}")
+    parser.add_argument("--threads", default="1", help="thread counts for the populations")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--peak-rss", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--max-members", type=int, help=argparse.SUPPRESS)
@@ -185,10 +196,12 @@ def main() -> None:
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
+    thread_counts = [int(t) for t in args.threads.split(",")]
     scale = 12 / args.epochs
     print(
-        f"{len(fold(datasets[0])[0])} training images, batch 128, 1 torch thread, {args.epochs} "
-        f"epochs measured and scaled to 12, {args.rounds} alternating round(s)"
+        f"{len(fold(datasets[0])[0])} training images, batch 128, 1 torch thread (populations: "
+        f"{args.threads}), {args.epochs} epochs measured and scaled to 12, {args.rounds} "
+        f"alternating round(s); CPU: {cpu_kind()}"
     )
     nets = args.nets.split(",")
     unknown = sorted(set(nets) - set(NETS))
@@ -201,9 +214,10 @@ def main() -> None:
             kinds[group, "plain PyTorch loop"] = lambda r, d=data, k=net: plain_fit(
                 d, args.epochs, r, k
             )
-            for size in sizes:
-                kinds[group, f"population of {size}"] = lambda r, d=data, n=size, k=net: (
-                    population_fit(d, n, args.epochs, r, None, k)
+            for size, threads in itertools.product(sizes, thread_counts):
+                name = f"population of {size}" + (f", {threads} threads" if threads > 1 else "")
+                kinds[group, name] = lambda r, d=data, n=size, k=net, t=threads: population_fit(
+                    d, n, args.epochs, r, None, k, t
                 )
     times: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
     accuracy: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
