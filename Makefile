@@ -44,6 +44,7 @@ $(BENCH_STAMP): benchmarks/requirements.txt pyproject.toml
 	touch $@
 
 bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/roofline.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_fit.py --memory --images grey28,rgb32
 	$(BENCH_VENV)/bin/python benchmarks/bench_scikeras.py
 

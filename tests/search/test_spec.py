@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 import tomllib
@@ -36,9 +37,10 @@ def test_shipped_search_files_parse(request):
     assert len(paths) >= 4 and DEFAULT_SEARCH.name == "default.toml"
     for path in paths:
         spec = SearchSpec.from_toml(path)
-        assert spec.cv == 3 and all(stage.n_trials > 1 for stage in spec.stages), path
-        # what a run folder stores reads back as the same spec
-        assert SearchSpec.from_mapping(json.loads(json.dumps(spec.to_json()))) == spec
+        assert spec.cv in (2, 3) and all(stage.n_trials > 1 for stage in spec.stages), path
+        # what a run folder stores reads back as the same search (the ensemble is the refit's)
+        stored = SearchSpec.from_mapping(json.loads(json.dumps(spec.to_json())))
+        assert stored == dataclasses.replace(spec, ensemble=None)
 
 
 def test_the_default_search_is_halving(request):

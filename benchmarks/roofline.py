@@ -1,0 +1,225 @@
+"""This machine's limit, and how near deepnet's convolution kernels come to it.
+
+The peak is measured, not taken from a data sheet or a library: a C loop of independent
+fused multiply-adds (12 accumulators of 16 and of 8 floats, compiled with -O3 -march=native,
+so AVX-512 where the CPU has it and AVX2 elsewhere) on one core and on every core at once,
+and torch's best fp32 matrix product (2048 x 2048) on one thread. Then each convolution block
+the engine runs (kernels.conv_stack and norm_stack, forward and backward, at a population's
+batch of 128 images) is timed and its arithmetic counted: GFLOP/s and the share of the FMA
+peak of one core.
+
+    python benchmarks/roofline.py [--seconds 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench_cifar10 import cpu_kind
+from deepnet.engine import kernels
+
+FMA_LOOP = r"""
+#include <stdint.h>
+#define LOOP(name, lanes)                                                              \
+  typedef float name##_v __attribute__((vector_size(lanes * 4)));                      \
+  float name(int64_t iterations) {                                                     \
+    name##_v acc[12], m = (name##_v){} + 0.999999f, a = (name##_v){} + 1e-7f;          \
+    for (int k = 0; k < 12; k++) acc[k] = (name##_v){} + (float)k;                     \
+    for (int64_t i = 0; i < iterations; i++)                                           \
+      for (int k = 0; k < 12; k++) acc[k] = acc[k] * m + a;                            \
+    float s = 0;                                                                       \
+    for (int k = 0; k < 12; k++)                                                       \
+      for (int l = 0; l < lanes; l++) s += acc[k][l];                                  \
+    return s;                                                                          \
+  }
+LOOP(fma16, 16)
+LOOP(fma8, 8)
+"""
+ACCUMULATORS = 12
+
+
+def _fma_library() -> ctypes.CDLL:
+    """The FMA loops, compiled for this CPU into a temporary folder (cached by source)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("no C compiler (cc or gcc): the peak loop cannot be built")
+    folder = Path(tempfile.gettempdir()) / "deepnet-roofline"
+    folder.mkdir(exist_ok=True)
+    library = folder / f"fma-{hashlib.sha256(FMA_LOOP.encode()).hexdigest()[:12]}.so"
+    if not library.is_file():
+        source = folder / "fma.c"
+        source.write_text(FMA_LOOP)
+        flags = ["-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC"]
+        subprocess.run([compiler, *flags, "-o", str(library), str(source)], check=True)
+    loaded = ctypes.CDLL(str(library))
+    for name in ("fma16", "fma8"):
+        getattr(loaded, name).argtypes = [ctypes.c_int64]
+        getattr(loaded, name).restype = ctypes.c_float
+    return loaded
+
+
+@dataclass(frozen=True)
+class Peak:
+    """Measured fp32 GFLOP/s: the FMA loop on one core and on all, torch's matmul on one."""
+
+    fma_one: float
+    fma_all: float
+    cores: int
+    matmul_one: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"fp32 peak, FMA loop: {self.fma_one:.0f} GFLOP/s on one core, "
+            f"{self.fma_all:.0f} on all {self.cores} at once",
+            f"torch fp32 matmul 2048x2048, one thread: {self.matmul_one:.0f} GFLOP/s "
+            f"({self.matmul_one / self.fma_one:.0%} of the loop's peak)",
+        ]
+
+
+def _fma_rate(seconds: float, threads: int) -> float:
+    """GFLOP/s of ``threads`` FMA loops running at once (ctypes lets go of the GIL), the
+    wider of the two vector widths."""
+    library = _fma_library()
+    best = 0.0
+    for name, lanes in (("fma16", 16), ("fma8", 8)):
+        loop = getattr(library, name)
+        iterations = 1 << 16
+        while True:  # grow until one run takes a tenth of the time asked for
+            start = time.perf_counter()
+            loop(iterations)
+            if time.perf_counter() - start > seconds / 10:
+                break
+            iterations *= 2
+        iterations = int(iterations * 10)
+        workers = [threading.Thread(target=loop, args=(iterations,)) for _ in range(threads)]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - start
+        flops = threads * iterations * ACCUMULATORS * lanes * 2
+        best = max(best, flops / elapsed / 1e9)
+    return best
+
+
+def _matmul_rate(seconds: float) -> float:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        torch.mm(a, b)
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            torch.mm(a, b)
+            runs += 1
+        return runs * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_peak(seconds: float = 0.5) -> Peak:
+    cores = os.cpu_count() or 1
+    return Peak(_fma_rate(seconds, 1), _fma_rate(seconds, cores), cores, _matmul_rate(seconds))
+
+
+@dataclass(frozen=True)
+class Block:
+    """One conv-conv-pool block of a network the engine trains."""
+
+    name: str
+    channels: tuple[int, int, int]  # input, first conv's, second conv's
+    size: int  # the input maps' side
+    norm: bool = False
+
+    def flops(self, images: int) -> float:
+        """Forward multiply-adds x 2 of both convolutions."""
+        c0, c1, c2 = self.channels
+        s = self.size
+        return 2 * 9 * images * (c0 * c1 * (s - 2) ** 2 + c1 * c2 * (s - 4) ** 2)
+
+
+BLOCKS = (
+    Block("seed: 1 -> 4 -> 8, 28x28", (1, 4, 8), 28),
+    Block("default 1st: 1 -> 16 -> 32, 28x28", (1, 16, 32), 28),
+    Block("default 2nd: 32 -> 32 -> 32, 12x12", (32, 32, 32), 12),
+    Block("cifar 1st: 3 -> 32 -> 32, 32x32, norm", (3, 32, 32), 32, norm=True),
+    Block("cifar 2nd: 32 -> 64 -> 64, 14x14, norm", (32, 64, 64), 14, norm=True),
+)
+
+
+def time_block(block: Block, members: int, images: int, seconds: float) -> tuple[float, float]:
+    """Seconds per forward and per backward call of one block for ``members`` at once, on
+    one thread. The backward pass's work is counted as twice the forward's (the input and
+    weight gradients), not counting the first convolution it recomputes."""
+    c0, c1, c2 = block.channels
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(members, c0, block.size, block.size, images, generator=generator)
+    w1 = (torch.randn(members, c1, c0, 3, 3, generator=generator) * 0.1).requires_grad_()
+    w2 = (torch.randn(members, c2, c1, 3, 3, generator=generator) * 0.1).requires_grad_()
+    b1 = torch.zeros(members, c1, requires_grad=True)
+    b2 = torch.zeros(members, c2, requires_grad=True)
+    counts = torch.full((members,), images, dtype=torch.int32)
+
+    def forward():
+        if block.norm:
+            be1, be2 = torch.zeros(members, c1), torch.zeros(members, c2)
+            return kernels.norm_stack(x, w1, b1, be1, w2, b2, be2, "relu", counts)[0]
+        return kernels.conv_stack(x, w1, b1, w2, b2, "relu")
+
+    def timed(fn) -> float:
+        fn()
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn()
+            runs += 1
+        return (time.perf_counter() - start) / runs
+
+    out = forward()
+    g = torch.ones_like(out)
+    forward_s = timed(lambda: forward())
+    both_s = timed(lambda: torch.autograd.grad(forward(), (w1, b1, w2, b2), g))
+    return forward_s, both_s - forward_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=0.5, help="time per measurement")
+    parser.add_argument("--members", type=int, default=4, help="members per block call")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"CPU: {cpu_kind()}; torch {torch.__version__}")
+    peak = measure_peak(args.seconds)
+    for line in peak.lines():
+        print(line)
+    images = 128
+    print(f"\nconvolution blocks, {args.members} members x {images} images, one thread:")
+    print(f"{'block':<42}{'pass':>9}{'ms':>9}{'GFLOP/s':>9}{'of peak':>9}")
+    for block in BLOCKS:
+        forward_s, backward_s = time_block(block, args.members, images, args.seconds)
+        flops = block.flops(images) * args.members
+        for name, seconds, work in (
+            ("forward", forward_s, flops),
+            ("backward", backward_s, 2 * flops),
+        ):
+            rate = work / seconds / 1e9
+            print(
+                f"{block.name:<42}{name:>9}{seconds * 1e3:>9.2f}{rate:>9.1f}"
+                f"{rate / peak.fma_one:>9.0%}"
+            )
+
+
+if __name__ == "__main__":
+    main()
