@@ -46,7 +46,7 @@ $(BENCH_STAMP): benchmarks/requirements.txt pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/roofline.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_fit.py --memory --images grey28,rgb32
-	$(BENCH_VENV)/bin/python benchmarks/bench_scikeras.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache src/*.egg-info
