@@ -48,6 +48,28 @@ def test_the_c_gather_matches_the_torch_reference_for_bytes_and_floats(colour27,
     assert torch.equal(ours[1], kernels.gather_images(pixels, index)[1])  # not augmenting
 
 
+@pytest.mark.skipif(not kernels.native(), reason="no C compiler: only the torch path runs")
+def test_gathers_split_across_threads_give_the_same_bits(colour27):
+    streams = [AugmentStream(EVERYTHING, 5), None, AugmentStream(Augmentation(shift=2), 7)]
+    index, transforms = population_batch(colour27, streams * 2)
+    pixels, floats = channels_first(colour27, torch.uint8), images_to_tensor(colour27)
+    before = torch.get_num_threads()
+
+    def gathers():
+        return [gather_augmented(x, index, transforms) for x in (pixels, floats)] + [
+            kernels.gather_images(x, index) for x in (pixels, floats)
+        ]
+
+    try:
+        torch.set_num_threads(1)
+        alone = gathers()
+        for threads in (2, 4):
+            torch.set_num_threads(threads)
+            assert all(torch.equal(a, b) for a, b in zip(alone, gathers(), strict=True))
+    finally:
+        torch.set_num_threads(before)
+
+
 def digits(small27, n=64):
     return images_to_tensor(small27.x_train[:n])  # (n, 1, 28, 28)
 

@@ -22,7 +22,16 @@ import numpy as np
 import torch
 
 from deepnet.config import TrainConfig
-from deepnet.engine.kernels import LANES, call, checked_images, expect, gather_images, native
+from deepnet.engine.kernels import (
+    LANES,
+    Scratch,
+    Whole,
+    call_by_members,
+    checked_images,
+    expect,
+    gather_images,
+    native,
+)
 from deepnet.engine.member import Member
 from deepnet.errors import ConfigError
 
@@ -170,14 +179,16 @@ def gather_augmented(
         raise ValueError(f"{fn}: affine must hold finite numbers")
     if not native():
         return gather_augmented_torch(x, index, transforms)
-    held = x.contiguous(), index.contiguous(), affine.contiguous(), augmented.contiguous()
+    x, index = x.contiguous(), index.contiguous()  # held in names: the C call reads them
+    affine, augmented = affine.contiguous(), augmented.contiguous()
     out = torch.empty(p, c, h, w, n)
     row = 4 * math.ceil(w / LANES) * LANES  # a row's neighbours, whole vectors of them
-    scratch = torch.empty((n + 1) * c * h * w + row)  # resampled images, one image, a row
-    offsets = torch.empty(row, dtype=torch.int32)
-    order = torch.arange(n)
+    scratch = Scratch((n + 1) * c * h * w + row)  # resampled images, one image, a row
+    offsets = Scratch(row, torch.int32)
+    order = Whole(torch.arange(n))
     name = "gather_augmented_pixels" if dtype == torch.uint8 else fn
-    call(name, out, *held, scratch, offsets, order, p, c, h, w, n)
+    args = (out, Whole(x), index, affine, augmented, scratch, offsets, order)
+    call_by_members(name, args, p, c, h, w, n)
     return out
 
 

@@ -29,6 +29,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -173,33 +174,54 @@ def call(function: str, *args: torch.Tensor | np.ndarray | int | None) -> None:
     getattr(_library(), function)(*pointers)
 
 
+@dataclass(frozen=True)
+class Whole:
+    """An argument of call_by_members that every run of members reads whole (not sliced)."""
+
+    tensor: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """An argument of call_by_members made anew for each run: a buffer of ``size`` values."""
+
+    size: int
+    dtype: torch.dtype = torch.float32
+
+
 def call_by_members(
     function: str,
-    args: Sequence[torch.Tensor | int | None],
-    scratch_floats: int,
+    args: Sequence[torch.Tensor | Whole | Scratch | int | None],
     p: int,
     *sizes: int,
 ) -> None:
-    """A stack kernel over members 0..p-1: ``function(*args, scratch, p, *sizes)``, split
-    into runs of members called at once from up to torch.get_num_threads() threads, each
-    with its own ``scratch_floats`` of scratch (ctypes lets go of the GIL while C runs).
-    Every tensor in ``args`` is indexed by member first and is sliced to the run; ints and
-    None pass whole. Members never read each other's memory, so the result is the same
-    bit for bit whatever the number of threads."""
-    runs = _member_runs(p, min(p, torch.get_num_threads()))
+    """A per-member kernel over members 0..p-1: ``function(*args, p, *sizes)``, split into
+    runs of members called at once from up to torch.get_num_threads() threads (ctypes lets
+    go of the GIL while C runs). A tensor in ``args`` is indexed by member first and is
+    sliced to the run; a Whole passes whole, a Scratch is a fresh buffer per run, ints and
+    None pass as they are. Members never read each other's memory, so the result is the
+    same bit for bit whatever the number of threads."""
 
     def run(bounds: tuple[int, int]) -> None:
         a, b = bounds
-        sliced = [t[a:b] if isinstance(t, torch.Tensor) else t for t in args]
-        call(function, *sliced, torch.empty(scratch_floats), b - a, *sizes)
+        call(function, *(_for_run(arg, a, b) for arg in args), b - a, *sizes)
 
-    if len(runs) <= 1:
-        call(function, *args, torch.empty(scratch_floats), p, *sizes)
-        return
+    runs = _member_runs(p, min(p, torch.get_num_threads())) or [(0, p)]
     others = [_thread_pool().submit(run, bounds) for bounds in runs[1:]]
     run(runs[0])
     for done in others:
         done.result()
+
+
+def _for_run(arg: torch.Tensor | Whole | Scratch | int | None, a: int, b: int) -> object:
+    """What call_by_members passes for ``arg`` to the run of members a..b-1."""
+    if isinstance(arg, torch.Tensor):
+        return arg[a:b]
+    if isinstance(arg, Whole):
+        return arg.tensor
+    if isinstance(arg, Scratch):
+        return torch.empty(arg.size, dtype=arg.dtype)
+    return arg
 
 
 def _member_runs(p: int, threads: int) -> list[tuple[int, int]]:
@@ -241,8 +263,8 @@ class _NativeConvStack(Function):
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
         code = ACTIVATION_CODES[activation]
-        args = (x, w1, b1, w2, b2, code, out, idx)
-        call_by_members("stack_forward", args, _scratch(c1, c2, h, w, n), p, c0, c1, c2, h, w, n)
+        args = (x, w1, b1, w2, b2, code, out, idx, Scratch(_scratch(c1, c2, h, w, n)))
+        call_by_members("stack_forward", args, p, c0, c1, c2, h, w, n)
         ctx.save_for_backward(x, w1, b1, w2, b2, idx, out)
         ctx.code = code
         return out
@@ -256,9 +278,9 @@ class _NativeConvStack(Function):
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, *grads, gx)
-        scratch = 2 * _scratch(c1, c2, h, w, n)
-        call_by_members("stack_backward", args, scratch, p, c0, c1, c2, h, w, n)
+        scratch = Scratch(2 * _scratch(c1, c2, h, w, n))
+        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, *grads, gx, scratch)
+        call_by_members("stack_backward", args, p, c0, c1, c2, h, w, n)
         return gx, *grads, None
 
 
@@ -372,9 +394,9 @@ class _NativeNormStack(Function):
         idx = torch.empty(out.shape, dtype=torch.int32)
         stats = torch.empty(p, c1), torch.empty(p, c1), torch.empty(p, c2), torch.empty(p, c2)
         code = ACTIVATION_CODES[activation]
-        args = (x, w1, g1, be1, w2, g2, be2, code, counts, *stats, out, idx)
-        scratch = _scratch(c1, c2, h, w, n)
-        call_by_members("norm_stack_forward", args, scratch, p, c0, c1, c2, h, w, n)
+        scratch = Scratch(_scratch(c1, c2, h, w, n))
+        args = (x, w1, g1, be1, w2, g2, be2, code, counts, *stats, out, idx, scratch)
+        call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n)
         ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out)
         ctx.code = code
         ctx.mark_non_differentiable(*stats)
@@ -396,8 +418,8 @@ class _NativeNormStack(Function):
         )
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats, *grads, gx)
-        scratch = 3 * _scratch(c1, c2, h, w, n)
-        call_by_members("norm_stack_backward", args, scratch, p, c0, c1, c2, h, w, n)
+        scratch = Scratch(3 * _scratch(c1, c2, h, w, n))
+        call_by_members("norm_stack_backward", (*args, scratch), p, c0, c1, c2, h, w, n)
         return gx, *grads, None, None
 
 
@@ -508,8 +530,8 @@ def norm_stack_eval(
     out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
     idx = torch.empty(out.shape, dtype=torch.int32)
     code = ACTIVATION_CODES[activation]
-    args = (*tensors, code, None, *stats, out, idx)
-    call_by_members("norm_stack_forward", args, _scratch(c1, c2, h, w, n), p, c0, c1, c2, h, w, n)
+    args = (*tensors, code, None, *stats, out, idx, Scratch(_scratch(c1, c2, h, w, n)))
+    call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n)
     return out
 
 
@@ -546,7 +568,8 @@ def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return gathered.contiguous()
     x, index = x.contiguous(), index.contiguous()  # held in names: the C call reads them
     out = torch.empty(p, c, h, w, n)
-    call("gather_pixels" if dtype == torch.uint8 else fn, out, x, index, p, c * h * w, n)
+    name = "gather_pixels" if dtype == torch.uint8 else fn
+    call_by_members(name, (out, Whole(x), index), p, c * h * w, n)
     return out
 
 
