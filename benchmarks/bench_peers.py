@@ -190,6 +190,7 @@ def optuna_search(x: np.ndarray, y: np.ndarray, grid: Grid) -> Outcome:
     import torch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    before = torch.get_num_threads()
     torch.set_num_threads(1)  # each of the study's threads trains on its own core
     images, labels = torch.from_numpy(_channels_first(x)), torch.from_numpy(y.astype(np.int64))
     folds = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in _cv().split(x, y)]
@@ -228,7 +229,10 @@ def optuna_search(x: np.ndarray, y: np.ndarray, grid: Grid) -> Outcome:
     )
     trials = len(grid.optimizers) * len(grid.neurons)
     start = time.perf_counter()
-    study.optimize(objective, n_trials=trials, n_jobs=os.cpu_count() or 1)
+    try:
+        study.optimize(objective, n_trials=trials, n_jobs=os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)  # the peers after this one get theirs back
     seconds = time.perf_counter() - start
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     best = {"opt_name": study.best_params["optimizer"], "neurons": study.best_params["neurons"]}

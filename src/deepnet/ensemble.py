@@ -58,7 +58,7 @@ class EnsemblePlan:
         if self.kind is EnsembleKind.SEEDS and not _whole(self.size, 2):
             raise ConfigError(f"ensemble={self.size!r} is not allowed: {ENSEMBLE_HELP}.")
         share = self.validation_share
-        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 < share < 1:
+        if not is_validation_share(share):
             raise ConfigError(
                 f"ensemble validation share {share!r} is not allowed: give a fraction of the "
                 "training images between 0 and 1 (default 0.1); it decides between the "
@@ -119,6 +119,11 @@ class EnsemblePlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EnsemblePlan:
         return cls(EnsembleKind(data["kind"]), data["size"], data["validation_share"])
+
+
+def is_validation_share(value: object) -> bool:
+    """Whether ``value`` can be an ensemble's validation share: a real number in (0, 1)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and 0 < value < 1
 
 
 def _whole(value: object, least: int) -> bool:

@@ -417,8 +417,8 @@ class _NativeNormStack(Function):
             torch.empty(p, c2),
         )
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats, *grads, gx)
         scratch = Scratch(3 * _scratch(c1, c2, h, w, n))
+        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats, *grads, gx)
         call_by_members("norm_stack_backward", (*args, scratch), p, c0, c1, c2, h, w, n)
         return gx, *grads, None, None
 

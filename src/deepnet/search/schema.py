@@ -96,7 +96,9 @@ def _is_ensemble(value: Any) -> bool:
 
 
 def _is_share(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < 1
+    from deepnet.ensemble import is_validation_share
+
+    return is_validation_share(value)
 
 
 # how the best configuration is refit: top-level keys, whatever the stages
