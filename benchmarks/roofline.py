@@ -163,7 +163,7 @@ BLOCKS = (
 def time_block(block: Block, members: int, images: int, seconds: float) -> tuple[float, float]:
     """Seconds per forward and per backward call of one block for ``members`` at once, on
     one thread. The backward pass's work is counted as twice the forward's (the input and
-    weight gradients), not counting the first convolution it recomputes."""
+    weight gradients); it reads the maps the forward pass kept (kernels.MAPS_KEPT)."""
     c0, c1, c2 = block.channels
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(members, c0, block.size, block.size, images, generator=generator)

@@ -3,6 +3,7 @@ scikit-learn or matplotlib until something needs them (each check in a fresh int
 
 import ast
 import importlib.metadata
+import os
 import subprocess
 import sys
 import tomllib
@@ -79,3 +80,21 @@ def test_every_third_party_import_is_a_declared_dependency():
     extras = [r for group in project["optional-dependencies"].values() for r in group]
     declared = {canonicalize_name(Requirement(r).name) for r in [*project["dependencies"], *extras]}
     assert needed - declared == set()
+
+
+@pytest.mark.parametrize(("chosen", "policy"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_wait_passively_unless_someone_chose(chosen, policy):
+    """torch's OpenMP threads would otherwise spin on the cores the kernels' threads need;
+    a policy the user set is kept. Checked in the process and in a worker it starts."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if chosen:
+        env["OMP_WAIT_POLICY"] = chosen
+    code = (
+        "import os, subprocess, sys\nimport deepnet\nimport torch\n"
+        "child = subprocess.run([sys.executable, '-c', 'import os; "
+        'print(os.environ["OMP_WAIT_POLICY"])\'], capture_output=True, text=True)\n'
+        "print(os.environ['OMP_WAIT_POLICY'], child.stdout.strip())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [policy, policy]

@@ -20,9 +20,17 @@ Three modules share their name with the function they hold (``train``, ``evaluat
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 from typing import Any
+
+# After each parallel operation torch's OpenMP threads spin, by default, waiting for the next;
+# the engine's C kernels run on threads of their own right after, and the spinning took their
+# cores (one member on two threads: 1.3x one thread spinning, 1.8x with passive waiting; see
+# docs/architecture.md). Set before anything loads torch (its OpenMP reads it then), and only
+# where nobody chose otherwise; worker processes inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from deepnet.errors import ConfigError as ConfigError
 from deepnet.errors import DataError as DataError

@@ -407,20 +407,27 @@ def threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("norm", [False, True], ids=["conv", "norm"])
-def test_members_split_across_threads_give_the_same_bits(threads, norm):
-    """Runs of members go to threads at once; each member's maps, gradients (x's included)
-    and statistics are the same bits as on one thread, for 5 members on 1, 2, 3 and 8."""
-    inputs = norm_inputs(members=5)
-    counts = torch.tensor([48, 17, 1, 32, 40], dtype=torch.int32)
+@pytest.mark.parametrize(
+    ("norm", "activation"),
+    [(False, "tanh"), (True, "relu"), (False, "softmax"), (True, "softmax")],
+    ids=["conv", "norm", "conv-softmax", "norm-softmax"],
+)
+def test_members_split_across_threads_give_the_same_bits(threads, norm, activation):
+    """Runs of members go to threads at once, and the members left over go to teams of
+    threads that split each pass's channels (9 and 17 filters: whole blocks of 8 and a
+    ragged one; a 16-channel input, whose gradient a team splits too; softmax, which mixes
+    channels, on one thread of the team). Each member's maps, gradients (x's included) and
+    statistics are the same bits as on one thread, for 5 members on 1, 2, 3, 4 and 8."""
+    inputs = norm_inputs(members=5, c0=16, c1=9, c2=17, size=(12, 13), images=32)
+    counts = torch.tensor([32, 17, 1, 32, 30], dtype=torch.int32)
 
     def run():
         if norm:
-            out, stats = kernels.norm_stack(*inputs, "relu", counts)
-            evaluated = kernels.norm_stack_eval(*[t.detach() for t in inputs], "relu", stats)
+            out, stats = kernels.norm_stack(*inputs, activation, counts)
+            evaluated = kernels.norm_stack_eval(*[t.detach() for t in inputs], activation, stats)
         else:
             x, w1, g1, _, w2, g2, _ = inputs
-            out, stats, evaluated = kernels.conv_stack(x, w1, g1, w2, g2, "tanh"), (), None
+            out, stats, evaluated = kernels.conv_stack(x, w1, g1, w2, g2, activation), (), None
         weights = torch.cos(torch.arange(out.numel(), dtype=torch.float32)).view_as(out)
         return [out, *stats, *torch.autograd.grad(out, inputs, weights, allow_unused=True)], (
             evaluated
@@ -428,12 +435,63 @@ def test_members_split_across_threads_give_the_same_bits(threads, norm):
 
     threads(1)
     alone, alone_eval = run()
-    for count in (2, 3, 8):
+    for count in (2, 3, 4, 8):
         threads(count)
         split, split_eval = run()
         for a, b in zip(alone, split, strict=True):
             assert (a is None and b is None) or torch.equal(a, b), count
         assert alone_eval is None or torch.equal(alone_eval, split_eval)
+
+
+@pytest.mark.parametrize("norm", [False, True], ids=["conv", "norm"])
+def test_maps_kept_for_backward_are_the_bits_it_would_recompute(monkeypatch, norm):
+    """The backward pass reads the maps the forward pass kept, or recomputes them where a
+    population's would pass MAPS_KEPT: gradients and statistics are the same bits."""
+    inputs = norm_inputs(members=3, c0=16, c1=9, c2=17, size=(12, 13), images=32)
+    counts = torch.tensor([32, 17, 1], dtype=torch.int32)
+
+    def run():
+        if norm:
+            out, stats = kernels.norm_stack(*inputs, "relu", counts)
+        else:
+            x, w1, g1, _, w2, g2, _ = inputs
+            out, stats = kernels.conv_stack(x, w1, g1, w2, g2, "relu"), ()
+        weights = torch.sin(torch.arange(out.numel(), dtype=torch.float32)).view_as(out)
+        return [out, *stats, *torch.autograd.grad(out, inputs, weights, allow_unused=True)]
+
+    kept = run()
+    monkeypatch.setattr(kernels, "MAPS_KEPT", 0)
+    recomputed = run()
+    for a, b in zip(kept, recomputed, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_maps_are_kept_only_for_a_backward_pass_that_will_run():
+    x, w1, *_ = norm_inputs()
+    assert kernels._backward_follows(x, w1)
+    with torch.no_grad():
+        assert not kernels._backward_follows(x, w1)
+    assert not kernels._backward_follows(x.detach(), w1.detach())
+    assert kernels._kept_maps(True, 3, 100).shape == (3, 100)
+    assert kernels._kept_maps(False, 3, 100) is None
+    assert kernels._kept_maps(True, 1, kernels.MAPS_KEPT) is None  # 4 bytes a float: too many
+
+
+@pytest.mark.parametrize(
+    ("members", "threads", "phases"),
+    [
+        (5, 2, [[(0, 2, 1), (2, 4, 1)], [(4, 5, 2)]]),
+        (1, 4, [[(0, 1, 4)]]),
+        (3, 8, [[(0, 1, 2), (1, 2, 3), (2, 3, 3)]]),
+        (4, 2, [[(0, 2, 1), (2, 4, 1)]]),
+        (3, 1, [[(0, 3, 1)]]),
+    ],
+)
+def test_teams_take_the_members_threads_do_not_divide(members, threads, phases):
+    """Whole members per thread while every thread has one; the rest one at a time, each
+    shared by a team, the threads shared out among them."""
+    got = kernels._phases(members, threads, teams=True)
+    assert [[(r.first, r.end, r.team) for r in phase] for phase in got] == phases
 
 
 @pytest.mark.parametrize(

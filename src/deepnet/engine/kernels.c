@@ -15,10 +15,16 @@
  * Fusions save whole passes over memory: elementwise activations run inside the loops
  * that produce their inputs (derivatives inside the gradient loops), the second
  * convolution is pooled as it is computed, and the stack runs a member at a time with
- * its maps recomputed into scratch space that stays in cache.
+ * its maps in scratch space that stays in cache; the backward pass reads the maps the
+ * forward pass kept where the caller gives room for them (maps), else recomputes them.
+ * A member's work can be shared by a team of threads (one call per thread, each with its
+ * rank): each pass splits its channels at multiples of BLOCK, so every channel block, and so
+ * every sum, is the one a single thread computes, and the team waits at a barrier wherever a
+ * pass reads channels another thread wrote. The result is the same bit for bit on any team.
  * Compiled at first use by deepnet/engine/kernels.py.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
@@ -173,6 +179,50 @@ INLINE int block_of(int left, int most) {
     default: name(__VA_ARGS__, 1);                      \
   }
 
+/* A team sharing one call's members: the threads wait for each other at its barrier. */
+typedef struct {
+  pthread_barrier_t barrier;
+  int size;
+} Team;
+
+/* The bytes of a Team, which kernels.py allocates (one per team call). */
+int team_bytes(void) { return (int)sizeof(Team); }
+
+/* Makes team a team of size threads; 0 on success. */
+int team_init(Team *team, int size) {
+  team->size = size;
+  return pthread_barrier_init(&team->barrier, NULL, (unsigned)size);
+}
+
+void team_destroy(Team *team) { pthread_barrier_destroy(&team->barrier); }
+
+/* Where a thread stands in its team: team NULL is a thread alone (rank 0 of 1). */
+typedef struct {
+  int rank, size;
+  Team *team;
+} Share;
+
+INLINE Share share_of(int rank, Team *team) {
+  return team ? (Share){rank, team->size, team} : (Share){0, 1, NULL};
+}
+
+/* Waits until every thread of the team has come here. */
+INLINE void team_wait(Share s) {
+  if (s.size > 1) pthread_barrier_wait(&s.team->barrier);
+}
+
+/* A range of channels [lo, hi): a thread's share of a pass. */
+typedef struct {
+  int lo, hi;
+} Range;
+
+/* This thread's share of count channels: whole blocks of BLOCK, as even as they come. */
+INLINE Range part(Share s, int count) {
+  const int blocks = (count + BLOCK - 1) / BLOCK;
+  const int lo = BLOCK * (blocks * s.rank / s.size), hi = BLOCK * (blocks * (s.rank + 1) / s.size);
+  return (Range){lo < count ? lo : count, hi < count ? hi : count};
+}
+
 /* Output channels co0..co0+CB of act(conv(in, w) + b) at (y, x), for NB vectors of images
  * from n: a load of each input vector feeds CB * NB accumulators. */
 INLINE void forward_at(const float *inp, const float *wp, const float *bp, float *outp, int co0,
@@ -212,24 +262,19 @@ INLINE void forward_block(const float *inp, const float *wp, const float *bp, fl
   }
 }
 
-INLINE void forward(const float *in, const float *w, const float *b, float *out, int P, int Ci,
-                    int Co, int H, int W, int N, const int act) {
-  for (int p = 0; p < P; p++) {
-    const float *inp = in + (int64_t)p * Ci * H * W * N;
-    const float *wp = w + (int64_t)p * Co * Ci * 9, *bp = b + (int64_t)p * Co;
-    float *outp = out + (int64_t)p * Co * (H - 2) * (W - 2) * N;
-    for (int y = 0; y < H - 2; y++)
-      for (int co0 = 0, cb; co0 < Co; co0 += cb) {
-        cb = block_of(Co - co0, BLOCK);
-        BY_BLOCK(cb, BLOCK, forward_block, inp, wp, bp, outp, co0, Ci, H, W, N, y, act)
-      }
-  }
+INLINE void forward(const float *in, const float *w, const float *b, float *out, Range co,
+                    int Ci, int H, int W, int N, const int act) {
+  for (int y = 0; y < H - 2; y++)
+    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
+      cb = block_of(co.hi - co0, BLOCK);
+      BY_BLOCK(cb, BLOCK, forward_block, in, w, b, out, co0, Ci, H, W, N, y, act)
+    }
 }
 
-/* out = act(conv(in, w) + b) */
+/* Output channels co of one member's out = act(conv(in, w) + b) */
 static void conv_forward(const float *in, const float *w, const float *b, int act, float *out,
-                         int P, int Ci, int Co, int H, int W, int N) {
-  DISPATCH(act, forward, in, w, b, out, P, Ci, Co, H, W, N)
+                         Range co, int Ci, int H, int W, int N) {
+  DISPATCH(act, forward, in, w, b, out, co, Ci, H, W, N)
 }
 
 /* Output channels co0..co0+CB of conv_pool_forward, pooled row y. The row and window loops
@@ -276,25 +321,18 @@ INLINE void pool_block(const float *inp, const float *wp, const float *bp, float
       }
 }
 
-/* out = act(2x2 max pooling of conv(in, w) + b); idx = which of the window's four won
+/* Output channels co of one member's out = act(2x2 max pooling of conv(in, w) + b); idx = which of the window's four won
  * (0-3, the first maximum in row-major order, as torch picks it), one int per output value.
  * Pooling first is the same as activating first: every coded activation is non-decreasing.
  * A window's four positions read one 4x4 patch of each input channel, loaded row by row;
  * act is a runtime switch, applied once per pooled output of four sums. */
 static void conv_pool_forward(const float *in, const float *w, const float *b, int act,
-                              float *out, int32_t *idx, int P, int Ci, int Co, int H, int W,
-                              int N) {
-  const int64_t pooled = (int64_t)Co * ((H - 2) / 2) * ((W - 2) / 2) * N;
-  for (int p = 0; p < P; p++) {
-    const float *inp = in + (int64_t)p * Ci * H * W * N;
-    const float *wp = w + (int64_t)p * Co * Ci * 9, *bp = b + (int64_t)p * Co;
-    for (int y = 0; y < (H - 2) / 2; y++)
-      for (int co0 = 0, cb; co0 < Co; co0 += cb) {
-        cb = block_of(Co - co0, PBLOCK);
-        BY_BLOCK(cb, PBLOCK, pool_block, inp, wp, bp, out + p * pooled, idx + p * pooled, co0, Ci,
-                 H, W, N, y, act)
-      }
-  }
+                              float *out, int32_t *idx, Range co, int Ci, int H, int W, int N) {
+  for (int y = 0; y < (H - 2) / 2; y++)
+    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
+      cb = block_of(co.hi - co0, PBLOCK);
+      BY_BLOCK(cb, PBLOCK, pool_block, in, w, b, out, idx, co0, Ci, H, W, N, y, act)
+    }
 }
 
 /* Input channels ci0..ci0+CB of conv_backward_input at (y, x), NB vectors of images from n. */
@@ -345,24 +383,18 @@ INLINE void backward_input_block(const float *gp, const float *wp, const float *
   }
 }
 
-/* gin[p, ci, y, x] = act'(in[p, ci, y, x]) * sum over co, dy, dx of
- *   w[p, co, ci, dy, dx] * g[p, co, y - dy, x - dx],
+/* Input channels ci of one member's gin[ci, y, x] = act'(in[ci, y, x]) * sum over co, dy, dx
+ * of w[co, ci, dy, dx] * g[co, y - dy, x - dx],
  * the gradient of the layer's input before its activation: in holds that activation's
  * output and act its code (LINEAR: the gradient of in itself), a runtime switch applied once
  * per sum of 9 * Co products. */
 static void conv_backward_input(const float *g, const float *w, const float *in, int act,
-                                float *gin, int P, int Ci, int Co, int H, int W, int N) {
-  for (int p = 0; p < P; p++) {
-    const float *gp = g + (int64_t)p * Co * (H - 2) * (W - 2) * N;
-    const float *wp = w + (int64_t)p * Co * Ci * 9;
-    const float *inp = in + (int64_t)p * Ci * H * W * N;
-    float *ginp = gin + (int64_t)p * Ci * H * W * N;
-    for (int y = 0; y < H; y++)
-      for (int ci0 = 0, cb; ci0 < Ci; ci0 += cb) {
-        cb = block_of(Ci - ci0, BLOCK);
-        BY_BLOCK(cb, BLOCK, backward_input_block, gp, wp, inp, ginp, ci0, Ci, Co, H, W, N, y, act)
-      }
-  }
+                                float *gin, Range ci, int Ci, int Co, int H, int W, int N) {
+  for (int y = 0; y < H; y++)
+    for (int ci0 = ci.lo, cb; ci0 < ci.hi; ci0 += cb) {
+      cb = block_of(ci.hi - ci0, BLOCK);
+      BY_BLOCK(cb, BLOCK, backward_input_block, g, w, in, gin, ci0, Ci, Co, H, W, N, y, act)
+    }
 }
 
 /* The sum of a vector's 16 lanes. */
@@ -413,31 +445,27 @@ INLINE int weight_tile_rows(int Wo, int N) {
   return rows < 1 ? 1 : rows;
 }
 
-/* gw[p, co, ci, dy, dx] = sum over y, x, n of g[p, co, y, x, n] * in[p, ci, y + dy, x + dx, n];
- * gb[p, co] = sum of g[p, co]. Two output channels at a time share each input load. */
-static void conv_backward_weight(const float *g, const float *in, float *gw, float *gb, int P,
-                                 int Ci, int Co, int H, int W, int N) {
+/* Output channels co of one member's gw[co, ci, dy, dx] = sum over y, x, n of
+ * g[co, y, x, n] * in[ci, y + dy, x + dx, n] and gb[co] = sum of g[co]. Two output channels
+ * at a time share each input load. */
+static void conv_backward_weight(const float *g, const float *in, float *gw, float *gb, Range co,
+                                 int Ci, int H, int W, int N) {
   const int Ho = H - 2, rows = weight_tile_rows(W - 2, N);
-  for (int p = 0; p < P; p++) {
-    const float *gp = g + (int64_t)p * Co * Ho * (W - 2) * N;
-    const float *inp = in + (int64_t)p * Ci * H * W * N;
-    float *gwp = gw + (int64_t)p * Co * Ci * 9, *gbp = gb + (int64_t)p * Co;
-    for (int64_t i = 0; i < (int64_t)Co * Ci * 9; i++) gwp[i] = 0.0f;
-    for (int c = 0; c < Co; c++) gbp[c] = 0.0f;
-    for (int y0 = 0; y0 < Ho; y0 += rows) {
-      const int y1 = y0 + rows < Ho ? y0 + rows : Ho;
-      for (int co0 = 0, cb; co0 < Co; co0 += cb) {
-        cb = block_of(Co - co0, WBLOCK);
-        BY_BLOCK(cb, WBLOCK, backward_weight_block, gp, inp, gwp, gbp, co0, Ci, H, W, N, y0, y1)
-      }
+  for (int64_t i = (int64_t)co.lo * Ci * 9; i < (int64_t)co.hi * Ci * 9; i++) gw[i] = 0.0f;
+  for (int c = co.lo; c < co.hi; c++) gb[c] = 0.0f;
+  for (int y0 = 0; y0 < Ho; y0 += rows) {
+    const int y1 = y0 + rows < Ho ? y0 + rows : Ho;
+    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
+      cb = block_of(co.hi - co0, WBLOCK);
+      BY_BLOCK(cb, WBLOCK, backward_weight_block, g, in, gw, gb, co0, Ci, H, W, N, y0, y1)
     }
   }
 }
 
-/* 2x2 max pooling over (M, H, W, N) maps (M = P * C), with idx as conv_pool_forward's. */
-static void pool_forward(const float *in, float *out, int32_t *idx, int M, int H, int W, int N) {
+/* 2x2 max pooling of channels c of (C, H, W, N) maps, with idx as conv_pool_forward's. */
+static void pool_forward(const float *in, float *out, int32_t *idx, Range c, int H, int W, int N) {
   const int Ho = H / 2, Wo = W / 2;
-  for (int m = 0; m < M; m++)
+  for (int m = c.lo; m < c.hi; m++)
     for (int y = 0; y < Ho; y++)
       for (int x = 0; x < Wo; x++)
         for (int n = 0; n < N; n += 16) {
@@ -457,13 +485,13 @@ static void pool_forward(const float *in, float *out, int32_t *idx, int M, int H
         }
 }
 
-/* gin = the pooled gradient g, times act'(out) where out holds the activated pooled maps,
+/* Channels c of gin = the pooled gradient g, times act'(out) where out holds the activated pooled maps,
  * routed back to each window's winner idx, zero elsewhere (an odd last row or column, which
  * no window covers, included) */
-static void pool_backward(const float *g, const int32_t *idx, const float *out, int act, float *gin,
-                   int M, int H, int W, int N) {
+static void pool_backward(const float *g, const int32_t *idx, const float *out, int act,
+                          float *gin, Range c, int H, int W, int N) {
   const int Ho = H / 2, Wo = W / 2;
-  for (int m = 0; m < M; m++) {
+  for (int m = c.lo; m < c.hi; m++) {
     float *map = gin + (int64_t)m * H * W * N;
     if (H & 1)
       for (int64_t i = (int64_t)(H - 1) * W * N; i < (int64_t)H * W * N; i++) map[i] = 0.0f;
@@ -471,7 +499,7 @@ static void pool_backward(const float *g, const int32_t *idx, const float *out, 
       for (int y = 0; y < H; y++)
         for (int n = 0; n < N; n++) map[((int64_t)y * W + W - 1) * N + n] = 0.0f;
   }
-  for (int m = 0; m < M; m++)
+  for (int m = c.lo; m < c.hi; m++)
     for (int y = 0; y < Ho; y++)
       for (int x = 0; x < Wo; x++)
         for (int n = 0; n < N; n += 16) {
@@ -515,75 +543,104 @@ static void softmax_backward(float *g, const float *a, int C, int64_t M) {
   }
 }
 
-/* One member's first maps: h = act(conv(x, w1) + b1) */
+/* One member's first maps, channels c1 of h = act(conv(x, w1) + b1) (softmax: every channel,
+ * as it runs on one thread) */
 static void first_maps(const float *x, const float *w1, const float *b1, int act, float *h,
-                       int C0, int C1, int H, int W, int N) {
-  conv_forward(x, w1, b1, act == SOFTMAX ? LINEAR : act, h, 1, C0, C1, H, W, N);
+                       Range c1, int C0, int C1, int H, int W, int N) {
+  conv_forward(x, w1, b1, act == SOFTMAX ? LINEAR : act, h, c1, C0, H, W, N);
   if (act == SOFTMAX) softmax_channels(h, C1, (int64_t)(H - 2) * (W - 2) * N);
 }
 
 /* One member's second maps before pooling, softmax's: a = softmax(conv(h, w2) + b2) */
 static void second_softmax(const float *h, const float *w2, const float *b2, float *a, int C1,
                            int C2, int H, int W, int N) {
-  conv_forward(h, w2, b2, LINEAR, a, 1, C1, C2, H - 2, W - 2, N);
+  conv_forward(h, w2, b2, LINEAR, a, (Range){0, C2}, C1, H - 2, W - 2, N);
   softmax_channels(a, C2, (int64_t)(H - 4) * (W - 4) * N);
+}
+
+/* Where thread rank stands in a stack call's team. Softmax mixes the channels the threads
+ * would split, so it runs on rank 0 alone: the others get a share past the team's end
+ * (rank >= size) and return at once. */
+INLINE Share stack_share(int rank, Team *team, int act) {
+  return act == SOFTMAX ? (Share){rank, 1, NULL} : share_of(rank, team);
 }
 
 /* The whole convolution stack, a member at a time, so that its intermediate maps stay in
  * cache: out = act(pool(conv(act(conv(x, w1) + b1), w2) + b2)), idx as conv_pool_forward's
  * (softmax: pool(softmax(...)), as it does not commute with pooling). x is (P, C0, H, W, N);
- * scratch holds (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
+ * scratch holds (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. maps, unless NULL,
+ * keeps each member's first maps for stack_backward (P, C1, H-2, W-2, N), which then need
+ * not be recomputed. Thread rank of a team (NULL: a thread alone) computes its share of
+ * each pass's channels. */
 void stack_forward(const float *x, const float *w1, const float *b1, const float *w2,
-                   const float *b2, int act, float *out, int32_t *idx, float *scratch, int P,
-                   int C0, int C1, int C2, int H, int W, int N) {
+                   const float *b2, int act, float *out, int32_t *idx, float *maps,
+                   float *scratch, int P, int C0, int C1, int C2, int H, int W, int N, int rank,
+                   Team *team) {
+  const Share s = stack_share(rank, team, act);
+  if (s.rank >= s.size) return;
+  const Range r1 = part(s, C1), r2 = part(s, C2);
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
-  float *h = scratch, *a = scratch + first;
+  float *a = scratch + first;
   for (int p = 0; p < P; p++) {
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9, *b2p = b2 + (int64_t)p * C2;
-    first_maps(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1, act, h, C0,
-               C1, H, W, N);
+    float *h = maps ? maps + p * first : scratch;
+    first_maps(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1, act, h, r1,
+               C0, C1, H, W, N);
+    team_wait(s); /* h whole */
     if (act == SOFTMAX) {
       second_softmax(h, w2p, b2p, a, C1, C2, H, W, N);
-      pool_forward(a, out + p * pooled, idx + p * pooled, C2, H - 4, W - 4, N);
+      pool_forward(a, out + p * pooled, idx + p * pooled, r2, H - 4, W - 4, N);
     } else {
-      conv_pool_forward(h, w2p, b2p, act, out + p * pooled, idx + p * pooled, 1, C1, C2, H - 2,
+      conv_pool_forward(h, w2p, b2p, act, out + p * pooled, idx + p * pooled, r2, C1, H - 2,
                         W - 2, N);
     }
+    team_wait(s); /* the next member's maps overwrite h */
   }
 }
 
 /* The weight and bias gradients of stack_forward from g, the gradient of its output, a
  * member at a time, and the gradient gx of its input x unless gx is NULL (a block that
- * reads another block's output): its maps are recomputed into scratch rather than stored,
- * and the gradients of both layers' outputs live there too; scratch holds
- * 2 * (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
+ * reads another block's output): its first maps are those stack_forward kept in maps, or
+ * recomputed into scratch where maps is NULL, and the gradients of both layers' outputs live
+ * in scratch too; scratch holds 2 * (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats.
+ * Teams as stack_forward's. */
 void stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
                     const float *w1, const float *b1, const float *w2, const float *b2, int act,
-                    float *gw1, float *gb1, float *gw2, float *gb2, float *gx, float *scratch,
-                    int P, int C0, int C1, int C2, int H, int W, int N) {
+                    const float *maps, float *gw1, float *gb1, float *gw2, float *gb2, float *gx,
+                    float *scratch, int P, int C0, int C1, int C2, int H, int W, int N, int rank,
+                    Team *team) {
+  const Share s = stack_share(rank, team, act);
+  if (s.rank >= s.size) return;
+  const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
-  float *h = scratch, *gh = h + first, *g2 = gh + first, *a = g2 + second;
+  float *gh = scratch + first, *g2 = gh + first, *a = g2 + second;
   for (int p = 0; p < P; p++) {
     const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
-    first_maps(xp, w1p, b1 + (int64_t)p * C1, act, h, C0, C1, H, W, N);
-    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2, C2,
+    const float *h = maps ? maps + p * first : scratch;
+    if (!maps) first_maps(xp, w1p, b1 + (int64_t)p * C1, act, scratch, r1, C0, C1, H, W, N);
+    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2, r2,
                   H - 4, W - 4, N);
     if (softmax) {
       second_softmax(h, w2p, b2 + (int64_t)p * C2, a, C1, C2, H, W, N);
       softmax_backward(g2, a, C2, second / C2);
     }
-    conv_backward_input(g2, w2p, h, elementwise, gh, 1, C1, C2, H - 2, W - 2, N);
+    team_wait(s); /* h and g2 whole */
+    conv_backward_input(g2, w2p, h, elementwise, gh, r1, C1, C2, H - 2, W - 2, N);
     if (softmax) softmax_backward(gh, h, C1, first / C1);
-    conv_backward_weight(g2, h, gw2 + (int64_t)p * C2 * C1 * 9, gb2 + (int64_t)p * C2, 1, C1,
-                         C2, H - 2, W - 2, N);
-    conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, gb1 + (int64_t)p * C1, 1, C0,
-                         C1, H, W, N);
-    if (gx) conv_backward_input(gh, w1p, xp, LINEAR, gx + p * image, 1, C0, C1, H, W, N);
+    conv_backward_weight(g2, h, gw2 + (int64_t)p * C2 * C1 * 9, gb2 + (int64_t)p * C2, r2, C1,
+                         H - 2, W - 2, N);
+    conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, gb1 + (int64_t)p * C1, r1, C0,
+                         H, W, N);
+    if (gx) {
+      team_wait(s); /* gh whole */
+      conv_backward_input(gh, w1p, xp, LINEAR, gx + p * image, r0, C0, C1, H, W, N);
+    }
+    team_wait(s); /* the next member's maps overwrite these */
   }
 }
 
@@ -606,13 +663,13 @@ INLINE double lanes_sum_double(v16 v) {
   return s;
 }
 
-/* mean[c] and the biased variance var[c] of one member's maps z (C, Ho, Wo, N) over its first
- * count images, in two passes (the second about the mean), summed a row at a time in float
- * vectors and across rows in double. */
-static void norm_statistics(const float *z, int C, int Ho, int Wo, int N, int count, float *mean,
-                            float *var) {
+/* mean[c] and the biased variance var[c] of channels c of one member's maps z (C, Ho, Wo, N)
+ * over its first count images, in two passes (the second about the mean), summed a row at a
+ * time in float vectors and across rows in double. */
+static void norm_statistics(const float *z, Range channels, int Ho, int Wo, int N, int count,
+                            float *mean, float *var) {
   const double n = (double)count * Ho * Wo;
-  for (int c = 0; c < C; c++) {
+  for (int c = channels.lo; c < channels.hi; c++) {
     const float *zc = z + (int64_t)c * Ho * Wo * N;
     double sum = 0.0, squares = 0.0;
     for (int y = 0; y < Ho; y++) {
@@ -637,22 +694,23 @@ static void norm_statistics(const float *z, int C, int Ho, int Wo, int N, int co
   }
 }
 
-/* a = act((z - mean) * gamma / sqrt(var + eps) + beta) per channel of (C, M) maps, every
+/* a = act((z - mean) * gamma / sqrt(var + eps) + beta) in channels c of (C, M) maps, every
  * image (padding too: nothing reads its values); a may be z. */
 INLINE void norm_apply_act(const float *z, const float *mean, const float *var,
-                           const float *gamma, const float *beta, float *a, int C, int64_t M,
-                           const int act) {
-  for (int c = 0; c < C; c++) {
+                           const float *gamma, const float *beta, float *a, Range channels,
+                           int64_t M, const int act) {
+  for (int c = channels.lo; c < channels.hi; c++) {
     const float scale = gamma[c] / sqrtf(var[c] + NORM_EPSILON), m = mean[c], shift = beta[c];
     for (int64_t i = (int64_t)c * M; i < (int64_t)(c + 1) * M; i += 16)
       STORE(a + i, activate(act, (LOAD(z + i) - m) * scale + shift));
   }
 }
 
-/* norm_apply_act, softmax (over the channels) included. */
+/* norm_apply_act, softmax (over all C channels, so on one thread) included. */
 static void norm_apply(const float *z, const float *mean, const float *var, const float *gamma,
-                       const float *beta, int act, float *a, int C, int64_t M) {
-  DISPATCH(act == SOFTMAX ? LINEAR : act, norm_apply_act, z, mean, var, gamma, beta, a, C, M)
+                       const float *beta, int act, float *a, Range channels, int C, int64_t M) {
+  DISPATCH(act == SOFTMAX ? LINEAR : act, norm_apply_act, z, mean, var, gamma, beta, a, channels,
+           M)
   if (act == SOFTMAX) softmax_channels(a, C, M);
 }
 
@@ -666,14 +724,15 @@ static void activate_maps(float *a, int64_t M, int act) {
 }
 
 /* The gradient of a norm's input z from g, that of its output y = (z - mean) * scale + beta,
- * in place, for batch statistics over the first count images (padding gets 0); ggamma[c] and
- * gbeta[c] are the sums of g * (z - mean) / sqrt(var + eps) and of g over those images. */
+ * in place, in channels c, for batch statistics over the first count images (padding gets
+ * 0); ggamma[c] and gbeta[c] are the sums of g * (z - mean) / sqrt(var + eps) and of g over
+ * those images. */
 static void norm_backward(float *g, const float *z, const float *mean, const float *var,
-                          const float *gamma, float *ggamma, float *gbeta, int C, int Ho, int Wo,
-                          int N, int count) {
+                          const float *gamma, float *ggamma, float *gbeta, Range channels, int Ho,
+                          int Wo, int N, int count) {
   const double n = (double)count * Ho * Wo;
   const int64_t M = (int64_t)Ho * Wo * N;
-  for (int c = 0; c < C; c++) {
+  for (int c = channels.lo; c < channels.hi; c++) {
     float *gc = g + c * M;
     const float *zc = z + c * M;
     const float invstd = 1.0f / sqrtf(var[c] + NORM_EPSILON), m = mean[c];
@@ -707,14 +766,22 @@ static void norm_backward(float *g, const float *z, const float *mean, const flo
  * w1))), w2)))) (softmax: pooled after it), idx as conv_pool_forward's. Training (count not
  * NULL): each norm's batch statistics are written to mean1, var1 (P, C1) and mean2, var2
  * (P, C2), variances biased; evaluation: those hold the moving averages to normalise by.
- * scratch holds (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
+ * scratch holds (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. maps, unless NULL,
+ * keeps each member's convolutions before their norms for norm_stack_backward: (P, C1 *
+ * (H-2) * (W-2) + C2 * (H-4) * (W-4), N). Teams as stack_forward's: a channel's statistics
+ * come from the thread that computed the channel. */
 void norm_stack_forward(const float *x, const float *w1, const float *g1, const float *be1,
                         const float *w2, const float *g2, const float *be2, int act,
                         const int32_t *count, float *mean1, float *var1, float *mean2,
-                        float *var2, float *out, int32_t *idx, float *scratch, int P, int C0,
-                        int C1, int C2, int H, int W, int N) {
+                        float *var2, float *out, int32_t *idx, float *maps, float *scratch,
+                        int P, int C0, int C1, int C2, int H, int W, int N, int rank,
+                        Team *team) {
+  const Share s = stack_share(rank, team, act);
+  if (s.rank >= s.size) return;
+  const Range r1 = part(s, C1), r2 = part(s, C2);
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
-  const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
+  const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
+  const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N, per = pooled / C2;
   const int elementwise = act == SOFTMAX ? LINEAR : act;
   float zero[C1 > C2 ? C1 : C2];
   for (int c = 0; c < (C1 > C2 ? C1 : C2); c++) zero[c] = 0.0f;
@@ -722,31 +789,43 @@ void norm_stack_forward(const float *x, const float *w1, const float *g1, const 
   for (int p = 0; p < P; p++) {
     float *m1 = mean1 + (int64_t)p * C1, *v1 = var1 + (int64_t)p * C1;
     float *m2 = mean2 + (int64_t)p * C2, *v2 = var2 + (int64_t)p * C2;
-    conv_forward(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, zero, LINEAR, h, 1, C0, C1, H, W,
+    float *outp = out + p * pooled;
+    /* the convolutions before their norms: kept in maps, or normalised in place */
+    float *z1 = maps ? maps + p * (first + second) : h, *z2 = maps ? z1 + first : z;
+    conv_forward(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, zero, LINEAR, z1, r1, C0, H, W,
                  N);
-    if (count) norm_statistics(h, C1, H - 2, W - 2, N, count[p], m1, v1);
-    norm_apply(h, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, C1, first / C1);
-    conv_forward(h, w2 + (int64_t)p * C2 * C1 * 9, zero, LINEAR, z, 1, C1, C2, H - 2, W - 2, N);
-    if (count) norm_statistics(z, C2, H - 4, W - 4, N, count[p], m2, v2);
+    if (count) norm_statistics(z1, r1, H - 2, W - 2, N, count[p], m1, v1);
+    norm_apply(z1, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, r1, C1,
+               first / C1);
+    team_wait(s); /* h whole */
+    conv_forward(h, w2 + (int64_t)p * C2 * C1 * 9, zero, LINEAR, z2, r2, C1, H - 2, W - 2, N);
+    if (count) norm_statistics(z2, r2, H - 4, W - 4, N, count[p], m2, v2);
     /* pooled, then activated (softmax: first), as pool_activate does */
-    norm_apply(z, m2, v2, g2 + (int64_t)p * C2, be2 + (int64_t)p * C2,
-               act == SOFTMAX ? SOFTMAX : LINEAR, z, C2, (int64_t)(H - 4) * (W - 4) * N);
-    pool_forward(z, out + p * pooled, idx + p * pooled, C2, H - 4, W - 4, N);
-    if (elementwise != LINEAR) activate_maps(out + p * pooled, pooled, elementwise);
+    norm_apply(z2, m2, v2, g2 + (int64_t)p * C2, be2 + (int64_t)p * C2,
+               act == SOFTMAX ? SOFTMAX : LINEAR, z, r2, C2, second / C2);
+    pool_forward(z, outp, idx + p * pooled, r2, H - 4, W - 4, N);
+    if (elementwise != LINEAR)
+      activate_maps(outp + r2.lo * per, (r2.hi - r2.lo) * per, elementwise);
+    team_wait(s); /* the next member's maps overwrite h */
   }
 }
 
 /* The gradients of norm_stack_forward (training) from g, that of its output: of the kernels,
- * of the norms' scales (gg1, gg2) and shifts (gbe1, gbe2), and of x unless gx is NULL; the
- * maps are recomputed from x and the batch statistics a member at a time. scratch holds
- * 3 * (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. */
+ * of the norms' scales (gg1, gg2) and shifts (gbe1, gbe2), and of x unless gx is NULL, a
+ * member at a time: the convolutions are those norm_stack_forward kept in maps, or
+ * recomputed from x where maps is NULL. scratch holds 3 * (C1 * (H-2) * (W-2) + C2 * (H-4) *
+ * (W-4)) * N floats. Teams as stack_forward's. */
 void norm_stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
                          const float *w1, const float *g1, const float *be1, const float *w2,
                          const float *g2, const float *be2, int act, const int32_t *count,
                          const float *mean1, const float *var1, const float *mean2,
-                         const float *var2, float *gw1, float *gg1, float *gbe1, float *gw2,
-                         float *gg2, float *gbe2, float *gx, float *scratch, int P, int C0,
-                         int C1, int C2, int H, int W, int N) {
+                         const float *var2, const float *maps, float *gw1, float *gg1,
+                         float *gbe1, float *gw2, float *gg2, float *gbe2, float *gx,
+                         float *scratch, int P, int C0, int C1, int C2, int H, int W, int N,
+                         int rank, Team *team) {
+  const Share s = stack_share(rank, team, act);
+  if (s.rank >= s.size) return;
+  const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
@@ -754,34 +833,42 @@ void norm_stack_backward(const float *g, const int32_t *idx, const float *out, c
   const int most = C1 > C2 ? C1 : C2;
   float zero[most], unused[most];
   for (int c = 0; c < most; c++) zero[c] = 0.0f;
-  float *z1 = scratch, *h = z1 + first, *gh = h + first;
-  float *z2 = gh + first, *g2z = z2 + second, *a = g2z + second;
+  float *h = scratch + first, *gh = h + first;
+  float *g2z = gh + first + second, *a = g2z + second;
   for (int p = 0; p < P; p++) {
     const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
     const float *m1 = mean1 + (int64_t)p * C1, *v1 = var1 + (int64_t)p * C1;
     const float *m2 = mean2 + (int64_t)p * C2, *v2 = var2 + (int64_t)p * C2;
-    conv_forward(xp, w1p, zero, LINEAR, z1, 1, C0, C1, H, W, N);
-    norm_apply(z1, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, C1, first / C1);
-    conv_forward(h, w2p, zero, LINEAR, z2, 1, C1, C2, H - 2, W - 2, N);
-    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2z, C2,
+    const float *z1 = maps ? maps + p * (first + second) : scratch;
+    const float *z2 = maps ? z1 + first : gh + first;
+    if (!maps) conv_forward(xp, w1p, zero, LINEAR, scratch, r1, C0, H, W, N);
+    norm_apply(z1, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, r1, C1,
+               first / C1);
+    team_wait(s); /* h whole */
+    if (!maps) conv_forward(h, w2p, zero, LINEAR, gh + first, r2, C1, H - 2, W - 2, N);
+    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2z, r2,
                   H - 4, W - 4, N);
     if (softmax) {
-      norm_apply(z2, m2, v2, g2 + (int64_t)p * C2, be2 + (int64_t)p * C2, SOFTMAX, a, C2,
+      norm_apply(z2, m2, v2, g2 + (int64_t)p * C2, be2 + (int64_t)p * C2, SOFTMAX, a, r2, C2,
                  second / C2);
       softmax_backward(g2z, a, C2, second / C2);
     }
     norm_backward(g2z, z2, m2, v2, g2 + (int64_t)p * C2, gg2 + (int64_t)p * C2,
-                  gbe2 + (int64_t)p * C2, C2, H - 4, W - 4, N, count[p]);
-    conv_backward_weight(g2z, h, gw2 + (int64_t)p * C2 * C1 * 9, unused, 1, C1, C2, H - 2, W - 2,
+                  gbe2 + (int64_t)p * C2, r2, H - 4, W - 4, N, count[p]);
+    team_wait(s); /* g2z whole */
+    conv_backward_weight(g2z, h, gw2 + (int64_t)p * C2 * C1 * 9, unused, r2, C1, H - 2, W - 2,
                          N);
-    conv_backward_input(g2z, w2p, h, elementwise, gh, 1, C1, C2, H - 2, W - 2, N);
+    conv_backward_input(g2z, w2p, h, elementwise, gh, r1, C1, C2, H - 2, W - 2, N);
     if (softmax) softmax_backward(gh, h, C1, first / C1);
     norm_backward(gh, z1, m1, v1, g1 + (int64_t)p * C1, gg1 + (int64_t)p * C1,
-                  gbe1 + (int64_t)p * C1, C1, H - 2, W - 2, N, count[p]);
-    conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, unused, 1, C0,
-                         C1, H, W, N);
-    if (gx) conv_backward_input(gh, w1p, xp, LINEAR, gx + p * image, 1, C0, C1, H, W, N);
+                  gbe1 + (int64_t)p * C1, r1, H - 2, W - 2, N, count[p]);
+    conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, unused, r1, C0, H, W, N);
+    if (gx) {
+      team_wait(s); /* gh whole */
+      conv_backward_input(gh, w1p, xp, LINEAR, gx + p * image, r0, C0, C1, H, W, N);
+    }
+    team_wait(s); /* the next member's maps overwrite these */
   }
 }
 

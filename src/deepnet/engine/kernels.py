@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,11 +55,15 @@ _MIN_SIDE = 6  # kernels.c's two valid 3x3 convolutions and 2x2 pooling leave a 
 
 _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
+_TEAM = [_INT, _PTR]  # a stack kernel's last arguments: the thread's rank and its team
 _SIGNATURES = {
-    "stack_forward": [_PTR] * 5 + [_INT] + [_PTR] * 3 + [_INT] * 7,
-    "stack_backward": [_PTR] * 8 + [_INT] + [_PTR] * 6 + [_INT] * 7,
-    "norm_stack_forward": [_PTR] * 7 + [_INT] + [_PTR] * 8 + [_INT] * 7,
-    "norm_stack_backward": [_PTR] * 10 + [_INT] + [_PTR] * 13 + [_INT] * 7,
+    "stack_forward": [_PTR] * 5 + [_INT] + [_PTR] * 4 + [_INT] * 7 + _TEAM,
+    "stack_backward": [_PTR] * 8 + [_INT] + [_PTR] * 7 + [_INT] * 7 + _TEAM,
+    "norm_stack_forward": [_PTR] * 7 + [_INT] + [_PTR] * 9 + [_INT] * 7 + _TEAM,
+    "norm_stack_backward": [_PTR] * 10 + [_INT] + [_PTR] * 14 + [_INT] * 7 + _TEAM,
+    "team_bytes": [],
+    "team_init": [_PTR, _INT],
+    "team_destroy": [_PTR],
     "gather_images": [_PTR] * 3 + [_INT] * 3,
     "gather_pixels": [_PTR] * 3 + [_INT] * 3,
     "dropout_scales": [_PTR] * 6 + [_INT] * 3,
@@ -150,8 +155,9 @@ def native() -> bool:
 _C_INT = range(-(2**31), 2**31)
 
 
-def call(function: str, *args: torch.Tensor | np.ndarray | int | None) -> None:
-    """kernels.c's ``function`` on tensors and arrays (as their data pointers) and ints.
+def call(function: str, *args: torch.Tensor | np.ndarray | ctypes.Array | int | None) -> int:
+    """kernels.c's ``function`` on tensors and arrays (as their data pointers), ctypes buffers
+    and ints; what it returns.
 
     The last guard before C: every buffer must be contiguous CPU memory and every int a C
     int; the callers have checked dtypes, shapes and index bounds (``expect``)."""
@@ -167,11 +173,13 @@ def call(function: str, *args: torch.Tensor | np.ndarray | int | None) -> None:
             if not arg.flags.c_contiguous:
                 raise ValueError(f"{function}: argument {i} must be a contiguous array")
             pointers.append(arg.ctypes.data)
+        elif isinstance(arg, ctypes.Array):
+            pointers.append(ctypes.addressof(arg))
         elif arg not in _C_INT:
             raise ValueError(f"{function}: argument {i} is {arg}, outside a C int's range")
         else:
             pointers.append(arg)
-    getattr(_library(), function)(*pointers)
+    return getattr(_library(), function)(*pointers)
 
 
 @dataclass(frozen=True)
@@ -194,23 +202,81 @@ def call_by_members(
     args: Sequence[torch.Tensor | Whole | Scratch | int | None],
     p: int,
     *sizes: int,
+    teams: bool = False,
 ) -> None:
     """A per-member kernel over members 0..p-1: ``function(*args, p, *sizes)``, split into
     runs of members called at once from up to torch.get_num_threads() threads (ctypes lets
     go of the GIL while C runs). A tensor in ``args`` is indexed by member first and is
     sliced to the run; a Whole passes whole, a Scratch is a fresh buffer per run, ints and
     None pass as they are. Members never read each other's memory, so the result is the
-    same bit for bit whatever the number of threads."""
+    same bit for bit whatever the number of threads.
 
-    def run(bounds: tuple[int, int]) -> None:
-        a, b = bounds
-        call(function, *(_for_run(arg, a, b) for arg in args), b - a, *sizes)
+    ``teams`` (the stack kernels, which take a thread's rank and its team last): the members
+    left over when the threads do not divide them evenly train one at a time, each shared by
+    a team of threads that split every pass's channels (the same bits again), rather than
+    leave threads idle."""
+    for phase in _phases(p, torch.get_num_threads(), teams):
+        others = [_thread_pool().submit(_call_run, function, args, run, sizes) for run in phase[1:]]
+        _call_run(function, args, phase[0], sizes)
+        for done in others:
+            done.result()
 
-    runs = _member_runs(p, min(p, torch.get_num_threads())) or [(0, p)]
-    others = [_thread_pool().submit(run, bounds) for bounds in runs[1:]]
-    run(runs[0])
-    for done in others:
-        done.result()
+
+@dataclass(frozen=True)
+class ThreadRun:
+    """Members first..end-1 of a call_by_members, called together by ``team`` threads
+    (0: a kernel that takes no team)."""
+
+    first: int
+    end: int
+    team: int = 0
+
+
+def _phases(p: int, threads: int, teams: bool) -> list[list[ThreadRun]]:
+    """call_by_members' runs, in phases that run one after another (the runs of a phase at
+    once): runs of whole members, one per thread; with ``teams``, only as many members as the
+    threads divide evenly, then the rest one each, the threads shared out among them."""
+    threads = max(1, threads)
+    if not teams:
+        return [[ThreadRun(a, b) for a, b in _member_runs(p, min(p, threads))] or [ThreadRun(0, p)]]
+    even = p - p % threads
+    phases = [[ThreadRun(a, b, 1) for a, b in _member_runs(even, threads)]] if even else []
+    left = p - even
+    if left:
+        shares = _member_runs(threads, left)  # threads cut into `left` teams
+        phases.append([ThreadRun(even + i, even + i + 1, b - a) for i, (a, b) in enumerate(shares)])
+    return phases or [[ThreadRun(0, 0, 1)]]
+
+
+def _call_run(function: str, args: Sequence[object], run: ThreadRun, sizes: Sequence[int]) -> None:
+    """``function`` on the members of ``run``, from a team of threads where it has one."""
+    members = [*(_for_run(arg, run.first, run.end) for arg in args), run.end - run.first, *sizes]
+    if run.team == 0:
+        call(function, *members)
+    elif run.team == 1:
+        call(function, *members, 0, None)
+    else:
+        _team_call(function, members, run.team)
+
+
+def _team_call(function: str, args: Sequence[object], size: int) -> None:
+    """``function(*args, rank, team)`` from ``size`` threads at once, a team that waits at
+    one barrier (fresh threads, not the pool's: every rank must run at the same time)."""
+    team = ctypes.create_string_buffer(call("team_bytes"))
+    if call("team_init", team, size):
+        raise RuntimeError(f"{function}: could not make a barrier for {size} threads")
+    try:
+        helpers = [
+            threading.Thread(target=call, args=(function, *args, rank, team))
+            for rank in range(1, size)
+        ]
+        for helper in helpers:
+            helper.start()
+        call(function, *args, 0, team)
+        for helper in helpers:
+            helper.join()
+    finally:
+        call("team_destroy", team)
 
 
 def _for_run(arg: torch.Tensor | Whole | Scratch | int | None, a: int, b: int) -> object:
@@ -257,21 +323,22 @@ def expect(
 
 class _NativeConvStack(Function):
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, activation):
+    def forward(ctx, x, w1, b1, w2, b2, activation, keep):
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
         code = ACTIVATION_CODES[activation]
-        args = (x, w1, b1, w2, b2, code, out, idx, Scratch(_scratch(c1, c2, h, w, n)))
-        call_by_members("stack_forward", args, p, c0, c1, c2, h, w, n)
-        ctx.save_for_backward(x, w1, b1, w2, b2, idx, out)
+        maps = _kept_maps(keep, p, c1 * (h - 2) * (w - 2) * n)
+        args = (x, w1, b1, w2, b2, code, out, idx, maps, Scratch(_scratch(c1, c2, h, w, n)))
+        call_by_members("stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
+        ctx.save_for_backward(x, w1, b1, w2, b2, idx, out, maps)
         ctx.code = code
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, w1, b1, w2, b2, idx, out = ctx.saved_tensors
+        x, w1, b1, w2, b2, idx, out, maps = ctx.saved_tensors
         g = expect("conv_stack", "gradient", g, torch.float32, tuple(out.shape))
         g = g.contiguous()  # held in a name: the C call must not see freed memory
         p, c0, h, w, n = x.shape
@@ -279,9 +346,25 @@ class _NativeConvStack(Function):
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         scratch = Scratch(2 * _scratch(c1, c2, h, w, n))
-        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, *grads, gx, scratch)
-        call_by_members("stack_backward", args, p, c0, c1, c2, h, w, n)
-        return gx, *grads, None
+        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, maps, *grads, gx, scratch)
+        call_by_members("stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
+        return gx, *grads, None, None
+
+
+MAPS_KEPT = 256 * 2**20  # bytes of maps a stack call keeps for its backward pass at most
+
+
+def _kept_maps(keep: bool, p: int, floats: int) -> torch.Tensor | None:
+    """Room for the maps of ``p`` members (``floats`` each) that a stack's backward pass
+    would otherwise recompute, where it will run (``keep``) and they fit in MAPS_KEPT (a
+    larger population's are recomputed: its memory stays that of the images and outputs);
+    else None. Kept or recomputed, they are the same bits."""
+    return torch.empty(p, floats) if keep and p * floats * 4 <= MAPS_KEPT else None
+
+
+def _backward_follows(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will run a backward pass through an operation on ``tensors``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _scratch(c1: int, c2: int, h: int, w: int, n: int) -> int:
@@ -340,16 +423,16 @@ def conv_stack(
 
     A member at a time, elementwise activations run inside the convolution loops and the
     second convolution is pooled as it is computed (softmax, which mixes channels, gets
-    passes of its own); the backward pass recomputes the maps into scratch space that stays
-    in cache, so only the images, the pooled output and the winners' positions are stored
-    for the whole population. x gets a gradient where it requires one (the input of a block
-    after the first), else none (images need none).
+    passes of its own). The first maps are kept for the backward pass while a population's
+    fit in MAPS_KEPT, and recomputed beyond it, so that a large population stores only the
+    images, the pooled output and the winners' positions. x gets a gradient where it
+    requires one (the input of a block after the first), else none (images need none).
     """
     _check_stack(x, w1, b1, w2, b2, activation)
     if not native():
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
-    tensors = (t.contiguous() for t in (x, w1, b1, w2, b2))
-    return _NativeConvStack.apply(*tensors, activation)
+    tensors = [t.contiguous() for t in (x, w1, b1, w2, b2)]
+    return _NativeConvStack.apply(*tensors, activation, _backward_follows(*tensors))
 
 
 def _check_stack(
@@ -387,24 +470,25 @@ Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 class _NativeNormStack(Function):
     @staticmethod
-    def forward(ctx, x, w1, g1, be1, w2, g2, be2, activation, counts):
+    def forward(ctx, x, w1, g1, be1, w2, g2, be2, activation, counts, keep):
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
         stats = torch.empty(p, c1), torch.empty(p, c1), torch.empty(p, c2), torch.empty(p, c2)
         code = ACTIVATION_CODES[activation]
+        maps = _kept_maps(keep, p, _scratch(c1, c2, h, w, n))
         scratch = Scratch(_scratch(c1, c2, h, w, n))
-        args = (x, w1, g1, be1, w2, g2, be2, code, counts, *stats, out, idx, scratch)
-        call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n)
-        ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out)
+        args = (x, w1, g1, be1, w2, g2, be2, code, counts, *stats, out, idx, maps, scratch)
+        call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
+        ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out, maps)
         ctx.code = code
         ctx.mark_non_differentiable(*stats)
         return out, *stats
 
     @staticmethod
     def backward(ctx, g, *_):
-        x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out = ctx.saved_tensors
+        x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out, maps = ctx.saved_tensors
         g = expect("norm_stack", "gradient", g, torch.float32, tuple(out.shape)).contiguous()
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
@@ -418,9 +502,10 @@ class _NativeNormStack(Function):
         )
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         scratch = Scratch(3 * _scratch(c1, c2, h, w, n))
-        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats, *grads, gx)
-        call_by_members("norm_stack_backward", (*args, scratch), p, c0, c1, c2, h, w, n)
-        return gx, *grads, None, None
+        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats, maps)
+        args = (*args, *grads, gx)
+        call_by_members("norm_stack_backward", (*args, scratch), p, c0, c1, c2, h, w, n, teams=True)
+        return gx, *grads, None, None, None
 
 
 def _norm_torch(
@@ -487,7 +572,8 @@ def norm_stack(
 
     Also returns the statistics for the moving averages: (mean1, var1, mean2, var2), the
     variances unbiased as torch's BatchNorm2d averages them. Like conv_stack, a member at a
-    time with its maps recomputed in backward, and x gets a gradient where it requires one.
+    time, its convolutions' maps kept for backward up to MAPS_KEPT (recomputed beyond), and
+    x gets a gradient where it requires one.
     """
     p, _, h, w, n = _check_norm_stack(x, w1, g1, be1, w2, g2, be2, activation)
     counts = expect("norm_stack", "counts", counts, torch.int32, (p,))
@@ -495,7 +581,8 @@ def norm_stack(
         raise ValueError(f"norm_stack: counts must be in [1, {n}], got {counts.tolist()}")
     if native():
         tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
-        out, *stats = _NativeNormStack.apply(*tensors, activation, counts.contiguous())
+        keep = _backward_follows(*tensors)
+        out, *stats = _NativeNormStack.apply(*tensors, activation, counts.contiguous(), keep)
     else:
         out, stats = norm_stack_torch(x, w1, g1, be1, w2, g2, be2, activation, counts)
     m1, v1, m2, v2 = stats
@@ -530,8 +617,8 @@ def norm_stack_eval(
     out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
     idx = torch.empty(out.shape, dtype=torch.int32)
     code = ACTIVATION_CODES[activation]
-    args = (*tensors, code, None, *stats, out, idx, Scratch(_scratch(c1, c2, h, w, n)))
-    call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n)
+    args = (*tensors, code, None, *stats, out, idx, None, Scratch(_scratch(c1, c2, h, w, n)))
+    call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
     return out
 
 
