@@ -12,7 +12,8 @@ scaled to a 12-epoch fit.
 tinted a random colour each and padded to 32x32 RGB, CIFAR-10's shape: same images and task,
 so only the channels and the size differ), side by side in one run. --nets picks the networks
 alike: seed (the baseline), blocks2 (a second conv-conv-pool block of 16 filters), bn (batch
-normalisation after each convolution) and blocks2-bn; the plain loop trains the same network.
+normalisation after each convolution), blocks2-bn, and wide-bn (searches/fashion-mnist.toml's
+16/32 -> 64 filters with batch norms); the plain loop trains the same network.
 --threads also times each population on that many threads (its members split into runs that
 the kernels train at once): its seconds per fit beside the one-thread figure show the gain.
 
@@ -20,20 +21,25 @@ With --memory, each population size also trains one epoch in a fresh process, wh
 reports its peak resident memory (64 members as one population, and 64 in default chunks).
 
     python benchmarks/bench_fit.py [--sizes 1,3,6,12,24] [--epochs 2] [--rounds 1]
-        [--images grey28,rgb32] [--nets seed,blocks2,bn,blocks2-bn] [--threads 1,2] [--memory]
+        [--images grey28,rgb32] [--nets seed,blocks2,bn,blocks2-bn,wide-bn] [--threads 1,2]
+        [--memory]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+# isort: off
+import deepnet  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads its OpenMP
+
+# isort: on
 import numpy as np
 import torch
 from torch import nn
@@ -49,6 +55,14 @@ NETS = {  # the TrainConfig parameters of each network --nets names
     "blocks2": {"conv_blocks": 2},
     "bn": {"batch_norm": True},
     "blocks2-bn": {"conv_blocks": 2, "batch_norm": True},
+    # searches/fashion-mnist.toml's network: 16/32 filters, then a block of 64, batch norms
+    "wide-bn": {
+        "conv_blocks": 2,
+        "batch_norm": True,
+        "conv1_filters": 16,
+        "conv2_filters": 32,
+        "block2_filters": 64,
+    },
 }
 
 
@@ -158,6 +172,16 @@ def plain_fit(data: Images, epochs: int, seed: int, net: str = "seed") -> tuple[
     return seconds, accuracy
 
 
+def peak_resident_kib() -> int:
+    """This process's peak resident memory (VmHWM), in KiB. Not getrusage's ru_maxrss,
+    which Linux carries across exec: a child started from a large parent would report the
+    parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise SystemExit("no VmHWM in /proc/self/status: peak memory needs Linux")
+
+
 def peak_rss_mib(size: int, max_members: int | None, images: str) -> float:
     """Peak resident memory (MiB) of a fresh process training ``size`` members one epoch."""
     args = [sys.executable, __file__, "--peak-rss", str(size), "--images", images]
@@ -193,7 +217,7 @@ def main() -> None:
     datasets = load_images(args.images.split(","))
     if args.peak_rss:
         population_fit(datasets[0], args.peak_rss, 1, 0, args.max_members)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(peak_resident_kib() / 1024)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     thread_counts = [int(t) for t in args.threads.split(",")]

@@ -144,11 +144,18 @@ class Block:
     size: int  # the input maps' side
     norm: bool = False
 
-    def flops(self, images: int) -> float:
-        """Forward multiply-adds x 2 of both convolutions."""
+    def convolutions(self, images: int) -> tuple[float, float]:
+        """Forward multiply-adds x 2 of the first convolution and of the second."""
         c0, c1, c2 = self.channels
         s = self.size
-        return 2 * 9 * images * (c0 * c1 * (s - 2) ** 2 + c1 * c2 * (s - 4) ** 2)
+        return 2 * 9 * images * c0 * c1 * (s - 2) ** 2, 2 * 9 * images * c1 * c2 * (s - 4) ** 2
+
+    def flops(self, images: int) -> tuple[float, float]:
+        """(forward, backward) flops: the backward pass computes both convolutions' weight
+        gradients and the second's input gradient, not the first's (the block's input, as
+        in a first block, wants none)."""
+        first, second = self.convolutions(images)
+        return first + second, first + 2 * second
 
 
 BLOCKS = (
@@ -162,8 +169,8 @@ BLOCKS = (
 
 def time_block(block: Block, members: int, images: int, seconds: float) -> tuple[float, float]:
     """Seconds per forward and per backward call of one block for ``members`` at once, on
-    one thread. The backward pass's work is counted as twice the forward's (the input and
-    weight gradients); it reads the maps the forward pass kept (kernels.MAPS_KEPT)."""
+    one thread (work counted as Block.flops counts it). The backward pass reads the maps
+    the forward pass kept (kernels.MAPS_KEPT)."""
     c0, c1, c2 = block.channels
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(members, c0, block.size, block.size, images, generator=generator)
@@ -209,10 +216,10 @@ def main() -> None:
     print(f"{'block':<42}{'pass':>9}{'ms':>9}{'GFLOP/s':>9}{'of peak':>9}")
     for block in BLOCKS:
         forward_s, backward_s = time_block(block, args.members, images, args.seconds)
-        flops = block.flops(images) * args.members
+        forward_flops, backward_flops = block.flops(images * args.members)
         for name, seconds, work in (
-            ("forward", forward_s, flops),
-            ("backward", backward_s, 2 * flops),
+            ("forward", forward_s, forward_flops),
+            ("backward", backward_s, backward_flops),
         ):
             rate = work / seconds / 1e9
             print(
