@@ -833,20 +833,21 @@ void norm_stack_backward(const float *g, const int32_t *idx, const float *out, c
   const int most = C1 > C2 ? C1 : C2;
   float zero[most], unused[most];
   for (int c = 0; c < most; c++) zero[c] = 0.0f;
-  float *h = scratch + first, *gh = h + first;
-  float *g2z = gh + first + second, *a = g2z + second;
+  /* scratch: room for each convolution's maps (where maps does not hold them), h, gh, g2z, a */
+  float *room1 = scratch, *h = room1 + first, *gh = h + first, *room2 = gh + first;
+  float *g2z = room2 + second, *a = g2z + second;
   for (int p = 0; p < P; p++) {
     const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
     const float *m1 = mean1 + (int64_t)p * C1, *v1 = var1 + (int64_t)p * C1;
     const float *m2 = mean2 + (int64_t)p * C2, *v2 = var2 + (int64_t)p * C2;
-    const float *z1 = maps ? maps + p * (first + second) : scratch;
-    const float *z2 = maps ? z1 + first : gh + first;
-    if (!maps) conv_forward(xp, w1p, zero, LINEAR, scratch, r1, C0, H, W, N);
+    const float *z1 = maps ? maps + p * (first + second) : room1;
+    const float *z2 = maps ? z1 + first : room2;
+    if (!maps) conv_forward(xp, w1p, zero, LINEAR, room1, r1, C0, H, W, N);
     norm_apply(z1, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, r1, C1,
                first / C1);
     team_wait(s); /* h whole */
-    if (!maps) conv_forward(h, w2p, zero, LINEAR, gh + first, r2, C1, H - 2, W - 2, N);
+    if (!maps) conv_forward(h, w2p, zero, LINEAR, room2, r2, C1, H - 2, W - 2, N);
     pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2z, r2,
                   H - 4, W - 4, N);
     if (softmax) {
