@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from deepnet.errors import ConfigError, DataError
 
@@ -33,6 +32,8 @@ def stratified_folds(
             f"{smallest} training images. Use cv={smallest} or fewer, or add images to "
             "that class."
         )
+    from sklearn.model_selection import StratifiedKFold  # lazily: workers never split
+
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [(train, val) for train, val in splitter.split(np.zeros(len(labels)), labels)]
 
@@ -47,6 +48,8 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Split:
     everything = np.arange(len(labels))
     if fraction == 0:
         return everything, everything[:0]
+    from sklearn.model_selection import train_test_split
+
     try:
         train, val = train_test_split(
             everything, test_size=fraction, stratify=labels, random_state=seed

@@ -49,7 +49,7 @@ def sources_digest() -> bytes:
     return b"".join(path.name.encode() + path.read_bytes() for path in SOURCES)
 
 
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")  # no errno: vector sqrt
 LANES = 16  # floats per vector in kernels.c: the image count must be a multiple of it
 _MIN_SIDE = 6  # kernels.c's two valid 3x3 convolutions and 2x2 pooling leave a pixel
 
@@ -67,6 +67,7 @@ _SIGNATURES = {
     "gather_images": [_PTR] * 3 + [_INT] * 3,
     "gather_pixels": [_PTR] * 3 + [_INT] * 3,
     "dropout_scales": [_PTR] * 6 + [_INT] * 3,
+    "optimizer_step": [_PTR] * 6 + [_INT] * 3,  # optimizers.c
     "gather_augmented": [_PTR] * 8 + [_INT] * 5,  # augment.c
     "gather_augmented_pixels": [_PTR] * 8 + [_INT] * 5,
 }

@@ -1,7 +1,9 @@
 """Every member's optimizer state, stacked as the parameters are: one update per run.
 
 Accumulators (Adam's m and v, ...) are (P, S) matrices in the parameters' row order, so an
-update rule runs once on a slice of rows. Members that joined a population in a later
+update rule runs once on a slice of rows: kernels.c's ``optimizer_step`` (one pass over
+memory, its rows split among the threads) where the kernels are compiled, else the rule's
+torch arithmetic. Members that joined a population in a later
 round are at an earlier step of their own, and Nadam's momentum schedule is a scalar per
 step: both belong to a RuleGroup (rule and join round), which members share exactly.
 """
@@ -14,7 +16,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from deepnet.engine.kernels import Whole, call_by_members, native
 from deepnet.nn import OPTIMIZERS
+
+# kernels.c's codes for the rules: their order in OPTIMIZERS
+RULE_CODES = {name: code for code, name in enumerate(OPTIMIZERS)}
 
 if TYPE_CHECKING:
     from deepnet.engine.member_runs import Run
@@ -86,7 +92,34 @@ class OptimizerBank:
                     self.slots[slot] = torch.zeros_like(params)
             step = self.step_count - group.joined * self.steps_per_epoch  # the members' own
             state = {"step": step, **self.scalars.get(group, {})}
-            state.update({slot: self.slots[slot][s:e] for slot in rule.slots})
-            rule.update(params[s:e], grads[s:e], state, {**rule.hyper, "lr": lr[s:e]})
-            scalars[group] = {k: v for k, v in state.items() if k != "step" and k not in rule.slots}
+            constants = rule.constants(state, rule.hyper)
+            slots = [self.slots[slot][s:e] for slot in rule.slots]
+            if native():
+                _optimizer_step(group.rule, params[s:e], grads[s:e], slots, lr[s:e], constants)
+            else:
+                rule.apply(params[s:e], grads[s:e], slots, lr[s:e], constants)
+            scalars[group] = {name: v for name, v in state.items() if name != "step"}
         self.scalars.update(scalars)
+
+
+def _optimizer_step(
+    rule: str,
+    params: torch.Tensor,
+    grads: torch.Tensor,
+    slots: Sequence[torch.Tensor],
+    lr: torch.Tensor,
+    k: tuple[float, ...],
+) -> None:
+    """kernels.c's optimizer_step on rows (P, S) of float32 parameters, after checking what
+    C will read and write."""
+    p, size = params.shape
+    for t in (params, grads, *slots):
+        if t.shape != (p, size) or t.dtype != torch.float32 or not t.is_contiguous():
+            raise ValueError(f"optimizer_step: every tensor must be contiguous float32 {p}x{size}")
+    if lr.shape != (p, 1) or lr.dtype != torch.float32:
+        raise ValueError(f"optimizer_step: lr must be float32 of shape ({p}, 1)")
+    padded = [*slots, None, None][:2]
+    constants = Whole(torch.tensor(k, dtype=torch.float32))
+    call_by_members(
+        "optimizer_step", [params, grads, *padded, lr, constants, RULE_CODES[rule]], p, size
+    )

@@ -5,14 +5,17 @@ Adadelta's eps) and in where Adam and Adamax put eps; these classes follow Keras
 written in docs/keras2-semantics.md. In each rule ``g`` is the gradient, ``t`` the
 1-based step, and every accumulator starts at zero.
 
-The rules are static and ``lr`` may be a tensor that broadcasts against the parameter, so
-the population engine applies the same code to many members' stacked parameters at once.
+Each rule is split in two: ``constants`` computes a step's scalars from the step number (and
+advances Nadam's momentum schedule), ``apply`` does the tensor arithmetic, where ``lr`` may
+be a tensor that broadcasts against the parameter. The population engine applies a rule to
+many members' stacked parameters at once: with these ``apply`` methods, or with kernels.c's
+``optimizer_step``, which does the same arithmetic in one pass over memory.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -52,9 +55,27 @@ class KerasOptimizer(Optimizer):
                 self.update(p, p.grad, state, group)
         return loss
 
-    @staticmethod
-    def update(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
+    @classmethod
+    def update(cls, p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
         """Apply this optimizer's rule to ``p`` in place; ``group["lr"]`` may be a tensor."""
+        k = cls.constants(state, group)
+        cls.apply(p, g, [state[name] for name in cls.slots], group["lr"], k)
+
+    @staticmethod
+    def constants(state: dict, group: dict) -> tuple[float, ...]:
+        """The scalars of step ``state["step"]`` (kernels.c's ``optimizer_step`` reads them in
+        this order); advances any schedule kept in ``state``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def apply(
+        p: torch.Tensor,
+        g: torch.Tensor,
+        slots: Sequence[torch.Tensor],
+        lr: float | torch.Tensor,
+        k: tuple[float, ...],
+    ) -> None:
+        """The rule's arithmetic on ``p`` and its ``slots`` (in ``slots``' order), in place."""
         raise NotImplementedError
 
 
@@ -65,11 +86,14 @@ class SGD(KerasOptimizer):
     slots = ("v",)
 
     @staticmethod
-    def update(p, g, state, group):
-        lr, mu = group["lr"], group["momentum"]
-        v = state["v"]
+    def constants(state, group):
+        return group["momentum"], float(group["nesterov"])
+
+    @staticmethod
+    def apply(p, g, slots, lr, k):
+        (v,), (mu, nesterov) = slots, k
         v.mul_(mu).sub_(lr * g)
-        if group["nesterov"]:
+        if nesterov:
             p.add_(mu * v - lr * g)
         else:
             p.add_(v)
@@ -82,10 +106,14 @@ class RMSprop(KerasOptimizer):
     slots = ("a",)
 
     @staticmethod
-    def update(p, g, state, group):
-        a = state["a"]
-        a.mul_(group["rho"]).addcmul_(g, g, value=1 - group["rho"])
-        p.sub_(group["lr"] * g / a.sqrt().add_(group["eps"]))
+    def constants(state, group):
+        return group["rho"], 1 - group["rho"], group["eps"]
+
+    @staticmethod
+    def apply(p, g, slots, lr, k):
+        (a,), (rho, rest, eps) = slots, k
+        a.mul_(rho).addcmul_(g, g, value=rest)
+        p.sub_(lr * g / a.sqrt().add_(eps))
 
 
 class Adagrad(KerasOptimizer):
@@ -95,10 +123,14 @@ class Adagrad(KerasOptimizer):
     slots = ("a",)
 
     @staticmethod
-    def update(p, g, state, group):
-        a = state["a"]
+    def constants(state, group):
+        return (group["eps"],)
+
+    @staticmethod
+    def apply(p, g, slots, lr, k):
+        (a,), (eps,) = slots, k
         a.addcmul_(g, g)
-        p.sub_(group["lr"] * g / a.sqrt().add_(group["eps"]))
+        p.sub_(lr * g / a.sqrt().add_(eps))
 
 
 class Adadelta(KerasOptimizer):
@@ -108,13 +140,16 @@ class Adadelta(KerasOptimizer):
     slots = ("a", "d")
 
     @staticmethod
-    def update(p, g, state, group):
-        rho, eps = group["rho"], group["eps"]
-        a, d = state["a"], state["d"]
-        a.mul_(rho).addcmul_(g, g, value=1 - rho)
+    def constants(state, group):
+        return group["rho"], 1 - group["rho"], group["eps"]
+
+    @staticmethod
+    def apply(p, g, slots, lr, k):
+        (a, d), (rho, rest, eps) = slots, k
+        a.mul_(rho).addcmul_(g, g, value=rest)
         u = g * (d + eps).sqrt_() / (a + eps).sqrt_()
-        p.sub_(group["lr"] * u)
-        d.mul_(rho).addcmul_(u, u, value=1 - rho)
+        p.sub_(lr * u)
+        d.mul_(rho).addcmul_(u, u, value=rest)
 
 
 class Adam(KerasOptimizer):
@@ -124,13 +159,17 @@ class Adam(KerasOptimizer):
     slots = ("m", "v")
 
     @staticmethod
-    def update(p, g, state, group):
+    def constants(state, group):
         b1, b2, t = group["beta_1"], group["beta_2"], state["step"]
-        m, v = state["m"], state["v"]
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        lr_t = group["lr"] * math.sqrt(1 - b2**t) / (1 - b1**t)
-        p.sub_(lr_t * m / v.sqrt().add_(group["eps"]))
+        return b1, 1 - b1, b2, 1 - b2, group["eps"], math.sqrt(1 - b2**t), 1 - b1**t
+
+    @staticmethod
+    def apply(p, g, slots, lr, k):
+        (m, v), (b1, rest1, b2, rest2, eps, sqrt_bias2, bias1) = slots, k
+        m.mul_(b1).add_(g, alpha=rest1)
+        v.mul_(b2).addcmul_(g, g, value=rest2)
+        lr_t = lr * sqrt_bias2 / bias1
+        p.sub_(lr_t * m / v.sqrt().add_(eps))
 
 
 class Adamax(KerasOptimizer):
@@ -140,12 +179,16 @@ class Adamax(KerasOptimizer):
     slots = ("m", "u")
 
     @staticmethod
-    def update(p, g, state, group):
-        b1, b2, t = group["beta_1"], group["beta_2"], state["step"]
-        m, u = state["m"], state["u"]
-        m.mul_(b1).add_(g, alpha=1 - b1)
+    def constants(state, group):
+        b1, t = group["beta_1"], state["step"]
+        return b1, 1 - b1, group["beta_2"], group["eps"], 1 - b1**t
+
+    @staticmethod
+    def apply(p, g, slots, lr, k):
+        (m, u), (b1, rest1, b2, eps, bias1) = slots, k
+        m.mul_(b1).add_(g, alpha=rest1)
         torch.maximum(u.mul_(b2), g.abs(), out=u)
-        p.sub_(group["lr"] / (1 - b1**t) * m / (u + group["eps"]))
+        p.sub_(lr / bias1 * m / (u + eps))
 
 
 class Nadam(KerasOptimizer):
@@ -161,19 +204,24 @@ class Nadam(KerasOptimizer):
     slots = ("m", "v")
 
     @staticmethod
-    def update(p, g, state, group):
+    def constants(state, group):
         b1, b2, t, decay = group["beta_1"], group["beta_2"], state["step"], group["schedule_decay"]
-        m, v = state["m"], state["v"]
         mu_t = b1 * (1 - 0.5 * 0.96 ** (t * decay))
         mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * decay))
         schedule = state.get("m_schedule", 1.0) * mu_t
         state["m_schedule"] = schedule
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
         # m_bar = (1-mu_t) * g/(1-schedule) + mu_next * m/(1-schedule*mu_next)
-        m_bar = g * ((1 - mu_t) / (1 - schedule)) + m * (mu_next / (1 - schedule * mu_next))
-        denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
-        p.sub_(group["lr"] * m_bar / denom)
+        g_share, m_share = (1 - mu_t) / (1 - schedule), mu_next / (1 - schedule * mu_next)
+        return b1, 1 - b1, b2, 1 - b2, group["eps"], g_share, m_share, 1 - b2**t
+
+    @staticmethod
+    def apply(p, g, slots, lr, k):
+        (m, v), (b1, rest1, b2, rest2, eps, g_share, m_share, bias2) = slots, k
+        m.mul_(b1).add_(g, alpha=rest1)
+        v.mul_(b2).addcmul_(g, g, value=rest2)
+        m_bar = g * g_share + m * m_share
+        denom = (v / bias2).sqrt_().add_(eps)
+        p.sub_(lr * m_bar / denom)
 
 
 OPTIMIZERS: dict[str, type[KerasOptimizer]] = {
