@@ -31,8 +31,15 @@ def test_seednet_has_the_described_tensors_and_sizes(channels, image, pooled):
 def test_parameter_groups_name_the_kernels_arguments_in_order():
     arch = Architecture.of(1, (28, 28), ((4, 8),), 16, 2)
     assert arch.conv_parameters == ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
-    assert arch.dense_parameters == ("dense.weight", "dense.bias", "out.weight", "out.bias")
     assert arch.statistics == ()
+
+
+def test_dense_shapes_at_a_narrower_width_are_that_networks_own():
+    wide = Architecture.of(1, (28, 28), ((4, 8),), 125, 2)
+    narrow = Architecture.of(1, (28, 28), ((4, 8),), 25, 2)
+    dense = {k: v for k, v in narrow.shapes().items() if k.startswith(("dense.", "out."))}
+    assert wide.dense_shapes(25) == dense
+    assert list(wide.dense_shapes(25)) == ["dense.weight", "dense.bias", "out.weight", "out.bias"]
 
 
 @pytest.mark.parametrize(

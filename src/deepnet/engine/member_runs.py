@@ -42,10 +42,13 @@ def by_runs(
     x: torch.Tensor, runs: Sequence[Run[K]], fn: Callable[[torch.Tensor, Run[K]], torch.Tensor]
 ) -> torch.Tensor:
     """fn(x[run.start:run.end], run) for each run (dim 0 is the members), one call on the
-    whole of x when there is one run (no copies then)."""
+    whole of x when there is one run (no copies then). The parts are split, not sliced, so
+    that the backward pass joins their gradients instead of adding each, zero-padded, to a
+    gradient of the whole."""
     if len(runs) == 1:
         return fn(x, runs[0])
-    return torch.cat([fn(x[run.start : run.end], run) for run in runs])
+    parts = x.split([run.end - run.start for run in runs])
+    return torch.cat([fn(part, run) for part, run in zip(parts, runs, strict=True)])
 
 
 def sort_key(config: TrainConfig) -> tuple:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from deepnet.engine.member_runs import Run
 from deepnet.nn import SeedNet
 from deepnet.nn.architecture import Architecture
+
+if TYPE_CHECKING:
+    from deepnet.engine.roster import Hidden
 
 
 def _corner(dims: Sequence[int]) -> tuple[slice, ...]:
@@ -74,7 +78,8 @@ class StackedParameters:
 
     A leaf is a view of its run's rows of ``flat`` whose ``.grad`` is the same view of
     ``grad``: autograd accumulates each gradient in place, so one zeroing per step replaces
-    a buffer per layer, and no run's gradient is scattered into a full-size zero tensor.
+    a buffer per layer, and no run's gradient is scattered into a full-size zero tensor. A
+    dense run's leaves are the corner of its own width, so a narrower run never slices.
     """
 
     def __init__(
@@ -82,18 +87,26 @@ class StackedParameters:
         layout: Layout,
         flat: torch.Tensor,
         conv_runs: Sequence[Run],
-        dense_runs: Sequence[Run],
+        dense_runs: Sequence[Run[Hidden]],
     ):
         self.layout = layout
         self.flat, self.grad = flat.contiguous(), torch.zeros_like(flat)
         arch = layout.architecture
         self._leaves: dict[tuple[str, int], torch.Tensor] = {}
-        for names, runs in ((arch.conv_parameters, conv_runs), (arch.dense_parameters, dense_runs)):
-            for name in names:
-                for run in runs:
-                    leaf = layout.view(self.flat[run.start : run.end], name).requires_grad_()
-                    leaf.grad = layout.view(self.grad[run.start : run.end], name)
-                    self._leaves[name, run.start] = leaf
+        for name in arch.conv_parameters:
+            for run in conv_runs:
+                self._add(name, run, layout.slices[name][1])
+        for run in dense_runs:
+            for name, dims in arch.dense_shapes(run.key.units).items():
+                self._add(name, run, dims)
+
+    def _add(self, name: str, run: Run, dims: Sequence[int]) -> None:
+        """The leaf of tensor ``name`` for the run's rows: its corner ``dims``."""
+        corner = (slice(None), *_corner(dims))
+        rows = slice(run.start, run.end)
+        leaf = self.layout.view(self.flat[rows], name)[corner].requires_grad_()
+        leaf.grad = self.layout.view(self.grad[rows], name)[corner]
+        self._leaves[name, run.start] = leaf
 
     def leaf(self, name: str, run: Run) -> torch.Tensor:
         """Tensor ``name`` of the run's members, (run length, *dims), for autograd."""

@@ -245,14 +245,13 @@ class Population:
 
         def hidden(t: torch.Tensor, run: Run[Hidden]) -> torch.Tensor:
             """Hidden and output layers of the run's members (same activation and width)."""
-            units = run.key.units
-            weight = leaf(dense.weight, run)[:, :units]
-            t = torch.baddbmm(leaf(dense.bias, run)[:, :units, None], weight, t)  # (P', units, b)
-            t = ACTIVATIONS[run.key.activation](t)  # softmax over dim 1: the units
+            units = run.key.units  # the run's leaves are its own width
+            t = torch.baddbmm(leaf(dense.bias, run)[:, :, None], leaf(dense.weight, run), t)
+            t = ACTIVATIONS[run.key.activation](t)  # (P', units, b); softmax over the units
             if dense_scale is not None:
                 t = t * dense_scale[run.start : run.start + len(t), :units]
-            weight = leaf(out.weight, run)[:, :, :units]
-            return torch.baddbmm(leaf(out.bias, run)[:, :, None], weight, t)  # (P', classes, b)
+            # (P', classes, b)
+            return torch.baddbmm(leaf(out.bias, run)[:, :, None], leaf(out.weight, run), t)
 
         return by_runs(h, self.roster.dense_runs, hidden).transpose(1, 2)
 

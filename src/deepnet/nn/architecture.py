@@ -12,7 +12,7 @@ is cancelled by its mean, and only float noise would train it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from torch import nn
@@ -258,9 +258,13 @@ class Architecture:
         """The blocks' trained tensors, block by block, in state_dict order."""
         return tuple(name for block in self.blocks for name in block.parameters)
 
-    @property
-    def dense_parameters(self) -> tuple[str, ...]:
-        return (*self.dense.shapes(), *self.out.shapes())
+    def dense_shapes(self, units: int) -> Shapes:
+        """The dense layers' shapes for a hidden width of ``units`` (a narrower member's
+        corner of this architecture's)."""
+        return (
+            replace(self.dense, units=units).shapes()
+            | replace(self.out, in_features=units).shapes()
+        )
 
     @property
     def statistics(self) -> tuple[str, ...]:
