@@ -35,7 +35,7 @@ lint: $(STAMP)
 test: $(STAMP) system lint
 	$(PY) -m pytest
 
-# The benchmarks run in their own venv (TensorFlow + scikeras for the comparison), never .venv.
+# The benchmarks run in their own venv (TensorFlow, scikeras, KerasTuner: the peers), never .venv.
 $(BENCH_STAMP): benchmarks/requirements.txt pyproject.toml
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt setuptools==84.2.1
@@ -47,6 +47,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/roofline.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_fit.py --memory --images grey28,rgb32
 	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_halving.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache src/*.egg-info
