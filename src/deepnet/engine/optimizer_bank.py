@@ -1,11 +1,11 @@
 """Every member's optimizer state, stacked as the parameters are: one update per run.
 
 Accumulators (Adam's m and v, ...) are (P, S) matrices in the parameters' row order, so an
-update rule runs once on a slice of rows: kernels.c's ``optimizer_step`` (one pass over
+update rule runs once on a slice of rows: optimizers.c's ``optimizer_step`` (one pass over
 memory, its rows split among the threads) where the kernels are compiled, else the rule's
-torch arithmetic. Members that joined a population in a later
-round are at an earlier step of their own, and Nadam's momentum schedule is a scalar per
-step: both belong to a RuleGroup (rule and join round), which members share exactly.
+torch arithmetic. Members that joined a population in a later round are at an earlier step
+of their own, and Nadam's momentum schedule is a scalar per step: both belong to a RuleGroup
+(rule and join round), which members share exactly.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _optimizer_step(
     lr: torch.Tensor,
     k: tuple[float, ...],
 ) -> None:
-    """kernels.c's optimizer_step on rows (P, S) of float32 parameters, after checking what
+    """optimizers.c's optimizer_step on rows (P, S) of float32 parameters, after checking what
     C will read and write."""
     p, size = params.shape
     for t in (params, grads, *slots):

@@ -8,8 +8,9 @@ written in docs/keras2-semantics.md. In each rule ``g`` is the gradient, ``t`` t
 Each rule is split in two: ``constants`` computes a step's scalars from the step number (and
 advances Nadam's momentum schedule), ``apply`` does the tensor arithmetic, where ``lr`` may
 be a tensor that broadcasts against the parameter. The population engine applies a rule to
-many members' stacked parameters at once: with these ``apply`` methods, or with kernels.c's
-``optimizer_step``, which does the same arithmetic in one pass over memory.
+many members' stacked parameters at once: with these ``apply`` methods, or with
+engine/optimizers.c's ``optimizer_step``, which does the same arithmetic in one pass over
+memory.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class KerasOptimizer(Optimizer):
 
     @staticmethod
     def constants(state: dict, group: dict) -> tuple[float, ...]:
-        """The scalars of step ``state["step"]`` (kernels.c's ``optimizer_step`` reads them in
+        """The scalars of step ``state["step"]`` (optimizers.c's ``optimizer_step`` reads them in
         this order); advances any schedule kept in ``state``."""
         raise NotImplementedError
 
