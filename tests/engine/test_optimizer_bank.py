@@ -1,4 +1,4 @@
-"""kernels.c's optimizer_step against the rules' torch arithmetic (nn/optimizers.py)."""
+"""optimizers.c's optimizer_step against the rules' torch arithmetic (nn/optimizers.py)."""
 
 from __future__ import annotations
 
@@ -75,9 +75,12 @@ def test_a_strided_or_misshapen_tensor_is_refused_before_c():
     rule = OPTIMIZERS["Adam"]
     k = rule.constants({"step": 1}, rule.hyper)
     p, lr = _rows(0), torch.full((5, 1), 0.01)
-    with pytest.raises(ValueError, match="contiguous float32"):
+    with pytest.raises(ValueError, match=r"grads must have shape \(5, 1037\), got \(5, 1036\)"):
         _optimizer_step("Adam", p, _rows(1)[:, :-1], [torch.zeros_like(p)] * 2, lr, k)
-    with pytest.raises(ValueError, match="contiguous float32"):
+    with pytest.raises(ValueError, match=r"grads must be torch\.float32, got torch\.float64"):
         _optimizer_step("Adam", p, _rows(1).double(), [torch.zeros_like(p)] * 2, lr, k)
-    with pytest.raises(ValueError, match="lr must be"):
+    with pytest.raises(ValueError, match=r"lr must have shape \(5, 1\)"):
         _optimizer_step("Adam", p, _rows(1), [torch.zeros_like(p)] * 2, lr[:3], k)
+    strided = torch.zeros(1037, 5).t()  # (5, 1037), columns apart
+    with pytest.raises(ValueError, match="must be a contiguous CPU tensor"):
+        _optimizer_step("Adam", p, _rows(1), [torch.zeros_like(p), strided], lr, k)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from deepnet.engine.kernels import Whole, call_by_members, native
+from deepnet.engine.kernels import Whole, call_by_members, expect, native
 from deepnet.nn import OPTIMIZERS
 
-# kernels.c's codes for the rules: their order in OPTIMIZERS
+# optimizers.c's codes for the rules: their order in OPTIMIZERS
 RULE_CODES = {name: code for code, name in enumerate(OPTIMIZERS)}
 
 if TYPE_CHECKING:
@@ -111,13 +111,12 @@ def _optimizer_step(
     k: tuple[float, ...],
 ) -> None:
     """optimizers.c's optimizer_step on rows (P, S) of float32 parameters, after checking what
-    C will read and write."""
-    p, size = params.shape
-    for t in (params, grads, *slots):
-        if t.shape != (p, size) or t.dtype != torch.float32 or not t.is_contiguous():
-            raise ValueError(f"optimizer_step: every tensor must be contiguous float32 {p}x{size}")
-    if lr.shape != (p, 1) or lr.dtype != torch.float32:
-        raise ValueError(f"optimizer_step: lr must be float32 of shape ({p}, 1)")
+    C will read and write (``call`` refuses strided memory)."""
+    fn = "optimizer_step"
+    p, size = expect(fn, "params", params, torch.float32, (None, None)).shape
+    for name, t in (("grads", grads), *((f"slot {i}", s) for i, s in enumerate(slots))):
+        expect(fn, name, t, torch.float32, (p, size))
+    expect(fn, "lr", lr, torch.float32, (p, 1))
     padded = [*slots, None, None][:2]
     constants = Whole(torch.tensor(k, dtype=torch.float32))
     call_by_members(

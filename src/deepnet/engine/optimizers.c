@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 
-/* The rules in the order of deepnet.nn.OPTIMIZERS (kernels.py's RULE_CODES) */
+/* The rules in the order of deepnet.nn.OPTIMIZERS (optimizer_bank.py's RULE_CODES) */
 enum { SGD, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMAX, NADAM };
 
 #define EACH for (int64_t i = 0; i < n; i++)
