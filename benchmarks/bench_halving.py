@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 import numpy as np
 
 from bench_cifar10 import cpu_kind
+from bench_peers import build_keras_model
 from deepnet import SearchSpec, load_dataset, run_search
 
 SEED_GRID = Path(__file__).resolve().parent.parent / "searches" / "seed-grid.toml"
@@ -73,36 +74,17 @@ def seed_space() -> dict[str, list]:
     return {name: list(dims[name]) for name in ("optimizer", "activation", "neurons")}
 
 
-def kerastuner_search(x: np.ndarray, y: np.ndarray, target: float) -> Outcome:
-    import keras
+def kerastuner_search(x: np.ndarray, y: np.ndarray) -> Outcome:
     import keras_tuner
-    from keras import layers
 
     from deepnet import stratified_folds
 
     space = seed_space()
 
-    def build(hp: keras_tuner.HyperParameters) -> keras.Model:
-        activation = hp.Choice("activation", space["activation"])
-        model = keras.Sequential(
-            [
-                keras.Input((28, 28, 1)),
-                layers.Conv2D(4, 3, activation=activation),
-                layers.Conv2D(8, 3, activation=activation),
-                layers.MaxPooling2D(2),
-                layers.Dropout(0.25),
-                layers.Flatten(),
-                layers.Dense(hp.Choice("neurons", space["neurons"]), activation=activation),
-                layers.Dropout(0.5),
-                layers.Dense(2, activation="softmax"),
-            ]
-        )
-        model.compile(
-            optimizer=hp.Choice("optimizer", space["optimizer"]),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        return model
+    def build(hp: keras_tuner.HyperParameters):
+        activation = hp.Choice("activation", space["activation"])  # the order KerasTuner samples
+        neurons = hp.Choice("neurons", space["neurons"])
+        return build_keras_model(neurons, hp.Choice("optimizer", space["optimizer"]), activation)
 
     timeline = Timeline()
 
@@ -145,7 +127,7 @@ def kerastuner_search(x: np.ndarray, y: np.ndarray, target: float) -> Outcome:
     return Outcome(seconds, finished, best_score, chosen, timeline)
 
 
-def deepnet_search(x: np.ndarray, y: np.ndarray, target: float) -> Outcome:
+def deepnet_search(x: np.ndarray, y: np.ndarray) -> Outcome:
     import optuna
 
     spec = SearchSpec.from_toml(SEED_GRID)
@@ -166,7 +148,7 @@ def deepnet_search(x: np.ndarray, y: np.ndarray, target: float) -> Outcome:
     return Outcome(seconds, len(timeline.scores), outcome.best.score, best, timeline)
 
 
-PEERS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray, float], Outcome]]] = {
+PEERS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray], Outcome]]] = {
     "kerastuner": ("KerasTuner Hyperband", kerastuner_search),
     "deepnet": ("deepnet halving", deepnet_search),
 }
@@ -189,7 +171,7 @@ def main() -> None:
     )
     for name in names:
         label, search = PEERS[name]
-        outcome = search(x, y, args.target)
+        outcome = search(x, y)
         reached = outcome.timeline.reached(args.target)
         when = f"{reached:.1f} s" if reached is not None else "never"
         print(

@@ -82,20 +82,21 @@ def _channels_first(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(_scaled(x).transpose(0, 3, 1, 2))
 
 
-def build_keras_model(neurons: int, opt_name: str):
-    """The seed's create_model in Keras 3."""
+def build_keras_model(neurons: int, opt_name: str, activation: str = "relu"):
+    """The seed's create_model in Keras 3 (``activation``: the convolutions' and hidden
+    layer's)."""
     import keras
     from keras import layers
 
     model = keras.Sequential(
         [
             keras.Input((28, 28, 1)),
-            layers.Conv2D(4, 3, activation="relu"),
-            layers.Conv2D(8, 3, activation="relu"),
+            layers.Conv2D(4, 3, activation=activation),
+            layers.Conv2D(8, 3, activation=activation),
             layers.MaxPooling2D(2),
             layers.Dropout(0.25),
             layers.Flatten(),
-            layers.Dense(neurons, activation="relu"),
+            layers.Dense(neurons, activation=activation),
             layers.Dropout(0.5),
             layers.Dense(2, activation="softmax"),
         ]
