@@ -1,6 +1,7 @@
 import shutil
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from deepnet import PARAMS
@@ -133,3 +134,25 @@ def test_evaluate_on_a_search_folder_points_to_its_refit(cli, tmp_path):
     (search / "search.json").write_text("{}")
     result = cli("evaluate", search)
     assert result.exit_code == 1 and f"deepnet evaluate {search / 'refit'}" in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("gpu", "device='gpu' is not a device deepnet trains on: use cpu, cuda or cuda:N"),
+        pytest.param(
+            "cuda",
+            "device='cuda': torch sees no CUDA GPU here",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here"),
+        ),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_line_before_anything_is_made(
+    cli, small27_npz, tmp_path, command, device, message
+):
+    run_dir = tmp_path / "run"
+    result = cli(command, "--device", device, "--path", small27_npz, "--out", run_dir)
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not run_dir.exists()

@@ -280,8 +280,19 @@ def data(data: DataRequest) -> None:
     display.print_data(console, selected, cache)
 
 
+device_option = click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    metavar="cpu|cuda[:N]",
+    help="Where networks train: the CPU (compiled kernels), or a CUDA GPU through torch "
+    "(needs a CUDA build of torch and an NVIDIA GPU).",
+)
+
+
 @main.command(cls=HyperparameterCommand)
 @data_options
+@device_option
 @click.option(
     "--seed",
     default=0,
@@ -304,6 +315,7 @@ def data(data: DataRequest) -> None:
 @friendly_messages
 def train(
     data: DataRequest,
+    device: str,
     seed: int,
     validation_split: float,
     out: Path | None,
@@ -318,14 +330,17 @@ def train(
     """
     from deepnet import runs
     from deepnet.config import TrainConfig
+    from deepnet.engine import PopulationEngine
     from deepnet.train import train as train_config
 
     config = TrainConfig.from_dict({k: v for k, v in params.items() if v is not None})
+    engine = PopulationEngine(device=device)
     selected = data.load()
     run_dir = out or runs.default_run_dir("train")
     console.print(
         f"training on {_data_text(selected.name, selected.class_names)}: "
         f"{len(selected.y_train)} training images, seed {seed}"
+        + ("" if device == "cpu" else f", on {engine.device}")
     )
     console.print(f"config   {_config_text(config)}")
     with _epoch_progress(config.epochs) as (progress, task):
@@ -343,6 +358,7 @@ def train(
                 run_dir=run_dir,
                 data_path=data.path,
                 on_epoch=on_epoch,
+                engine=engine,
             )
         except KeyboardInterrupt:
             console.print(
@@ -439,6 +455,7 @@ def evaluate_run(run: Path, data_path: Path | None) -> None:
     show_default=True,
     help="Where workers train: this machine, or a Ray cluster (pip install 'deepnet[ray]').",
 )
+@device_option
 @click.option(
     "--ray-address",
     metavar="HOST:PORT|auto",
@@ -501,6 +518,7 @@ def search(
     reduction_factor: int | None,
     n_jobs: int,
     executor: str,
+    device: str,
     ray_address: str | None,
     checkpoint_every: float | None,
     no_checkpoints: bool,
@@ -540,14 +558,14 @@ def search(
     }
     spec = build_spec(params, config_file, overrides)
     spec = replace(spec, ensemble=_refit_ensemble(spec.ensemble, ensemble, ensemble_validation))
-    where = Executor(executor, ray_address)  # type: ignore[arg-type]
+    where = Executor(executor, ray_address, device)  # type: ignore[arg-type]
     selected = data.load()
     run_dir = out or default_search_dir(spec, selected)
     total = sum(stage.n_trials for stage in spec.stages)
     if where.kind is ExecutorKind.LOCAL:
         # stages run one after another: a stage's trials are the most that train at once
         workers = resolve_n_jobs(n_jobs, max_useful=max(stage.n_trials for stage in spec.stages))
-        counted = f"{workers} worker(s)"
+        counted = f"{workers} worker(s)" + ("" if device == "cpu" else f" on {where.device}")
     else:  # the cluster says how many when the search has connected
         from deepnet.search.ray_executor import preflight
 

@@ -60,6 +60,7 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
     ``y`` may be class labels or a one-hot matrix (the seed used ``to_categorical``).
     uint8 images are scaled by 1/255; float images are used as given. ``image_shape_`` is
     the fitted (height, width, channels): other sizes or channel counts are refused.
+    ``device``: where ``fit`` trains, "cpu" or "cuda[:N]" (predictions run on the CPU).
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
         warmup_epochs: int = 0,
         seed: int = 0,
         verbose: int = 0,
+        device: str = "cpu",
     ):
         self.batch_size = batch_size
         self.epochs = epochs
@@ -117,6 +119,7 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
         self.warmup_epochs = warmup_epochs
         self.seed = seed
         self.verbose = verbose
+        self.device = device
 
     def config(self) -> TrainConfig:
         """The validated TrainConfig of the current parameters."""
@@ -129,7 +132,8 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise ConfigError(f"y holds one class ({classes[0]!r}); a classifier needs two.")
         member = Member("model", config, np.arange(len(encoded)), np.arange(0), self.seed)
-        training = PopulationEngine().train(images, encoded, len(classes), [member])
+        engine = PopulationEngine(device=self.device)
+        training = engine.train(images, encoded, len(classes), [member])
         history: list[EpochResult] = []
         for result in training:
             history.append(result)

@@ -26,6 +26,7 @@ import sqlalchemy
 from deepnet import lock, runs
 from deepnet.config import TrainConfig
 from deepnet.data import Dataset, stratified_folds
+from deepnet.engine import Engine, PopulationEngine
 from deepnet.engine.checkpoint import DEFAULT_EVERY, CheckpointPolicy
 from deepnet.ensemble import EnsemblePlan
 from deepnet.errors import ConfigError, RunExistsError, RunFormatError, SearchError
@@ -33,7 +34,7 @@ from deepnet.runs import SavedRun, load_run
 from deepnet.search import SearchOutcome, SearchSpec, run_search, write_csv
 from deepnet.search.driver import OnTrial
 from deepnet.search.events import OnEvent
-from deepnet.search.executor import Executor
+from deepnet.search.executor import Executor, ExecutorKind
 from deepnet.search.results import TrialRow, ranked, trial_rows
 from deepnet.search.runner import stage_study_name
 from deepnet.search.storage import (
@@ -227,6 +228,7 @@ def tune(
                     data_path,
                     on_refit_epoch,
                     plan,
+                    _refit_engine(Executor.of(executor)),
                 )
                 if refit
                 else None
@@ -309,6 +311,7 @@ def _refit(
     data_path: str | Path | None,
     on_epoch: Callable | None,
     plan: EnsemblePlan | None = None,
+    engine: Engine | None = None,
 ) -> SavedRun:
     """The best configuration trained on the whole training split (or ``plan``'s ensemble)
     and tested once, or the refit already finished before the search was resumed."""
@@ -325,6 +328,7 @@ def _refit(
             run_dir=refit_dir,
             data_path=data_path,
             on_epoch=on_epoch,
+            engine=engine,
         )
         return load_run(refit_dir)
     train(
@@ -335,8 +339,17 @@ def _refit(
         run_dir=refit_dir,
         data_path=data_path,
         on_epoch=on_epoch,
+        engine=engine,
     )
     return load_run(refit_dir)
+
+
+def _refit_engine(executor: Executor) -> Engine | None:
+    """The refit's engine, in this process: on the search's device where the search ran on
+    this machine (a Ray cluster's GPUs are not here; None: the CPU's default)."""
+    if executor.kind is ExecutorKind.LOCAL and executor.device != "cpu":
+        return PopulationEngine(device=executor.device)
+    return None
 
 
 def _finished(path: Path) -> bool:

@@ -88,13 +88,19 @@ def cluster_dir() -> Iterator[Path]:
 
 
 def _search_on_cluster(
-    folder: Path, data: Path, kill_node: bool = False, ok: bool = True, **env: str
+    folder: Path,
+    data: Path,
+    kill_node: bool = False,
+    ok: bool = True,
+    more: tuple[str, ...] = (),
+    **env: str,
 ) -> str:
     """Start the two-node cluster, search the grid on it (killing the second node once its
     actors are up, if asked), stop the cluster; the search's output (stdout and stderr).
-    ``ok``: whether the search must succeed (else fail); ``env``: for the cluster script."""
+    ``ok``: whether the search must succeed (else fail); ``more``: search arguments;
+    ``env``: for the cluster script."""
     search = [sys.executable, "-m", "deepnet", "search", "--executor", "ray"]
-    search += ["--ray-address", "127.0.0.1:6380", *_data(data, folder / "run")]
+    search += ["--ray-address", "127.0.0.1:6380", *_data(data, folder / "run", *more)]
     env = {**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1", **env}
     if kill_node:
         env["KILL_NODE_WHEN"] = "^workers "
@@ -144,6 +150,19 @@ def test_a_killed_node_costs_only_its_trials_in_flight(small27_npz, local_table,
     table = results_table(cluster_dir / "run" / "results.csv")
     assert table == local_table  # the uninterrupted table: nothing failed, nothing twice
     assert all(row[1] == "complete" for row in table)
+
+
+@needs_cluster
+def test_cuda_on_a_cluster_without_gpus_is_one_line_and_trains_nothing(small27_npz, cluster_dir):
+    output = _search_on_cluster(cluster_dir, small27_npz, ok=False, more=("--device", "cuda"))
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert errors == [
+        "Error: --device cuda: the Ray cluster at 127.0.0.1:6380 (cuda) has no free GPU for a "
+        "worker: start its nodes on machines with NVIDIA GPUs (ray start finds them), or "
+        "search on the CPU (--device cpu)."
+    ], output
+    assert "Traceback" not in output
+    assert not (cluster_dir / "run" / "results.csv").exists()
 
 
 @needs_cluster

@@ -30,7 +30,7 @@ from deepnet.engine.kernels import (
     checked_images,
     expect,
     gather_images,
-    native,
+    native_for,
 )
 from deepnet.engine.member import Member
 from deepnet.errors import ConfigError
@@ -161,6 +161,10 @@ class BatchTransforms:
         augmented = torch.tensor([d is not None for d in drawn], dtype=torch.int32)
         return cls(affine, augmented)
 
+    def to(self, device: torch.device) -> BatchTransforms:
+        """These transforms on ``device``."""
+        return BatchTransforms(self.affine.to(device), self.augmented.to(device))
+
 
 def gather_augmented(
     x: torch.Tensor, index: torch.Tensor, transforms: BatchTransforms
@@ -177,7 +181,7 @@ def gather_augmented(
         raise ValueError(f"{fn}: images of {c}x{h}x{w} values are too large for the kernels")
     if not torch.isfinite(affine).all():
         raise ValueError(f"{fn}: affine must hold finite numbers")
-    if not native():
+    if not native_for(x):
         return gather_augmented_torch(x, index, transforms)
     x, index = x.contiguous(), index.contiguous()  # held in names: the C call reads them
     affine, augmented = affine.contiguous(), augmented.contiguous()
@@ -214,7 +218,8 @@ def _resample(x: torch.Tensor, index: torch.Tensor, affine: torch.Tensor) -> tor
     if src.dtype == torch.uint8:
         src = src.to(torch.float32).div_(255.0)
     a = affine.transpose(1, 2)[..., None, None]  # (R, N, 6, 1, 1)
-    xs, ys = torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, dtype=torch.float32, device=x.device)
+    ys = torch.arange(h, dtype=torch.float32, device=x.device)[:, None]
     c0, c1, wc0, wc1 = _neighbours(a[:, :, 0] * xs + a[:, :, 1] * ys + a[:, :, 2], w)
     r0, r1, wr0, wr1 = _neighbours(a[:, :, 3] * xs + a[:, :, 4] * ys + a[:, :, 5], h)
 
@@ -233,7 +238,7 @@ def _neighbours(s: torch.Tensor, side: int) -> tuple[torch.Tensor, ...]:
     t = s.floor()
     f = s - t
     t = t.to(torch.int64)
-    zero = torch.zeros(())
+    zero = torch.zeros((), device=s.device)
     w0 = torch.where((t >= 0) & (t < side), 1.0 - f, zero)
     w1 = torch.where((t + 1 >= 0) & (t + 1 < side), f, zero)
     return t.clamp(0, side - 1), (t + 1).clamp(0, side - 1), w0, w1

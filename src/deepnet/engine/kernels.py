@@ -153,6 +153,12 @@ def native() -> bool:
     return _library() is not None
 
 
+def native_for(t: torch.Tensor) -> bool:
+    """Whether the compiled kernels compute on ``t``: CPU memory, where they are built.
+    Tensors on another device (a GPU) take the torch path there."""
+    return t.device.type == "cpu" and native()
+
+
 _C_INT = range(-(2**31), 2**31)
 
 
@@ -306,8 +312,9 @@ def _thread_pool() -> ThreadPoolExecutor:
 def expect(
     function: str, name: str, t: object, dtype: torch.dtype, shape: tuple[int | None, ...]
 ) -> torch.Tensor:
-    """``t`` if it is a CPU tensor of ``dtype`` and ``shape`` (None: any size), else a
-    ValueError that names the function, the argument and what was wrong with it."""
+    """``t`` if it is a tensor of ``dtype`` and ``shape`` (None: any size), else a
+    ValueError that names the function, the argument and what was wrong with it. Any device:
+    ``call`` refuses all but CPU memory before C sees a pointer."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{function}: {name} must be a torch.Tensor, got {type(t).__name__}")
     want = "(" + ", ".join("*" if d is None else str(d) for d in shape) + ")"
@@ -317,8 +324,6 @@ def expect(
         raise ValueError(f"{function}: {name} must have shape {want}, got {tuple(t.shape)}")
     if t.dtype != dtype:
         raise ValueError(f"{function}: {name} must be {dtype}, got {t.dtype}")
-    if t.device.type != "cpu":
-        raise ValueError(f"{function}: {name} must be on the CPU, got {t.device}")
     return t
 
 
@@ -430,7 +435,7 @@ def conv_stack(
     requires one (the input of a block after the first), else none (images need none).
     """
     _check_stack(x, w1, b1, w2, b2, activation)
-    if not native():
+    if not native_for(x):
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
     tensors = [t.contiguous() for t in (x, w1, b1, w2, b2)]
     return _NativeConvStack.apply(*tensors, activation, _backward_follows(*tensors))
@@ -523,7 +528,7 @@ def _norm_torch(
     if counts is None:
         mean, var = running
     else:
-        real = (torch.arange(n) < counts[:, None]).to(z.dtype).view(p, 1, 1, 1, n)
+        real = (torch.arange(n, device=z.device) < counts[:, None]).to(z.dtype).view(p, 1, 1, 1, n)
         size = (counts * h * w).to(z.dtype).view(p, 1)
         mean = (z * real).sum((2, 3, 4)) / size
         var = ((z - mean[..., None, None, None]) * real).square().sum((2, 3, 4)) / size
@@ -580,7 +585,7 @@ def norm_stack(
     counts = expect("norm_stack", "counts", counts, torch.int32, (p,))
     if p and not (int(counts.min()) > 0 and int(counts.max()) <= n):
         raise ValueError(f"norm_stack: counts must be in [1, {n}], got {counts.tolist()}")
-    if native():
+    if native_for(x):
         tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
         keep = _backward_follows(*tensors)
         out, *stats = _NativeNormStack.apply(*tensors, activation, counts.contiguous(), keep)
@@ -611,7 +616,7 @@ def norm_stack_eval(
     names, channels = ("mean1", "var1", "mean2", "var2"), (c1, c1, c2, c2)
     for name, t, c in zip(names, running, channels, strict=True):
         expect("norm_stack_eval", name, t, torch.float32, (p, c))
-    if not native():
+    if not native_for(x):
         return norm_stack_torch(x, w1, g1, be1, w2, g2, be2, activation, None, running)[0]
     tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
     stats = [t.contiguous() for t in running]
@@ -649,7 +654,7 @@ def gather_images(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     fn = "gather_images"
     x = checked_images(fn, x, index)
     (c, h, w), (p, n), dtype = x.shape[1:], index.shape, x.dtype
-    if not native():
+    if not native_for(x):
         gathered = x[index].permute(0, 2, 3, 4, 1)
         if dtype == torch.uint8:
             return gathered.to(torch.float32).div_(255.0).contiguous()

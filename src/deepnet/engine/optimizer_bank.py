@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from deepnet.engine.kernels import Whole, call_by_members, expect, native
+from deepnet.engine.kernels import Whole, call_by_members, expect, native_for
 from deepnet.nn import OPTIMIZERS
 
 # optimizers.c's codes for the rules: their order in OPTIMIZERS
@@ -52,22 +52,22 @@ class OptimizerBank:
         """Relay the rows out in ``layout`` and append zeros for ``joining`` new members,
         then order them by ``rows`` (as the parameters are)."""
         for name, slot in self.slots.items():
-            fresh = torch.zeros(joining, layout.size)
+            fresh = torch.zeros(joining, layout.size, device=slot.device)
             self.slots[name] = torch.cat([layout.convert(slot, old), fresh])[rows]
 
     def restore(
         self,
-        shape: torch.Size,
+        params: torch.Tensor,
         row: int,
         slots: dict[str, torch.Tensor],
         group: RuleGroup,
         scalars: dict,
     ) -> None:
-        """Row ``row`` (of parameters ``shape``) resumes a checkpointed member: its
+        """Row ``row`` (of parameters ``params``) resumes a checkpointed member: its
         accumulators ``slots`` (padded rows) and its RuleGroup's ``scalars``."""
         for name, value in slots.items():
             if name not in self.slots:
-                self.slots[name] = torch.zeros(shape)
+                self.slots[name] = torch.zeros_like(params)
             self.slots[name][row] = value
         if scalars:
             self.scalars[group] = dict(scalars)
@@ -94,7 +94,7 @@ class OptimizerBank:
             state = {"step": step, **self.scalars.get(group, {})}
             constants = rule.constants(state, rule.hyper)
             slots = [self.slots[slot][s:e] for slot in rule.slots]
-            if native():
+            if native_for(params):
                 _optimizer_step(group.rule, params[s:e], grads[s:e], slots, lr[s:e], constants)
             else:
                 rule.apply(params[s:e], grads[s:e], slots, lr[s:e], constants)

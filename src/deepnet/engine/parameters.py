@@ -51,7 +51,7 @@ class Layout:
 
     def convert(self, flat: torch.Tensor, old: Layout) -> torch.Tensor:
         """Rows laid out by ``old`` (as wide or narrower) in this layout, zero-padded."""
-        out = torch.zeros(flat.shape[0], self.size)
+        out = torch.zeros(flat.shape[0], self.size, device=flat.device)
         for name, (_, dims) in old.slices.items():
             self.view(out, name)[(slice(None), *_corner(dims))] = old.view(flat, name)
         return out

@@ -33,6 +33,7 @@ from deepnet.engine.allocator import keep_freed_memory
 from deepnet.engine.augment import BatchTransforms, gather_augmented
 from deepnet.engine.batches import Tally, pad
 from deepnet.engine.checkpoint import MemberSnapshot
+from deepnet.engine.device import resolve_device
 from deepnet.engine.dropout import draw
 from deepnet.engine.inputs import check_training_data, pixel_tensors
 from deepnet.engine.kernels import (
@@ -82,7 +83,9 @@ class PendingAverages:
 
 class Population:
     """Members sharing a StepShape, trained as stacked tensors: a Group for Training. ``x``:
-    the images (n, C, H, W), uint8 pixels or float32 (inputs.pixel_tensors); ``y``: labels."""
+    the images (n, C, H, W), uint8 pixels or float32 (inputs.pixel_tensors); ``y``: labels.
+    It trains on x's device: the compiled kernels on the CPU, torch operations elsewhere (a
+    GPU); the members' streams, orders and records stay on the CPU, their draws are moved."""
 
     def __init__(
         self,
@@ -100,6 +103,7 @@ class Population:
                 "a population's members must share batch size, blocks, batch_norm and steps"
             )
         self.shape, self.x, self.y, self.n_classes = shape, x, y, n_classes
+        self.device = x.device
         self.channels, self.image = x.shape[1], tuple(x.shape[2:])
         self.keep_models = keep_models
         self.capacity = capacity or len(members)  # how many members absorb() may bring it to
@@ -113,14 +117,14 @@ class Population:
                 net.load_state_dict(resume[s.key].parameters)
             rows.append(layout.row(net.state_dict()))
         roster = Roster([s.resumed(resume[s.key]) if s.key in resume else s for s in fresh.states])
-        self._arrange(roster, layout, torch.stack(rows))
+        self._arrange(roster, layout, torch.stack(rows).to(self.device))
         self.bank = OptimizerBank(shape.steps)
         for i, s in enumerate(roster.states):
             if s.key in resume:
                 snap = resume[s.key]
                 slots = {name: layout.row(values) for name, values in snap.slots.items()}
                 group = RuleGroup(s.config.optimizer, s.joined)
-                self.bank.restore(self.params.flat.shape, i, slots, group, snap.scalars)
+                self.bank.restore(self.params.flat, i, slots, group, snap.scalars)
         self.epoch = 0  # rounds trained; a member's own epoch is epoch - its join round
         self.finished: dict[str, SeedNet] = {}
         self._pending: list[PendingAverages] = []  # this step's batch statistics
@@ -161,6 +165,7 @@ class Population:
         if kept is None:
             return
         roster, rows = kept
+        rows = rows.to(self.device)
         self.bank.take(rows)
         self._arrange(roster, self.layout, self.params.flat[rows])
 
@@ -179,6 +184,7 @@ class Population:
         layout = self._layout(max(self.layout.units, other.layout.units))
         joining = [s.joining(self.epoch) for s in other.roster.states]
         roster, rows = Roster.sorted([*self.roster.states, *joining])
+        rows = rows.to(self.device)
         flat = torch.cat(
             [
                 layout.convert(self.params.flat, self.layout),
@@ -285,14 +291,16 @@ class Population:
             if any(roster.conv_dropout):
                 features = [filters * h * w] * n
                 scale = draw(roster.masks, roster.conv_dropout, sizes, features, b)
-                scale = scale.view(n, filters, h, w, b)
+                scale = scale.view(n, filters, h, w, b).to(self.device)
             conv.append(scale)
         dense = None
         if any(roster.dropout):
-            dense = draw(roster.masks, roster.dropout, sizes, roster.units, b)
+            dense = draw(roster.masks, roster.dropout, sizes, roster.units, b).to(self.device)
         start = step * self.shape.batch_size  # the step's first position in every order
         transforms = roster.transforms(self.epoch, start, b, self.image)
-        counts = torch.tensor(sizes, dtype=torch.int32)
+        counts = torch.tensor(sizes, dtype=torch.int32, device=self.device)
+        if transforms is not None:
+            transforms = transforms.to(self.device)
         return TrainingStep(counts, tuple(conv), dense, transforms)
 
     def _losses(
@@ -317,17 +325,17 @@ class Population:
         self.epoch += 1
         n, batch = len(self.roster), self.shape.batch_size
         orders = [s.shuffled() for s in self.roster.states]
-        tally = Tally(n)
+        tally = Tally(n, self.device)
         for step in range(self.shape.steps):
             parts = [o[step * batch : (step + 1) * batch] for o in orders]
-            index, weight = pad(parts)
+            index, weight = pad(parts, self.device)
             step_inputs = self._training_step(step, [len(p) for p in parts], index.shape[1])
             losses = self._losses(index, weight, tally, step_inputs)
             self.params.backward((losses * weight).sum())
             self._update(step)
         sizes = torch.tensor([len(o) for o in orders], dtype=torch.float64)
-        train_loss = (tally.loss / sizes).tolist()
-        train_acc = (tally.correct / sizes).tolist()
+        train_loss = (tally.loss.cpu() / sizes).tolist()
+        train_acc = (tally.correct.cpu() / sizes).tolist()
         finite = torch.isfinite(self.params.flat).all(1).tolist()
         val = self._validate()
         seconds = (time.perf_counter() - start) / n
@@ -360,13 +368,13 @@ class Population:
     def _update(self, step: int) -> None:
         """One optimizer step for every member, then the MaxNorm constraint and the batch
         norms' moving averages (which have no gradient, so the optimizer leaves them be)."""
-        roster, params = self.roster, self.params.flat
-        lr = roster.learning_rates(self.epoch, step, self.shape.steps)  # scheduled
+        roster, params, device = self.roster, self.params.flat, self.device
+        lr = roster.learning_rates(self.epoch, step, self.shape.steps).to(device)  # scheduled
         self.bank.step(params, self.params.grad, roster.optimizer_runs, lr)
         if len(roster.constrained):
             dense = self.layout.view(params, self.layout.architecture.dense.weight)
-            rows = dense[roster.constrained]
-            dense[roster.constrained] = max_norm_(rows, roster.max_norms)
+            constrained = roster.constrained.to(device)
+            dense[constrained] = max_norm_(dense[constrained], roster.max_norms.to(device))
         for pending in self._pending:
             rows = params[pending.run.start : pending.run.end]
             for name, batch in zip(pending.block.statistics, pending.statistics, strict=True):
@@ -382,27 +390,35 @@ class Population:
         n, longest = len(val_idx), max(len(v) for v in val_idx)
         if longest == 0:
             return [None] * n
-        tally = Tally(n)
+        tally = Tally(n, self.device)
         chunk = max(LANES, EVAL_IMAGES // n // LANES * LANES)
         for start in range(0, longest, chunk):
-            index, weight = pad([v[start : start + chunk] for v in val_idx])
+            index, weight = pad([v[start : start + chunk] for v in val_idx], self.device)
             self._losses(index, weight, tally)
         return tally.means([len(v) for v in val_idx])
 
 
 class PopulationEngine:
-    """Trains members as populations of stacked tensors, ``max_members`` at most in each.
+    """Trains members as populations of stacked tensors, ``max_members`` at most in each,
+    on ``device`` ("cpu", or "cuda[:N]": the images, parameters and optimizer state live
+    there, and the population trains through torch's operations on the GPU).
 
     Members are grouped by StepShape and, within a shape, by activation, width and optimizer, so
     that each population has few runs of rules; larger groups are chunked, which bounds
     memory (the activations of one step grow with the population).
     """
 
-    def __init__(self, max_members: int = 16, keep_models: bool = True):
+    def __init__(
+        self,
+        max_members: int = 16,
+        keep_models: bool = True,
+        device: str | torch.device = "cpu",
+    ):
         if max_members < 1:
             raise ValueError(f"max_members must be >= 1, got {max_members}")
         self.max_members = max_members
         self.keep_models = keep_models
+        self.device = resolve_device(device)
         self._data: tuple | None = None  # the last images and labels, as tensors
         keep_freed_memory()
 
@@ -410,7 +426,8 @@ class PopulationEngine:
         """The data as tensors, converted once per array pair: populations trained on the
         same arrays share them, which lets a running population absorb a new one."""
         if self._data is None or self._data[0] is not images or self._data[1] is not labels:
-            self._data = (images, labels, *pixel_tensors(images, labels))
+            tensors = pixel_tensors(images, labels)
+            self._data = (images, labels, *(t.to(self.device) for t in tensors))
         return self._data[2:]
 
     def train(

@@ -36,6 +36,7 @@ import numpy as np
 
 from deepnet.engine import EpochResult, Member, PopulationEngine, Training
 from deepnet.engine.checkpoint import CheckpointPolicy, Checkpoints, data_fingerprint
+from deepnet.engine.device import parse_device, resolve_device
 from deepnet.errors import ConfigError
 from deepnet.search.events import WorkersStarted
 from deepnet.search.protocol import Advance, Channel, Crash, Join, Load, Request, Submit
@@ -67,10 +68,12 @@ class ExecutorKind(StrEnum):
 class Executor:
     """Where a search's workers run: ``Executor("local")``, or ``Executor("ray", address)``
     with the cluster's HOST:PORT, "auto" or None for the cluster this machine belongs to
-    (or $RAY_ADDRESS)."""
+    (or $RAY_ADDRESS); and on which device they train: "cpu", or "cuda" (locally "cuda:N"
+    picks a GPU; on Ray each worker is given a GPU of its own)."""
 
     kind: ExecutorKind = ExecutorKind.LOCAL
     address: str | None = None
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         try:
@@ -86,15 +89,26 @@ class Executor:
                 "add --executor ray, or leave the address out."
             )
         object.__setattr__(self, "kind", kind)
+        if kind is ExecutorKind.LOCAL:
+            device = resolve_device(self.device)  # this machine's GPUs: checked now
+        else:
+            device = parse_device(self.device)
+            if device.index is not None:
+                raise ConfigError(
+                    f"device={self.device!r}: on a Ray cluster each worker is given a GPU of "
+                    "its own; give --device cuda, without an index."
+                )
+        object.__setattr__(self, "device", str(device))
 
     @classmethod
     def of(cls, value: str | Executor) -> Executor:
         return value if isinstance(value, Executor) else cls(value)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
+        on = "" if self.device == "cpu" else f" ({self.device})"
         if self.kind is ExecutorKind.LOCAL:
-            return "this machine"
-        return f"the Ray cluster at {self.address or 'auto'}"
+            return f"this machine{on}"
+        return f"the Ray cluster at {self.address or 'auto'}{on}"
 
 
 class Pool:
@@ -150,7 +164,7 @@ class Pool:
 
 
 class InlineWorker:
-    """Trains in the calling process, with torch's own thread count.
+    """Trains in the calling process, with torch's own thread count, on ``device``.
 
     With ``checkpoints``, members resume from their trial's saved state, and the first round
     after that replays their saved epochs before the new one (so the driver can report them
@@ -163,9 +177,10 @@ class InlineWorker:
         labels: np.ndarray,
         n_classes: int,
         checkpoints: CheckpointPolicy | None = None,
+        device: str = "cpu",
     ):
         self.images, self.labels, self.n_classes = images, labels, n_classes
-        self.engine = PopulationEngine(keep_models=False)
+        self.engine = PopulationEngine(keep_models=False, device=device)
         self._training: Training | None = None
         self._checkpoints = (
             None
@@ -260,8 +275,9 @@ class ProcessWorker:
         labels: np.ndarray,
         n_classes: int,
         checkpoints: CheckpointPolicy | None = None,
+        device: str = "cpu",
     ) -> None:
-        self._send(Load(images, labels, n_classes, checkpoints))
+        self._send(Load(images, labels, n_classes, checkpoints, device))
 
     def submit(self, members: Sequence[Member]) -> None:
         self._send(Submit(list(members)))
@@ -335,13 +351,15 @@ def start_workers(
         return start_ray_workers(
             images, labels, n_classes, n_jobs, max_useful, executor, checkpoints
         )
+    device = (executor or Executor()).device
     n = resolve_n_jobs(n_jobs, max_useful)
     if n == 1:
-        return Pool([InlineWorker(images, labels, n_classes, checkpoints)], in_driver=True)
+        worker = InlineWorker(images, labels, n_classes, checkpoints, device)
+        return Pool([worker], in_driver=True)
     workers = [ProcessWorker() for _ in range(n)]  # all start up at once
     try:
         for worker in workers:
-            worker.load(images, labels, n_classes, checkpoints)
+            worker.load(images, labels, n_classes, checkpoints, device)
     except BaseException:  # Ctrl-C while they start: none is left behind
         for worker in workers:
             worker.close()

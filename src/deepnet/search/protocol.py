@@ -28,13 +28,14 @@ _LENGTH = struct.Struct(">Q")
 
 @dataclass(frozen=True)
 class Load:
-    """The training images, and where the worker checkpoints, sent once: a worker starts
-    before it has them."""
+    """The training images, where the worker checkpoints and the device it trains on,
+    sent once: a worker starts before it has them."""
 
     images: np.ndarray
     labels: np.ndarray
     n_classes: int
     checkpoints: CheckpointPolicy | None = None  # where and how often to save (None: never)
+    device: str = "cpu"  # where it trains: "cpu" or "cuda[:N]"
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,11 @@ class Trainer:
         torch.set_num_threads(1)
         # the object store's arrays are read-only views: the engine wants its own
         self.worker = InlineWorker(
-            np.array(data.images), np.array(data.labels), data.n_classes, data.checkpoints
+            np.array(data.images),
+            np.array(data.labels),
+            data.n_classes,
+            data.checkpoints,
+            data.device,  # "cuda": the GPU Ray gave this actor (its CUDA_VISIBLE_DEVICES)
         )
 
     def identity(self) -> NodeIdentity:
@@ -240,8 +244,13 @@ def start_ray_workers(
                 "for them, or add a node with ray start --address."
             )
         n = resolve_n_jobs(n_jobs, max_useful, cores=cpus, where=where)
-        data = ray.put(Load(images, labels, n_classes, checkpoints))  # into the object store, once
-        actor_class = ray.remote(num_cpus=1, max_restarts=0)(Trainer)
+        gpus = 0
+        if executor.device != "cpu":  # a GPU per worker
+            gpus = 1
+            n = min(n, _free_gpus(ray, where))
+        load = Load(images, labels, n_classes, checkpoints, executor.device)
+        data = ray.put(load)  # into the object store, once
+        actor_class = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(Trainer)
         actors = [actor_class.options(scheduling_strategy="SPREAD").remote(data) for _ in range(n)]
         nodes = _identities(ray, actors, where)
         driver = Build.here()
@@ -253,6 +262,18 @@ def start_ray_workers(
         if own:
             ray.shutdown()  # the actors end with the driver's connection
         raise
+
+
+def _free_gpus(ray: Any, where: str) -> int:
+    """The cluster's free GPUs, at least one (SearchError, naming the fix, where none is)."""
+    gpus = int(ray.available_resources().get("GPU", 0))
+    if gpus < 1:
+        raise SearchError(
+            f"--device cuda: {where} has no free GPU for a worker: start its nodes on "
+            "machines with NVIDIA GPUs (ray start finds them), or search on the CPU "
+            "(--device cpu)."
+        )
+    return gpus
 
 
 def import_ray() -> Any:
