@@ -35,6 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from deepnet.errors import ConfigError as ConfigError
 from deepnet.errors import DataError as DataError
 from deepnet.errors import DeepNetError as DeepNetError
+from deepnet.errors import DeviceMemoryError as DeviceMemoryError
 from deepnet.errors import DiskFullError as DiskFullError
 from deepnet.errors import DivergedError as DivergedError
 from deepnet.errors import RunBusyError as RunBusyError
@@ -97,6 +98,7 @@ __all__ = sorted(
         "ConfigError",
         "DataError",
         "DeepNetError",
+        "DeviceMemoryError",
         "DiskFullError",
         "DivergedError",
         "RunBusyError",

@@ -41,3 +41,7 @@ class RunBusyError(RunExistsError):
 
 class DiskFullError(DeepNetError, OSError):
     """The disk filled up while a run was being written; what was finished is kept."""
+
+
+class DeviceMemoryError(DeepNetError, MemoryError):
+    """A GPU ran out of memory while a population trained on it."""

@@ -136,3 +136,27 @@ def test_a_ray_executor_takes_cuda_unchecked_here_but_not_a_gpu_index():
     with pytest.raises(ConfigError, match="a GPU of its own; give --device cuda, without"):
         Executor("ray", device="cuda:1")
     assert str(Executor("local", device="cpu")) == "this machine"
+
+
+def test_a_gpu_out_of_memory_is_one_line_naming_the_fixes(small27, small27_npz, tmp_path):
+    """No GPU here to fill: torch's out-of-memory error is raised where a step computes."""
+    from click.testing import CliRunner
+
+    from deepnet.cli import main
+    from deepnet.engine.population import Population
+
+    def full(*_: object, **__: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Population, "_logits", full)
+        result = CliRunner().invoke(
+            main, ["train", "--path", str(small27_npz), "--out", str(tmp_path / "run")]
+        )
+    assert result.exit_code == 1
+    assert (
+        "Error: cpu ran out of memory training a population of 1 at batch size 128 (CUDA out of "
+        "memory. Tried to allocate 2.00 GiB): use fewer workers on it (--n-jobs) or a smaller "
+        "batch_size, or train on the CPU (--device cpu)." in " ".join(result.output.split())
+    ), result.output
+    assert "Traceback" not in result.output

@@ -50,6 +50,7 @@ from deepnet.engine.optimizer_bank import OptimizerBank, RuleGroup
 from deepnet.engine.parameters import Layout, StackedParameters
 from deepnet.engine.roster import Hidden, MemberState, Roster, StepShape
 from deepnet.engine.training import Training
+from deepnet.errors import DeviceMemoryError
 from deepnet.nn import ACTIVATIONS, OPTIMIZERS, SeedNet, categorical_crossentropy, max_norm_
 from deepnet.nn.architecture import Architecture, Block
 from deepnet.nn.functional import BN_MOMENTUM
@@ -321,6 +322,17 @@ class Population:
     # --- the training loop ----------------------------------------------------------------
 
     def next_epoch(self) -> list[EpochResult]:
+        try:
+            return self._next_epoch()
+        except torch.OutOfMemoryError as exc:  # a GPU's memory; the CPU's raises otherwise
+            raise DeviceMemoryError(
+                f"{self.device} ran out of memory training a population of {len(self.roster)} "
+                f"at batch size {self.shape.batch_size} ({str(exc).splitlines()[0]}): use fewer "
+                "workers on it (--n-jobs) or a smaller batch_size, or train on the CPU "
+                "(--device cpu)."
+            ) from exc
+
+    def _next_epoch(self) -> list[EpochResult]:
         start = time.perf_counter()
         self.epoch += 1
         n, batch = len(self.roster), self.shape.batch_size
