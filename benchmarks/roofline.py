@@ -1,12 +1,15 @@
-"""This machine's limit, and how near deepnet's convolution kernels come to it.
+"""This machine's limit, and how near deepnet's kernels, layer by layer and a whole epoch,
+come to it.
 
 The peak is measured, not taken from a data sheet or a library: a C loop of independent
 fused multiply-adds (12 accumulators of 16 and of 8 floats, compiled with -O3 -march=native,
 so AVX-512 where the CPU has it and AVX2 elsewhere) on one core and on every core at once,
-and torch's best fp32 matrix product (2048 x 2048) on one thread. Then each convolution block
-the engine runs (kernels.conv_stack and norm_stack, forward and backward, at a population's
-batch of 128 images) is timed and its arithmetic counted: GFLOP/s and the share of the FMA
-peak of one core.
+and torch's best fp32 matrix product (2048 x 2048) on one thread. Then, on one thread, at a
+population's batch of 128 images, each timed and its arithmetic counted (GFLOP/s and the share
+of one core's FMA peak): each convolution block the engine runs (kernels.conv_stack and
+norm_stack, forward and backward); the dense layers' batched products (hidden and output, as
+the population runs them per run of members); and a whole epoch (training steps, optimizer and
+validation) of the peers' grid's members as one of a search's two workers trains them.
 
     python benchmarks/roofline.py [--seconds 0.5]
 """
@@ -25,9 +28,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench_cifar10 import cpu_kind
+from deepnet import Member, PopulationEngine, TrainConfig, load_dataset, stratified_folds
 from deepnet.engine import kernels
 from deepnet.engine.allocator import keep_freed_memory
 
@@ -187,19 +192,103 @@ def time_block(block: Block, members: int, images: int, seconds: float) -> tuple
             return kernels.norm_stack(x, w1, b1, be1, w2, b2, be2, "relu", counts)[0]
         return kernels.conv_stack(x, w1, b1, w2, b2, "relu")
 
-    def timed(fn) -> float:
-        fn()
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            fn()
-            runs += 1
-        return (time.perf_counter() - start) / runs
-
-    out = forward()
-    g = torch.ones_like(out)
-    forward_s = timed(lambda: forward())
-    both_s = timed(lambda: torch.autograd.grad(forward(), (w1, b1, w2, b2), g))
+    g = torch.ones_like(forward())
+    forward_s = timed(forward, seconds)
+    both_s = timed(lambda: torch.autograd.grad(forward(), (w1, b1, w2, b2), g), seconds)
     return forward_s, both_s - forward_s
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A network's hidden and output layers: ``features`` in, ``units`` hidden, 2 classes."""
+
+    name: str
+    features: int
+    units: int
+    classes: int = 2
+
+    def flops(self, images: int) -> tuple[float, float]:
+        """(forward, backward) flops: the backward pass computes each layer's weight gradient
+        and its input's (the features' gradient goes on to the convolutions)."""
+        forward = 2 * images * (self.features * self.units + self.units * self.classes)
+        return forward, 2 * forward
+
+
+DENSE = (
+    Dense("seed, 25 units: 1152 -> 25 -> 2", 1152, 25),
+    Dense("seed, 125 units: 1152 -> 125 -> 2", 1152, 125),
+    Dense("default, 128 units: 512 -> 128 -> 2", 512, 128),
+)
+
+
+def timed(fn, seconds: float) -> float:
+    """Seconds per call of ``fn``, after one call to warm it."""
+    fn()
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        runs += 1
+    return (time.perf_counter() - start) / runs
+
+
+def time_dense(dense: Dense, members: int, images: int, seconds: float) -> tuple[float, float]:
+    """Seconds per forward and per backward call of the hidden and output layers for
+    ``members`` at once (one run: the same width and activation), as the population engine
+    computes them: a batched product per layer, features (P, F, images), images innermost."""
+    generator = torch.Generator().manual_seed(0)
+    h = torch.rand(members, dense.features, images, generator=generator).requires_grad_()
+    w1 = torch.randn(members, dense.units, dense.features, generator=generator) * 0.05
+    b1 = torch.zeros(members, dense.units, 1)
+    w2 = torch.randn(members, dense.classes, dense.units, generator=generator) * 0.1
+    b2 = torch.zeros(members, dense.classes, 1)
+    leaves = [t.requires_grad_() for t in (w1, b1, w2, b2)]
+
+    def forward() -> torch.Tensor:
+        return torch.baddbmm(b2, w2, torch.relu(torch.baddbmm(b1, w1, h)))
+
+    g = torch.ones(members, dense.classes, images)
+    forward_s = timed(forward, seconds)
+    both_s = timed(lambda: torch.autograd.grad(forward(), (h, *leaves), g), seconds)
+    return forward_s, both_s - forward_s
+
+
+def epoch_rate(seconds_per_epoch: float, members: list[Member]) -> float:
+    """GFLOP/s of an epoch of the seed's network for ``members``: each training image
+    counted at its forward and backward flops, each validation image at its forward's."""
+    seed = Block("seed", (1, 4, 8), 28)
+    work = 0.0
+    for member in members:
+        conv_forward, conv_backward = seed.flops(1)
+        dense_forward, dense_backward = Dense("", 1152, member.config.neurons).flops(1)
+        train = conv_forward + conv_backward + dense_forward + dense_backward
+        work += len(member.train_idx) * train + len(member.val_idx) * (conv_forward + dense_forward)
+    return work / seconds_per_epoch / 1e9
+
+
+def time_epoch() -> tuple[float, list[Member]]:
+    """Seconds of a warm epoch (the second) of the README's grid's members as one of a
+    search's two workers trains them: every other (optimizer, neurons, fold) of Adam, Nadam
+    and RMSprop x 25 and 125 units x 3 folds, 9 members, MNIST 2 vs 7, one thread."""
+    data = load_dataset("mnist", (2, 7))
+    folds = stratified_folds(data.y_train, 3, 0)
+    grid = [
+        (optimizer, units, fold)
+        for optimizer in ("Adam", "Nadam", "RMSprop")
+        for units in (25, 125)
+        for fold in range(3)
+    ]
+    members = []
+    for i, (optimizer, units, fold) in enumerate(grid[::2]):
+        config = TrainConfig(epochs=2, optimizer=optimizer, neurons=units, batch_size=128)
+        train, val = folds[fold]
+        members.append(Member(f"m{i}", config, np.asarray(train), np.asarray(val), i))
+    training = PopulationEngine(max_members=len(members)).train(
+        data.x_train, data.y_train, data.n_classes, members
+    )
+    training.step()
+    start = time.perf_counter()
+    training.step()
+    return time.perf_counter() - start, members
 
 
 def main() -> None:
@@ -215,19 +304,32 @@ def main() -> None:
         print(line)
     images = 128
     print(f"\nconvolution blocks, {args.members} members x {images} images, one thread:")
-    print(f"{'block':<42}{'pass':>9}{'ms':>9}{'GFLOP/s':>9}{'of peak':>9}")
+    header = f"{'pass':>9}{'ms':>9}{'GFLOP/s':>9}{'of peak':>9}"
+    print(f"{'block':<42}{header}")
     for block in BLOCKS:
-        forward_s, backward_s = time_block(block, args.members, images, args.seconds)
-        forward_flops, backward_flops = block.flops(images * args.members)
-        for name, seconds, work in (
-            ("forward", forward_s, forward_flops),
-            ("backward", backward_s, backward_flops),
-        ):
-            rate = work / seconds / 1e9
-            print(
-                f"{block.name:<42}{name:>9}{seconds * 1e3:>9.2f}{rate:>9.1f}"
-                f"{rate / peak.fma_one:>9.0%}"
-            )
+        times = time_block(block, args.members, images, args.seconds)
+        print_passes(block.name, times, block.flops(images * args.members), peak)
+    print(f"\ndense layers, {args.members} members x {images} images, one thread:")
+    print(f"{'layers':<42}{header}")
+    for dense in DENSE:
+        times = time_dense(dense, args.members, images, args.seconds)
+        print_passes(dense.name, times, dense.flops(images * args.members), peak)
+    seconds, members = time_epoch()
+    rate = epoch_rate(seconds, members)
+    print(
+        f"\na whole epoch, {len(members)} members of the README's grid (MNIST 2 vs 7, 3-fold: "
+        f"training, optimizer steps, validation), one thread: {seconds:.2f} s, "
+        f"{rate:.1f} GFLOP/s, {rate / peak.fma_one:.0%} of peak"
+    )
+
+
+def print_passes(
+    name: str, seconds: tuple[float, float], flops: tuple[float, float], peak: Peak
+) -> None:
+    """A layer's forward and backward lines: time, GFLOP/s and share of one core's peak."""
+    for pass_name, s, work in zip(("forward", "backward"), seconds, flops, strict=True):
+        rate = work / s / 1e9
+        print(f"{name:<42}{pass_name:>9}{s * 1e3:>9.2f}{rate:>9.1f}{rate / peak.fma_one:>9.0%}")
 
 
 if __name__ == "__main__":
