@@ -10,7 +10,8 @@ block of channels in registers and stream the images, and run the whole stack a 
 a time so that its maps stay in cache. ``gather_images`` lays out each member's batch for
 it, from float32 images or from uint8 pixels that it scales as it reads them. Where no
 compiler is found the same functions run as grouped torch convolutions and indexing, slower
-but with the same results; ``native()`` says which is in use.
+but with the same results; ``native()`` says which is in use. Tensors on a GPU take that
+torch path there (``native_for``: the C loops only ever see CPU memory).
 Every entry point checks dtypes, shapes and index bounds before C sees a pointer, and
 ``call`` refuses strided memory: no argument Python passes makes C read past a buffer.
 """
