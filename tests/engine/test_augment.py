@@ -20,6 +20,7 @@ from deepnet.engine.augment import (
 )
 from deepnet.errors import ConfigError
 from deepnet.evaluate import channels_first, images_to_tensor, loss_and_accuracy, predict_logits
+from tests.engine.fallback import without_compiler
 from tests.engine.images import SIZES, crop
 
 EVERYTHING = Augmentation(shift=3, rotate=30.0, scale=0.2, flip=True)
@@ -177,19 +178,10 @@ def test_the_gather_refuses_what_would_misread(small27, change, message):
         gather_augmented(x, index, BatchTransforms(fields["affine"], fields["augmented"]))
 
 
-def test_without_a_compiler_augmented_training_gives_the_same_numbers(
-    small27, monkeypatch, tmp_path
-):
+def test_without_a_compiler_augmented_training_gives_the_same_numbers(small27, tmp_path):
     config = TrainConfig(epochs=1, batch_size=64, augment_shift=2, augment_scale=0.1)
     args = (small27.x_train, small27.y_train, 2, [member(config)])
     (native,) = SequentialEngine().train(*args)
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    monkeypatch.setenv("DEEPNET_CACHE", str(tmp_path))
-    kernels._library.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="failed"):
-            assert not kernels.native()
+    with without_compiler(tmp_path):
         (fallback,) = SequentialEngine().train(*args)
-    finally:
-        kernels._library.cache_clear()
     assert fallback.val_loss == pytest.approx(native.val_loss, rel=1e-4)

@@ -15,6 +15,7 @@ from deepnet.engine import kernels
 from deepnet.engine.device import parse_device, resolve_device
 from deepnet.errors import ConfigError
 from deepnet.search.executor import Executor
+from tests.engine.fallback import without_compiler
 from tests.engine.test_population import (
     augmented_scheduled_members,
     deep_members,
@@ -23,18 +24,6 @@ from tests.engine.test_population import (
 )
 
 NO_GPU = not torch.cuda.is_available()
-
-
-@pytest.fixture
-def torch_path(monkeypatch, tmp_path):
-    """The kernels as on a machine without a C compiler: every call takes the torch path."""
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    monkeypatch.setenv("DEEPNET_CACHE", str(tmp_path))
-    kernels._library.cache_clear()
-    with pytest.warns(RuntimeWarning, match="failed"):
-        assert not kernels.native()
-    yield
-    kernels._library.cache_clear()
 
 
 def every_kind_of_member(data):
@@ -79,8 +68,9 @@ def assert_same_results(got: dict, expected: dict, rel: float) -> None:
             assert b.val_loss == pytest.approx(a.val_loss, rel=rel, abs=1e-6), key
 
 
-def test_the_torch_path_gives_what_the_kernels_give(small27, on_kernels, torch_path):
-    got = train_joined_and_resumed(small27, every_kind_of_member(small27), "cpu")
+def test_the_torch_path_gives_what_the_kernels_give(small27, on_kernels, tmp_path):
+    with without_compiler(tmp_path):
+        got = train_joined_and_resumed(small27, every_kind_of_member(small27), "cpu")
     assert_same_results(got, on_kernels, rel=3e-4)  # measured: 6e-5 at most
 
 

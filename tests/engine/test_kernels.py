@@ -9,6 +9,7 @@ from deepnet.engine import kernels
 from deepnet.evaluate import images_to_tensor
 from deepnet.nn import ACTIVATIONS
 from deepnet.nn.initializers import INITIALIZERS
+from tests.engine.fallback import without_compiler
 from tests.engine.images import SIZES, crop
 
 
@@ -121,13 +122,8 @@ def test_compiled_activations_match_torch_from_zero_to_saturation(activation):
     torch.testing.assert_close(ours, theirs, rtol=3e-7, atol=1e-7)
 
 
-def test_without_a_compiler_the_engine_falls_back_to_torch(small27, monkeypatch, tmp_path):
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    monkeypatch.setenv("DEEPNET_CACHE", str(tmp_path))
-    kernels._library.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match=r"compiling .*kernels\.c.* failed"):
-            assert not kernels.native()
+def test_without_a_compiler_the_engine_falls_back_to_torch(small27, tmp_path):
+    with without_compiler(tmp_path):
         config = TrainConfig(epochs=1, batch_size=64)
         deep = config.replace(conv_blocks=2, batch_norm=True)  # the torch norm_stack
         for cfg in (config, deep):
@@ -136,8 +132,6 @@ def test_without_a_compiler_the_engine_falls_back_to_torch(small27, monkeypatch,
             (pop,) = PopulationEngine().train(*args)
             (seq,) = SequentialEngine().train(*args)
             assert pop.val_loss == pytest.approx(seq.val_loss, rel=1e-5)
-    finally:
-        kernels._library.cache_clear()
 
 
 def test_dropout_scales_match_the_numpy_reference():
