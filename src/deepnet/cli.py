@@ -340,7 +340,7 @@ def train(
     console.print(
         f"training on {_data_text(selected.name, selected.class_names)}: "
         f"{len(selected.y_train)} training images, seed {seed}"
-        + ("" if device == "cpu" else f", on {engine.device}")
+        + ("" if engine.device.type == "cpu" else f", on {engine.device}")
     )
     console.print(f"config   {_config_text(config)}")
     with _epoch_progress(config.epochs) as (progress, task):
@@ -565,7 +565,7 @@ def search(
     if where.kind is ExecutorKind.LOCAL:
         # stages run one after another: a stage's trials are the most that train at once
         workers = resolve_n_jobs(n_jobs, max_useful=max(stage.n_trials for stage in spec.stages))
-        counted = f"{workers} worker(s)" + ("" if device == "cpu" else f" on {where.device}")
+        counted = f"{workers} worker(s)" + ("" if where.device == "cpu" else f" on {where.device}")
     else:  # the cluster says how many when the search has connected
         from deepnet.search.ray_executor import preflight
 

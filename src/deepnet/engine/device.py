@@ -1,6 +1,5 @@
 """Where a population trains: ``cpu`` (the compiled kernels) or a CUDA GPU (torch's grouped
-convolutions and batched products there: the engine's torch path, on the GPU's memory, in
-fp32 as on the CPU: TF32 convolutions are turned off)."""
+convolutions and batched products there: the engine's torch path, on the GPU's memory)."""
 
 from __future__ import annotations
 
@@ -45,5 +44,4 @@ def resolve_device(name: str | torch.device) -> torch.device:
             f"device={text!r}: this machine has {count} CUDA GPU(s), numbered 0 to "
             f"{count - 1}; choose one of those."
         )
-    torch.backends.cudnn.allow_tf32 = False  # fp32 convolutions, the CPU engine's numbers
     return device

@@ -431,6 +431,8 @@ class PopulationEngine:
         self.max_members = max_members
         self.keep_models = keep_models
         self.device = resolve_device(device)
+        if self.device.type == "cuda":  # fp32 convolutions, as on the CPU: no TF32
+            torch.backends.cudnn.allow_tf32 = False
         self._data: tuple | None = None  # the last images and labels, as tensors
         keep_freed_memory()
 
