@@ -10,13 +10,15 @@ run it:
 - Optuna + a plain PyTorch loop: a GridSampler study, n_jobs = the cores (threads, one torch
   thread each), the three fold models trained epoch by epoch side by side so that the mean
   validation accuracy is reported every epoch to its MedianPruner;
-- deepnet: a grid without pruning (n_jobs=-1).
+- deepnet: a grid without pruning (n_jobs=-1); and with --precision bf16 (bf16 products),
+  where the CPU has AVX512_BF16.
 
 Peers run in turn, in the order given; each prints wall time, seconds per CV fit and its best
 score, and the summary gives deepnet's speed-up over each. Peer code lives here only (its
 packages in benchmarks/requirements.txt), never in deepnet's install.
 
-    python benchmarks/bench_peers.py [--peers scikeras,skorch,optuna,deepnet] [--epochs 12]
+    python benchmarks/bench_peers.py [--peers scikeras,skorch,optuna,deepnet,deepnet-bf16]
+        [--epochs 12]
         [--optimizers Adam,Nadam,RMSprop] [--neurons 25,125]
 """
 
@@ -28,6 +30,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 
@@ -35,6 +38,8 @@ import numpy as np
 
 from bench_cifar10 import cpu_kind
 from deepnet import SearchSpec, Space, Stage, load_dataset, run_search
+from deepnet.engine import kernels
+from deepnet.search.executor import Executor
 
 FOLDS, BATCH = 3, 128
 # Keras' defaults for each optimizer (learning rate, and RMSprop's rho and epsilon)
@@ -240,7 +245,7 @@ def optuna_search(x: np.ndarray, y: np.ndarray, grid: Grid) -> Outcome:
     return Outcome(seconds, study.best_value, best, pruned)
 
 
-def deepnet_search(x: np.ndarray, y: np.ndarray, grid: Grid) -> Outcome:
+def deepnet_search(x: np.ndarray, y: np.ndarray, grid: Grid, precision: str = "fp32") -> Outcome:
     space = Space.from_dict(
         {
             "optimizer": grid.optimizers,
@@ -251,7 +256,10 @@ def deepnet_search(x: np.ndarray, y: np.ndarray, grid: Grid) -> Outcome:
     )
     spec = SearchSpec((Stage(space, "grid"),), cv=FOLDS, seed=0)
     start = time.perf_counter()
-    outcome = run_search(spec, x, y, 2, storage=None, study_name="bench", data={}, n_jobs=-1)
+    where = Executor(precision=precision)
+    outcome = run_search(
+        spec, x, y, 2, storage=None, study_name="bench", data={}, n_jobs=-1, executor=where
+    )
     seconds = time.perf_counter() - start
     best = {"opt_name": outcome.best.params["optimizer"], "neurons": outcome.best.params["neurons"]}
     return Outcome(seconds, outcome.best.score, best)
@@ -262,12 +270,15 @@ PEERS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray, Grid], Outcome]]] 
     "skorch": ("skorch + GridSearchCV", skorch_search),
     "optuna": ("Optuna + PyTorch loop", optuna_search),
     "deepnet": ("deepnet", deepnet_search),
+    "deepnet-bf16": ("deepnet --precision bf16", partial(deepnet_search, precision="bf16")),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", default=",".join(PEERS), help=f"any of {','.join(PEERS)}")
+    runnable = [name for name in PEERS if name != "deepnet-bf16" or kernels.bf16_products()]
+    choices = f"any of {','.join(PEERS)} [{','.join(runnable)}]"
+    parser.add_argument("--peers", default=",".join(runnable), help=choices)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--optimizers", default="Adam,Nadam,RMSprop")
     parser.add_argument("--neurons", default="25,125")
@@ -294,13 +305,15 @@ def main() -> None:
             f"fit  best CV {outcome.best_score:.4f}  {outcome.best}{pruned}",
             flush=True,
         )
-    ours = outcomes["deepnet"]
-    for name, outcome in outcomes.items():
-        if name != "deepnet":
-            difference = ours.best_score - outcome.best_score
+    for ours in (name for name in outcomes if name.startswith("deepnet")):
+        # each deepnet against every peer; deepnet --precision bf16 also against deepnet
+        for name in (n for n in outcomes if n != ours and n != "deepnet-bf16"):
+            if ours == "deepnet" and name == "deepnet":
+                continue
+            difference = outcomes[ours].best_score - outcomes[name].best_score
             print(
-                f"deepnet is {outcome.seconds / ours.seconds:5.2f}x faster per CV fit than "
-                f"{PEERS[name][0]}; best-score difference {difference:+.4f}"
+                f"{PEERS[ours][0]} is {outcomes[name].seconds / outcomes[ours].seconds:5.2f}x "
+                f"faster per CV fit than {PEERS[name][0]}; best-score difference {difference:+.4f}"
             )
 
 

@@ -4,7 +4,8 @@ come to it.
 The peak is measured, not taken from a data sheet or a library: a C loop of independent
 fused multiply-adds (12 accumulators of 16 and of 8 floats, compiled with -O3 -march=native,
 so AVX-512 where the CPU has it and AVX2 elsewhere) on one core and on every core at once,
-and torch's best fp32 matrix product (2048 x 2048) on one thread. Then, on one thread, at a
+and torch's best fp32 matrix product (2048 x 2048) on one thread; with AVX512_BF16, a loop
+of bf16 dot products (vdpbf16ps) on one core too. Then, on one thread, at a
 population's batch of 128 images, each timed and its arithmetic counted (GFLOP/s and the share
 of one core's FMA peak): each convolution block the engine runs (kernels.conv_stack and
 norm_stack, forward and backward); the dense layers' batched products (hidden and output, as
@@ -35,6 +36,7 @@ from bench_cifar10 import cpu_kind
 from deepnet import Member, PopulationEngine, TrainConfig, load_dataset, stratified_folds
 from deepnet.engine import kernels
 from deepnet.engine.allocator import keep_freed_memory
+from deepnet.engine.population import affine
 
 FMA_LOOP = r"""
 #include <stdint.h>
@@ -52,6 +54,20 @@ FMA_LOOP = r"""
   }
 LOOP(fma16, 16)
 LOOP(fma8, 8)
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+/* 12 chains of vdpbf16ps: 32 multiply-adds each (bf16 pairs into 16 float lanes) */
+float dot_bf16(int64_t iterations) {
+  __m512 acc[12];
+  const __m512bh m = (__m512bh)_mm512_set1_epi16(0x3f80), a = (__m512bh)_mm512_set1_epi16(0x3380);
+  for (int k = 0; k < 12; k++) acc[k] = _mm512_set1_ps((float)k);
+  for (int64_t i = 0; i < iterations; i++)
+    for (int k = 0; k < 12; k++) acc[k] = _mm512_dpbf16_ps(acc[k], m, a);
+  float s = 0;
+  for (int k = 0; k < 12; k++) s += _mm512_reduce_add_ps(acc[k]);
+  return s;
+}
+#endif
 """
 ACCUMULATORS = 12
 
@@ -70,36 +86,42 @@ def _fma_library() -> ctypes.CDLL:
         flags = ["-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC"]
         subprocess.run([compiler, *flags, "-o", str(library), str(source)], check=True)
     loaded = ctypes.CDLL(str(library))
-    for name in ("fma16", "fma8"):
-        getattr(loaded, name).argtypes = [ctypes.c_int64]
-        getattr(loaded, name).restype = ctypes.c_float
+    for name in ("fma16", "fma8", "dot_bf16"):
+        if hasattr(loaded, name):
+            getattr(loaded, name).argtypes = [ctypes.c_int64]
+            getattr(loaded, name).restype = ctypes.c_float
     return loaded
 
 
 @dataclass(frozen=True)
 class Peak:
-    """Measured fp32 GFLOP/s: the FMA loop on one core and on all, torch's matmul on one."""
+    """Measured GFLOP/s: the fp32 FMA loop on one core and on all, torch's matmul on one,
+    and the bf16 dot-product loop on one core where the CPU has AVX512_BF16 (else None)."""
 
     fma_one: float
     fma_all: float
     cores: int
     matmul_one: float
+    bf16_one: float | None
 
     def lines(self) -> list[str]:
-        return [
+        lines = [
             f"fp32 peak, FMA loop: {self.fma_one:.0f} GFLOP/s on one core, "
             f"{self.fma_all:.0f} on all {self.cores} at once",
             f"torch fp32 matmul 2048x2048, one thread: {self.matmul_one:.0f} GFLOP/s "
             f"({self.matmul_one / self.fma_one:.0%} of the loop's peak)",
         ]
+        if self.bf16_one:
+            lines.append(f"bf16 peak, dot-product loop: {self.bf16_one:.0f} GFLOP/s on one core")
+        return lines
 
 
-def _fma_rate(seconds: float, threads: int) -> float:
-    """GFLOP/s of ``threads`` FMA loops running at once (ctypes lets go of the GIL), the
-    wider of the two vector widths."""
+def _fma_rate(seconds: float, threads: int, loops=(("fma16", 16), ("fma8", 8))) -> float:
+    """GFLOP/s of ``threads`` copies of a loop running at once (ctypes lets go of the GIL),
+    the best of ``loops`` (name, multiply-adds per accumulator and iteration)."""
     library = _fma_library()
     best = 0.0
-    for name, lanes in (("fma16", 16), ("fma8", 8)):
+    for name, lanes in loops:
         loop = getattr(library, name)
         iterations = 1 << 16
         while True:  # grow until one run takes a tenth of the time asked for
@@ -138,7 +160,11 @@ def _matmul_rate(seconds: float) -> float:
 
 def measure_peak(seconds: float = 0.5) -> Peak:
     cores = os.cpu_count() or 1
-    return Peak(_fma_rate(seconds, 1), _fma_rate(seconds, cores), cores, _matmul_rate(seconds))
+    bf16 = None
+    if hasattr(_fma_library(), "dot_bf16"):
+        bf16 = _fma_rate(seconds, 1, (("dot_bf16", 32),))
+    fma = _fma_rate(seconds, 1), _fma_rate(seconds, cores)
+    return Peak(*fma, cores, _matmul_rate(seconds), bf16)
 
 
 @dataclass(frozen=True)
@@ -173,10 +199,12 @@ BLOCKS = (
 )
 
 
-def time_block(block: Block, members: int, images: int, seconds: float) -> tuple[float, float]:
+def time_block(
+    block: Block, members: int, images: int, seconds: float, bf16: bool = False
+) -> tuple[float, float]:
     """Seconds per forward and per backward call of one block for ``members`` at once, on
-    one thread (work counted as Block.flops counts it). The backward pass reads the maps
-    the forward pass kept (kernels.MAPS_KEPT)."""
+    one thread (work counted as Block.flops counts it), with bf16 products or not. The
+    backward pass reads the maps the forward pass kept (kernels.MAPS_KEPT)."""
     c0, c1, c2 = block.channels
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(members, c0, block.size, block.size, images, generator=generator)
@@ -190,7 +218,7 @@ def time_block(block: Block, members: int, images: int, seconds: float) -> tuple
         if block.norm:
             be1, be2 = torch.zeros(members, c1), torch.zeros(members, c2)
             return kernels.norm_stack(x, w1, b1, be1, w2, b2, be2, "relu", counts)[0]
-        return kernels.conv_stack(x, w1, b1, w2, b2, "relu")
+        return kernels.conv_stack(x, w1, b1, w2, b2, "relu", bf16)
 
     g = torch.ones_like(forward())
     forward_s = timed(forward, seconds)
@@ -231,20 +259,23 @@ def timed(fn, seconds: float) -> float:
     return (time.perf_counter() - start) / runs
 
 
-def time_dense(dense: Dense, members: int, images: int, seconds: float) -> tuple[float, float]:
+def time_dense(
+    dense: Dense, members: int, images: int, seconds: float, bf16: bool = False
+) -> tuple[float, float]:
     """Seconds per forward and per backward call of the hidden and output layers for
     ``members`` at once (one run: the same width and activation), as the population engine
-    computes them: a batched product per layer, features (P, F, images), images innermost."""
+    computes them: a batched product per layer, features (P, F, images), images innermost;
+    the hidden layer's with bf16 products or not."""
     generator = torch.Generator().manual_seed(0)
     h = torch.rand(members, dense.features, images, generator=generator).requires_grad_()
     w1 = torch.randn(members, dense.units, dense.features, generator=generator) * 0.05
-    b1 = torch.zeros(members, dense.units, 1)
+    b1 = torch.zeros(members, dense.units)
     w2 = torch.randn(members, dense.classes, dense.units, generator=generator) * 0.1
-    b2 = torch.zeros(members, dense.classes, 1)
+    b2 = torch.zeros(members, dense.classes)
     leaves = [t.requires_grad_() for t in (w1, b1, w2, b2)]
 
     def forward() -> torch.Tensor:
-        return torch.baddbmm(b2, w2, torch.relu(torch.baddbmm(b1, w1, h)))
+        return affine(w2, b2, torch.relu(affine(w1, b1, h, bf16)), False)
 
     g = torch.ones(members, dense.classes, images)
     forward_s = timed(forward, seconds)
@@ -265,7 +296,7 @@ def epoch_rate(seconds_per_epoch: float, members: list[Member]) -> float:
     return work / seconds_per_epoch / 1e9
 
 
-def time_epoch() -> tuple[float, list[Member]]:
+def time_epoch(precision: str = "fp32") -> tuple[float, list[Member]]:
     """Seconds of a warm epoch (the second) of the README's grid's members as one of a
     search's two workers trains them: every other (optimizer, neurons, fold) of Adam, Nadam
     and RMSprop x 25 and 125 units x 3 folds, 9 members, MNIST 2 vs 7, one thread."""
@@ -282,7 +313,7 @@ def time_epoch() -> tuple[float, list[Member]]:
         config = TrainConfig(epochs=2, optimizer=optimizer, neurons=units, batch_size=128)
         train, val = folds[fold]
         members.append(Member(f"m{i}", config, np.asarray(train), np.asarray(val), i))
-    training = PopulationEngine(max_members=len(members)).train(
+    training = PopulationEngine(max_members=len(members), precision=precision).train(
         data.x_train, data.y_train, data.n_classes, members
     )
     training.step()
@@ -308,28 +339,46 @@ def main() -> None:
     print(f"{'block':<42}{header}")
     for block in BLOCKS:
         times = time_block(block, args.members, images, args.seconds)
-        print_passes(block.name, times, block.flops(images * args.members), peak)
+        print_passes(block.name, times, block.flops(images * args.members), peak.fma_one)
+    if peak.bf16_one:
+        print("\nthe same with bf16 products (the second convolution), of the bf16 peak:")
+        print(f"{'block':<42}{header}")
+        for block in (b for b in BLOCKS if not b.norm):
+            times = time_block(block, args.members, images, args.seconds, bf16=True)
+            print_passes(block.name, times, block.flops(images * args.members), peak.bf16_one)
     print(f"\ndense layers, {args.members} members x {images} images, one thread:")
     print(f"{'layers':<42}{header}")
     for dense in DENSE:
         times = time_dense(dense, args.members, images, args.seconds)
-        print_passes(dense.name, times, dense.flops(images * args.members), peak)
-    seconds, members = time_epoch()
-    rate = epoch_rate(seconds, members)
+        print_passes(dense.name, times, dense.flops(images * args.members), peak.fma_one)
+    if peak.bf16_one:
+        print("\nthe same with bf16 products (the hidden layer), of the bf16 peak:")
+        print(f"{'layers':<42}{header}")
+        for dense in DENSE:
+            times = time_dense(dense, args.members, images, args.seconds, bf16=True)
+            print_passes(dense.name, times, dense.flops(images * args.members), peak.bf16_one)
+    precisions = ("fp32", "bf16") if peak.bf16_one else ("fp32",)
     print(
-        f"\na whole epoch, {len(members)} members of the README's grid (MNIST 2 vs 7, 3-fold: "
-        f"training, optimizer steps, validation), one thread: {seconds:.2f} s, "
-        f"{rate:.1f} GFLOP/s, {rate / peak.fma_one:.0%} of peak"
+        "\na whole epoch of the README's grid's members as one of a search's two workers "
+        "trains them (MNIST 2 vs 7, 3-fold: training, optimizer steps, validation), one thread:"
     )
+    for precision in precisions:
+        seconds, members = time_epoch(precision)
+        rate = epoch_rate(seconds, members)
+        limit = peak.bf16_one if precision == "bf16" else peak.fma_one
+        print(
+            f"{precision}: {len(members)} members, {seconds:.2f} s, {rate:.1f} GFLOP/s, "
+            f"{rate / limit:.0%} of the {precision} peak"
+        )
 
 
 def print_passes(
-    name: str, seconds: tuple[float, float], flops: tuple[float, float], peak: Peak
+    name: str, seconds: tuple[float, float], flops: tuple[float, float], peak: float
 ) -> None:
-    """A layer's forward and backward lines: time, GFLOP/s and share of one core's peak."""
+    """A layer's forward and backward lines: time, GFLOP/s and share of one core's ``peak``."""
     for pass_name, s, work in zip(("forward", "backward"), seconds, flops, strict=True):
         rate = work / s / 1e9
-        print(f"{name:<42}{pass_name:>9}{s * 1e3:>9.2f}{rate:>9.1f}{rate / peak.fma_one:>9.0%}")
+        print(f"{name:<42}{pass_name:>9}{s * 1e3:>9.2f}{rate:>9.1f}{rate / peak:>9.0%}")
 
 
 if __name__ == "__main__":

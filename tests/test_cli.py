@@ -1,3 +1,5 @@
+import json
+import platform
 import shutil
 
 import pytest
@@ -6,6 +8,7 @@ from click.testing import CliRunner
 
 from deepnet import PARAMS
 from deepnet.cli import main
+from tests.engine.fallback import built_for, needs_bf16
 
 
 @pytest.fixture
@@ -156,3 +159,35 @@ def test_a_device_this_machine_lacks_is_one_line_before_anything_is_made(
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_an_unknown_precision_is_one_line_before_anything_is_made(
+    cli, small27_npz, tmp_path, command
+):
+    run_dir = tmp_path / "run"
+    result = cli(command, "--precision", "fp16", "--path", small27_npz, "--out", run_dir)
+    assert result.exit_code == 1, result.output
+    assert "precision='fp16' is not known: use fp32 (the default) or bf16." in result.output
+    assert "Traceback" not in result.output and not run_dir.exists()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="an x86-64 CPU level")
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_bf16_on_a_cpu_without_it_is_one_line_naming_the_fix(cli, small27_npz, tmp_path, command):
+    run_dir = tmp_path / "run"
+    with built_for("x86-64-v3", tmp_path / "cache"):  # kernels as for an AVX2-only CPU
+        result = cli(command, "--precision", "bf16", "--path", small27_npz, "--out", run_dir)
+    assert result.exit_code == 1, result.output
+    assert "no bf16 products (no AVX512_BF16); use precision=fp32." in result.output
+    assert "Traceback" not in result.output and not run_dir.exists()
+
+
+@needs_bf16
+def test_train_with_bf16_products(cli, small27_npz, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ("--epochs", 2, "--precision", "bf16", "--path", small27_npz, "--out", run_dir)
+    result = cli("train", *args)
+    assert result.exit_code == 0, result.output
+    assert "seed 0, bf16 products" in result.output
+    assert json.loads((run_dir / "metrics.json").read_text())["accuracy"] > 0.9

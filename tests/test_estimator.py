@@ -26,7 +26,7 @@ def test_constructor_defaults_are_trainconfig_defaults():
     signature = inspect.signature(DeepNetClassifier)
     defaults = TrainConfig().to_dict()
     assert {n: signature.parameters[n].default for n in PARAMS} == defaults
-    assert set(signature.parameters) == {*PARAMS, "seed", "verbose", "device"}
+    assert set(signature.parameters) == {*PARAMS, "seed", "verbose", "device", "precision"}
 
 
 def test_clone_round_trips():

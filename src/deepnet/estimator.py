@@ -60,7 +60,8 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
     ``y`` may be class labels or a one-hot matrix (the seed used ``to_categorical``).
     uint8 images are scaled by 1/255; float images are used as given. ``image_shape_`` is
     the fitted (height, width, channels): other sizes or channel counts are refused.
-    ``device``: where ``fit`` trains, "cpu" or "cuda[:N]" (predictions run on the CPU).
+    ``device``: where ``fit`` trains, "cpu" or "cuda[:N]" (predictions run on the CPU);
+    ``precision``: "fp32", or "bf16" products where the CPU has AVX512_BF16.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
         seed: int = 0,
         verbose: int = 0,
         device: str = "cpu",
+        precision: str = "fp32",
     ):
         self.batch_size = batch_size
         self.epochs = epochs
@@ -120,6 +122,7 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.verbose = verbose
         self.device = device
+        self.precision = precision
 
     def config(self) -> TrainConfig:
         """The validated TrainConfig of the current parameters."""
@@ -132,7 +135,7 @@ class DeepNetClassifier(FittedState, ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise ConfigError(f"y holds one class ({classes[0]!r}); a classifier needs two.")
         member = Member("model", config, np.arange(len(encoded)), np.arange(0), self.seed)
-        engine = PopulationEngine(device=self.device)
+        engine = PopulationEngine(device=self.device, precision=self.precision)
         training = engine.train(images, encoded, len(classes), [member])
         history: list[EpochResult] = []
         for result in training:

@@ -26,7 +26,7 @@ import sqlalchemy
 from deepnet import lock, runs
 from deepnet.config import TrainConfig
 from deepnet.data import Dataset, stratified_folds
-from deepnet.engine import Engine, PopulationEngine
+from deepnet.engine import Engine, PopulationEngine, kernels
 from deepnet.engine.checkpoint import DEFAULT_EVERY, CheckpointPolicy
 from deepnet.ensemble import EnsemblePlan
 from deepnet.errors import ConfigError, RunExistsError, RunFormatError, SearchError
@@ -346,10 +346,13 @@ def _refit(
 
 def _refit_engine(executor: Executor) -> Engine | None:
     """The refit's engine, in this process: on the search's device where the search ran on
-    this machine (a Ray cluster's GPUs are not here; None: the CPU's default)."""
-    if executor.kind is ExecutorKind.LOCAL and executor.device != "cpu":
-        return PopulationEngine(device=executor.device)
-    return None
+    this machine (a Ray cluster's GPUs are not here), in the search's precision where this
+    machine has it (None: the CPU's default, fp32)."""
+    device = executor.device if executor.kind is ExecutorKind.LOCAL else "cpu"
+    precision = executor.precision if device == "cpu" and kernels.bf16_products() else "fp32"
+    if (device, precision) == ("cpu", "fp32"):
+        return None
+    return PopulationEngine(device=device, precision=precision)
 
 
 def _finished(path: Path) -> bool:

@@ -12,10 +12,17 @@ import torch
 
 from deepnet import PopulationEngine
 from deepnet.engine import kernels
-from deepnet.engine.device import parse_device, resolve_device
+from deepnet.engine.device import (
+    Compute,
+    Precision,
+    check_precision,
+    parse_device,
+    parse_precision,
+    resolve_device,
+)
 from deepnet.errors import ConfigError
 from deepnet.search.executor import Executor
-from tests.engine.fallback import without_compiler
+from tests.engine.fallback import needs_bf16, without_compiler
 from tests.engine.test_population import (
     augmented_scheduled_members,
     deep_members,
@@ -126,6 +133,40 @@ def test_a_ray_executor_takes_cuda_unchecked_here_but_not_a_gpu_index():
     with pytest.raises(ConfigError, match="a GPU of its own; give --device cuda, without"):
         Executor("ray", device="cuda:1")
     assert str(Executor("local", device="cpu")) == "this machine"
+
+
+@pytest.mark.parametrize(("name", "precision"), [("fp32", "fp32"), (" BF16", "bf16")])
+def test_precisions_are_parsed(name, precision):
+    assert parse_precision(name) is Precision(precision)
+
+
+@pytest.mark.parametrize("name", ["fp16", "float32", "", "bfloat16"])
+def test_unknown_precisions_are_refused_naming_the_choices(name):
+    with pytest.raises(ConfigError, match=r"is not known: use fp32 \(the default\) or bf16\."):
+        parse_precision(name)
+    with pytest.raises(ConfigError, match="is not known"):
+        PopulationEngine(precision=name)
+
+
+def test_bf16_is_refused_off_the_cpus_kernels_naming_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match=r"runs in the CPU's kernels, not on cuda: train on"):
+        check_precision("bf16", torch.device("cuda"))
+    with without_compiler(tmp_path):
+        with pytest.raises(ConfigError, match=r"\(its kernels are not compiled\); use precision"):
+            PopulationEngine(precision="bf16")
+        assert PopulationEngine(precision="fp32").precision is Precision.FP32
+
+
+@needs_bf16
+def test_an_executor_checks_its_precision_here_and_hands_it_to_its_workers():
+    local = Executor("local", precision="BF16")
+    assert local.compute == Compute("cpu", Precision.BF16)
+    assert str(local) == "this machine (bf16)"
+    ray = Executor("ray", "127.0.0.1:6380", "cuda", "bf16")  # checked by each worker there
+    assert ray.compute == Compute("cuda", Precision.BF16)
+    assert str(ray) == "the Ray cluster at 127.0.0.1:6380 (cuda, bf16)"
+    with pytest.raises(ConfigError, match="precision='half' is not known"):
+        Executor("ray", precision="half")
 
 
 def test_a_gpu_out_of_memory_is_one_line_naming_the_fixes(small27, small27_npz, tmp_path):

@@ -1,15 +1,20 @@
 """The compiled convolution stack against torch's own convolutions, pooling and activations."""
 
+import platform
+
 import numpy as np
 import pytest
 import torch
+from torch.autograd import Function
 
-from deepnet import Member, PopulationEngine, SequentialEngine, TrainConfig
+from deepnet import ConfigError, Member, PopulationEngine, SequentialEngine, TrainConfig
 from deepnet.engine import kernels
+from deepnet.engine.device import check_precision
 from deepnet.evaluate import images_to_tensor
 from deepnet.nn import ACTIVATIONS
 from deepnet.nn.initializers import INITIALIZERS
-from tests.engine.fallback import without_compiler
+from deepnet.nn.network import pool_activate
+from tests.engine.fallback import built_for, needs_bf16, without_compiler
 from tests.engine.images import SIZES, crop
 
 
@@ -63,6 +68,106 @@ def test_conv_stack_matches_torch(activation, members, channels, size, images):
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
     for a, c in zip(our_grads, their_grads, strict=True):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=2e-3)
+
+
+class _Rounded(Function):
+    """A tensor rounded to bf16 (as a float32); its gradient passes as it is."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.bfloat16().float()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _GradientRounded(Function):
+    """A tensor as it is; its gradient rounded to bf16."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.bfloat16().float()
+
+
+def _rounded_conv(x, w, b):
+    """A convolution with bf16 products: it reads its maps and weights rounded to bf16, and
+    its output's gradient is rounded to bf16 before the products that take it (both the
+    input's and the weights'), all summed in float32."""
+    z = kernels._conv3x3_torch(_Rounded.apply(x), _Rounded.apply(w), b)
+    return _GradientRounded.apply(z)
+
+
+def conv_stack_bf16_torch(x, w1, b1, w2, b2, activation):
+    """conv_stack's bf16 products from torch operations: the second convolution's, and the
+    first's where the input has two channels or more."""
+    first = _rounded_conv if x.shape[1] >= 2 else kernels._conv3x3_torch
+    h = ACTIVATIONS[activation](first(x, w1, b1))
+    z = _rounded_conv(h, w2, b2)
+    return pool_activate(z, activation, kernels._max_pool2x2_torch)
+
+
+def relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@needs_bf16
+@pytest.mark.parametrize(
+    ("members", "channels", "size", "images"),
+    [
+        (3, (1, 4, 8), (28, 28), 32),
+        (2, (3, 5, 7), (13, 15), 48),
+        (2, (16, 16, 32), (12, 12), 64),
+        (1, (2, 3, 9), (6, 6), 16),
+    ],
+    # odd: channels that leave half a pair and 48 images (a vector of 32 and one of 16);
+    # wide: a block after the first, whose input gets a gradient; min: the smallest image
+    ids=["seed", "odd", "wide", "min"],
+)
+@pytest.mark.parametrize("activation", sorted(set(ACTIVATIONS) - {"softmax"}))
+def test_bf16_conv_stack_matches_torch_on_bf16_operands(
+    activation, members, channels, size, images
+):
+    """bf16 products give torch's values and gradients from the same rounded operands: near
+    them (measured: 3e-4 at most, where float32's summing order rounds a map the other way),
+    and twenty times nearer them than to float32's (measured: a hundred times and more)."""
+    c0, c1, c2 = channels
+    height, width = size
+    x, w1, b1, w2, b2 = leaves(
+        (members, c0, height, width, images),
+        (members, c1, c0, 3, 3),
+        (members, c1),
+        (members, c2, c1, 3, 3),
+        (members, c2),
+    )
+    inputs = (x, w1, b1, w2, b2) if c0 > 1 else (w1, b1, w2, b2)
+    if c0 == 1:
+        x.requires_grad_(False)
+
+    def stack(fn):
+        return lambda *t: fn(*((x, *t) if c0 == 1 else t), activation)
+
+    ours, our_grads = grads(stack(lambda *a: kernels.conv_stack(*a, bf16=True)), *inputs)
+    theirs, their_grads = grads(stack(conv_stack_bf16_torch), *inputs)
+    fp32, fp32_grads = grads(stack(kernels.conv_stack), *inputs)
+    for a, c, f in zip(
+        (ours, *our_grads), (theirs, *their_grads), (fp32, *fp32_grads), strict=True
+    ):
+        assert relative(a, c) < 1e-3
+        assert relative(a, c) < relative(a, f) / 20
+
+
+@needs_bf16
+def test_bf16_leaves_softmax_blocks_in_float32():
+    x, w1, b1, w2, b2 = stack_inputs()
+    ours, our_grads = grads(lambda *t: kernels.conv_stack(x, *t, "softmax", True), w1, b1, w2, b2)
+    fp32, fp32_grads = grads(lambda *t: kernels.conv_stack(x, *t, "softmax"), w1, b1, w2, b2)
+    for a, b in zip((ours, *our_grads), (fp32, *fp32_grads), strict=True):
+        assert torch.equal(a, b)
 
 
 def clear_windows(x, w1, b1, w2, b2, activation, gap=1e-5):
@@ -132,6 +237,31 @@ def test_without_a_compiler_the_engine_falls_back_to_torch(small27, tmp_path):
             (pop,) = PopulationEngine().train(*args)
             (seq,) = SequentialEngine().train(*args)
             assert pop.val_loss == pytest.approx(seq.val_loss, rel=1e-5)
+
+
+def test_bf16_products_need_the_compiled_kernels(tmp_path):
+    x, w1, b1, w2, b2 = stack_inputs()
+    with without_compiler(tmp_path):
+        assert not kernels.bf16_products()
+        with pytest.raises(ValueError, match="bf16 products need the compiled kernels"):
+            kernels.conv_stack(x, w1, b1, w2, b2, "relu", bf16=True)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="an x86-64 CPU level")
+def test_a_build_for_an_avx2_cpu_computes_the_same_stack_without_bf16(tmp_path):
+    """$DEEPNET_MARCH=x86-64-v3 builds the kernels as for a CPU with AVX2 and no AVX-512
+    (this one runs that code too): the same values and gradients as torch, no bf16
+    products, and precision=bf16 refused with the fix."""
+    x, w1, b1, w2, b2 = stack_inputs(c0=3, side=14, images=48)
+    with built_for("x86-64-v3", tmp_path):
+        assert not kernels.bf16_products()
+        with pytest.raises(ConfigError, match=r"no bf16 products \(no AVX512_BF16\); use"):
+            check_precision("bf16", torch.device("cpu"))
+        ours, our_grads = grads(lambda *t: kernels.conv_stack(x, *t, "tanh"), w1, b1, w2, b2)
+    theirs, their_grads = grads(lambda *t: kernels.conv_stack_torch(x, *t, "tanh"), w1, b1, w2, b2)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    for a, c in zip(our_grads, their_grads, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=2e-3)
 
 
 def test_dropout_scales_match_the_numpy_reference():
@@ -402,11 +532,17 @@ def threads():
 
 
 @pytest.mark.parametrize(
-    ("norm", "activation"),
-    [(False, "tanh"), (True, "relu"), (False, "softmax"), (True, "softmax")],
-    ids=["conv", "norm", "conv-softmax", "norm-softmax"],
+    ("norm", "activation", "bf16"),
+    [
+        (False, "tanh", False),
+        (True, "relu", False),
+        (False, "softmax", False),
+        (True, "softmax", False),
+        pytest.param(False, "relu", True, marks=needs_bf16),
+    ],
+    ids=["conv", "norm", "conv-softmax", "norm-softmax", "conv-bf16"],
 )
-def test_members_split_across_threads_give_the_same_bits(threads, norm, activation):
+def test_members_split_across_threads_give_the_same_bits(threads, norm, activation, bf16):
     """Runs of members go to threads at once, and the members left over go to teams of
     threads that split each pass's channels (9 and 17 filters: whole blocks of 8 and a
     ragged one; a 16-channel input, whose gradient a team splits too; softmax, which mixes
@@ -421,7 +557,8 @@ def test_members_split_across_threads_give_the_same_bits(threads, norm, activati
             evaluated = kernels.norm_stack_eval(*[t.detach() for t in inputs], activation, stats)
         else:
             x, w1, g1, _, w2, g2, _ = inputs
-            out, stats, evaluated = kernels.conv_stack(x, w1, g1, w2, g2, activation), (), None
+            out = kernels.conv_stack(x, w1, g1, w2, g2, activation, bf16)
+            stats, evaluated = (), None
         weights = torch.cos(torch.arange(out.numel(), dtype=torch.float32)).view_as(out)
         return [out, *stats, *torch.autograd.grad(out, inputs, weights, allow_unused=True)], (
             evaluated
@@ -437,8 +574,12 @@ def test_members_split_across_threads_give_the_same_bits(threads, norm, activati
         assert alone_eval is None or torch.equal(alone_eval, split_eval)
 
 
-@pytest.mark.parametrize("norm", [False, True], ids=["conv", "norm"])
-def test_maps_kept_for_backward_are_the_bits_it_would_recompute(monkeypatch, norm):
+@pytest.mark.parametrize(
+    ("norm", "bf16"),
+    [(False, False), (True, False), pytest.param(False, True, marks=needs_bf16)],
+    ids=["conv", "norm", "conv-bf16"],
+)
+def test_maps_kept_for_backward_are_the_bits_it_would_recompute(monkeypatch, norm, bf16):
     """The backward pass reads the maps the forward pass kept, or recomputes them where a
     population's would pass MAPS_KEPT: gradients and statistics are the same bits."""
     inputs = norm_inputs(members=3, c0=16, c1=9, c2=17, size=(12, 13), images=32)
@@ -449,7 +590,7 @@ def test_maps_kept_for_backward_are_the_bits_it_would_recompute(monkeypatch, nor
             out, stats = kernels.norm_stack(*inputs, "relu", counts)
         else:
             x, w1, g1, _, w2, g2, _ = inputs
-            out, stats = kernels.conv_stack(x, w1, g1, w2, g2, "relu"), ()
+            out, stats = kernels.conv_stack(x, w1, g1, w2, g2, "relu", bf16), ()
         weights = torch.sin(torch.arange(out.numel(), dtype=torch.float32)).view_as(out)
         return [out, *stats, *torch.autograd.grad(out, inputs, weights, allow_unused=True)]
 

@@ -12,6 +12,7 @@ from deepnet.engine.population import StepShape
 from deepnet.errors import ConfigError, DataError
 from deepnet.evaluate import images_to_tensor
 from deepnet.nn import SeedNet
+from tests.engine.fallback import needs_bf16
 from tests.engine.images import SIZES, crop
 
 OPTIMIZERS = PARAMS["optimizer"].choices
@@ -341,3 +342,25 @@ def test_a_shift_past_half_the_image_is_refused_before_any_population_trains(sma
     member = Member("m", config, np.arange(100), np.arange(0), 0)
     with pytest.raises(ConfigError, match="augment_shift=20"):
         PopulationEngine().train(small27.x_train, small27.y_train, 2, [member])
+
+
+@needs_bf16
+def test_bf16_products_train_each_member_about_as_float32_does(small27):
+    """bf16 products (the second convolutions and the hidden layers) round their operands:
+    every member, each optimizer and activation, learns as in float32 to within a few
+    validation images, and its numbers are bf16's own, not float32's (but where a member's
+    training has stalled at one class in both: m1, RMSprop with softplus)."""
+    members = mixed_members(small27)
+    args = (small27.x_train, small27.y_train, 2, members)
+    fp32 = results_by_key(PopulationEngine().train(*args))
+    bf16 = results_by_key(PopulationEngine(precision="bf16").train(*args))
+    assert bf16.keys() == fp32.keys()
+    differ = set()
+    for key, runs in fp32.items():
+        last, ours = runs[-1], bf16[key][-1]
+        assert ours.epoch == last.epoch
+        assert ours.val_accuracy == pytest.approx(last.val_accuracy, abs=0.02), key
+        assert ours.val_loss == pytest.approx(last.val_loss, rel=0.1, abs=0.01), key
+        if ours.train_loss != last.train_loss:
+            differ.add(key)
+    assert differ == set(fp32) - {"m1"}

@@ -24,6 +24,7 @@ from deepnet.engine.checkpoint import (
     data_fingerprint,
     fingerprint,
 )
+from deepnet.engine.device import Compute, Precision
 from deepnet.search.executor import (
     InlineWorker,
     Pool,
@@ -32,6 +33,7 @@ from deepnet.search.executor import (
     resolve_n_jobs,
     start_workers,
 )
+from tests.engine.fallback import needs_bf16
 
 CORES = os.cpu_count() or 1
 
@@ -66,6 +68,28 @@ def test_a_process_worker_trains_what_an_inline_worker_trains(small27):
     finally:
         process.close()
     assert process.process.returncode == 0
+
+
+@needs_bf16
+def test_a_process_worker_trains_in_the_precision_it_is_loaded_with(small27):
+    x, y = small27.x_train[:400], small27.y_train[:400]
+    bf16 = Compute("cpu", Precision.BF16)
+    process = ProcessWorker()
+    try:
+        process.load(x, y, 2, compute=bf16)
+        results = []
+        for worker in (InlineWorker(x, y, 2), InlineWorker(x, y, 2, compute=bf16), process):
+            worker.submit(_members(len(y)))
+            worker.advance(threads=1)
+            results.append(worker.receive())
+    finally:
+        process.close()
+    fp32, inline, sent = results
+    for a, b, c in zip(fp32, inline, sent, strict=True):
+        assert a.key == b.key == c.key
+        assert b.val_loss == c.val_loss  # the same bits in the worker process
+        assert b.val_loss != a.val_loss  # bf16's own
+        assert b.val_accuracy == pytest.approx(a.val_accuracy, abs=0.03)
 
 
 def test_a_worker_trains_on_the_threads_the_driver_gives_it(small27):

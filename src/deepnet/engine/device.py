@@ -1,9 +1,13 @@
 """Where a population trains: ``cpu`` (the compiled kernels) or a CUDA GPU (torch's grouped
-convolutions and batched products there: the engine's torch path, on the GPU's memory)."""
+convolutions and batched products there: the engine's torch path, on the GPU's memory); and
+in what arithmetic (``Precision``): float32, or bf16 products with float32 sums where the
+CPU's kernels have them."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 
@@ -45,3 +49,50 @@ def resolve_device(name: str | torch.device) -> torch.device:
             f"{count - 1}; choose one of those."
         )
     return device
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"  # float32 throughout
+    BF16 = "bf16"  # the convolutions' products in bf16, float32 sums and weights
+
+
+def parse_precision(name: str) -> Precision:
+    """The Precision ``name`` names (any case); ConfigError else."""
+    try:
+        return Precision(str(name).strip().lower())
+    except ValueError:
+        raise ConfigError(
+            f"precision={str(name)!r} is not known: use fp32 (the default) or bf16."
+        ) from None
+
+
+def check_precision(precision: str, device: torch.device) -> Precision:
+    """parse_precision's precision, checked against ``device`` and this machine: bf16 needs
+    the compiled kernels on a CPU with AVX512_BF16. ConfigError naming the fix else."""
+    from deepnet.engine import kernels
+
+    chosen = parse_precision(precision)
+    if chosen is Precision.BF16:
+        if device.type != "cpu":
+            raise ConfigError(
+                f"precision=bf16 runs in the CPU's kernels, not on {device}: train on the "
+                "GPU in fp32 (precision=fp32), or on the CPU (device=cpu)."
+            )
+        if not kernels.bf16_products():
+            why = "its kernels are not compiled" if not kernels.native() else "no AVX512_BF16"
+            raise ConfigError(
+                f"precision=bf16: this CPU has no bf16 products ({why}); use precision=fp32."
+            )
+    return chosen
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where a worker's populations train and in what arithmetic: a device name ("cpu",
+    "cuda[:N]") and a Precision, both checked where the worker runs."""
+
+    device: str = "cpu"
+    precision: Precision = Precision.FP32
+
+
+CPU_FP32 = Compute()  # the default: the CPU's kernels in float32

@@ -26,6 +26,12 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#include <immintrin.h> /* the bf16 products */
+#define HAS_BF16 1
+#else
+#define HAS_BF16 0
+#endif
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int32_t v16i __attribute__((vector_size(64), aligned(4)));
@@ -41,20 +47,20 @@ typedef int32_t v16i __attribute__((vector_size(64), aligned(4)));
  * SOFTMAX mixes the channels of a pixel: the stack functions run it as passes of its own. */
 enum { LINEAR, RELU, TANH, SIGMOID, HARD_SIGMOID, SOFTSIGN, SOFTPLUS, SOFTMAX };
 
-INLINE v16 select(v16i mask, v16 a, v16 b) {
+INLINE v16 blend(v16i mask, v16 a, v16 b) {
   return (v16)(((v16i)a & mask) | ((v16i)b & ~mask));
 }
 
 INLINE v16 clamp(v16 x, float low, float high) {
-  x = select(x < (v16){} + low, (v16){} + low, x);
-  return select(x > (v16){} + high, (v16){} + high, x);
+  x = blend(x < (v16){} + low, (v16){} + low, x);
+  return blend(x > (v16){} + high, (v16){} + high, x);
 }
 
 /* exp(x) to about 1 ulp (Cephes' expf): 2^n * e^r with |r| <= ln(2)/2 */
 INLINE v16 exp16(v16 x) {
   x = clamp(x, -87.3f, 88.7f);
   const v16 t = x * 1.44269504088896341f;
-  const v16i n = __builtin_convertvector(t + select(t < (v16){}, (v16){} - 0.5f, (v16){} + 0.5f), v16i);
+  const v16i n = __builtin_convertvector(t + blend(t < (v16){}, (v16){} - 0.5f, (v16){} + 0.5f), v16i);
   const v16 f = __builtin_convertvector(n, v16);
   const v16 r = x - f * 0.693359375f + f * 2.12194440e-4f;
   v16 y = 1.9875691500e-4f * r + 1.3981999507e-3f;
@@ -75,10 +81,10 @@ INLINE v16 tanh16(v16 x) {
   small = small * z - 3.33332819422e-1f;
   small = small * z * x + x;
   const v16i negative = x < (v16){};
-  const v16 magnitude = select(negative, -x, x);
+  const v16 magnitude = blend(negative, -x, x);
   v16 large = 1.0f - 2.0f / (exp16(magnitude + magnitude) + 1.0f);
-  large = select(negative, -large, large);
-  return select(magnitude < (v16){} + 0.625f, small, large);
+  large = blend(negative, -large, large);
+  return blend(magnitude < (v16){} + 0.625f, small, large);
 }
 
 /* log(x) for x > 0 (Cephes' logf): x = m * 2^e with m in [sqrt(1/2), sqrt(2)) */
@@ -88,7 +94,7 @@ INLINE v16 log16(v16 x) {
   v16 m = (v16)((bits & 0x807fffff) | 0x3f000000); /* in [0.5, 1) */
   const v16i low = m < (v16){} + 0.707106781186547524f;
   e -= low & 1;
-  m = select(low, m + m, m) - 1.0f;
+  m = blend(low, m + m, m) - 1.0f;
   const v16 z = m * m;
   v16 y = 7.0376836292e-2f * m - 1.1514610310e-1f;
   y = y * m + 1.1676998740e-1f;
@@ -107,22 +113,22 @@ INLINE v16 log16(v16 x) {
 INLINE v16 log1p16(v16 u) {
   const v16 w = u + 1.0f;
   const v16i exact = w == (v16){} + 1.0f;
-  return select(exact, u, log16(w) * (u / select(exact, (v16){} + 1.0f, w - 1.0f)));
+  return blend(exact, u, log16(w) * (u / blend(exact, (v16){} + 1.0f, w - 1.0f)));
 }
 
 /* softplus as torch computes it: log(1 + e^x), and x itself above 20 */
 INLINE v16 softplus16(v16 x) {
-  return select(x > (v16){} + 20.0f, x, log1p16(exp16(x)));
+  return blend(x > (v16){} + 20.0f, x, log1p16(exp16(x)));
 }
 
 INLINE v16 activate(int act, v16 x) {
   const v16 zero = {}, one = zero + 1.0f;
   switch (act) {
-    case RELU: return select(x > zero, x, zero);
+    case RELU: return blend(x > zero, x, zero);
     case TANH: return tanh16(x);
     case SIGMOID: return one / (one + exp16(-x));
     case HARD_SIGMOID: return clamp(0.2f * x + 0.5f, 0.0f, 1.0f);
-    case SOFTSIGN: return x / (one + select(x < zero, -x, x));
+    case SOFTSIGN: return x / (one + blend(x < zero, -x, x));
     case SOFTPLUS: return softplus16(x);
     default: return x;
   }
@@ -131,16 +137,16 @@ INLINE v16 activate(int act, v16 x) {
 INLINE v16 derivative(int act, v16 a) {
   const v16 zero = {}, one = zero + 1.0f;
   switch (act) {
-    case RELU: return select(a > zero, one, zero);
+    case RELU: return blend(a > zero, one, zero);
     case TANH: return one - a * a;
     case SIGMOID: return a * (one - a);
-    case HARD_SIGMOID: return select((a > zero) & (a < one), zero + 0.2f, zero);
+    case HARD_SIGMOID: return blend((a > zero) & (a < one), zero + 0.2f, zero);
     case SOFTSIGN: {
-      const v16 r = one - select(a < zero, -a, a);
+      const v16 r = one - blend(a < zero, -a, a);
       return r * r;
     }
     case SOFTPLUS: /* sigmoid(x) = 1 - e^-a; a Taylor series where that would cancel */
-      return select(a < zero + 0.01f, a * (one - a * (0.5f - a * (1.0f / 6.0f))), one - exp16(-a));
+      return blend(a < zero + 0.01f, a * (one - a * (0.5f - a * (1.0f / 6.0f))), one - exp16(-a));
     default: return one;
   }
 }
@@ -223,6 +229,15 @@ INLINE Range part(Share s, int count) {
   return (Range){lo < count ? lo : count, hi < count ? hi : count};
 }
 
+/* act(acc) into output channels co0..co0+CB at (y, x), NB vectors of images from n. */
+INLINE void forward_store(v16 acc[BLOCK][2], float *outp, int co0, int Ho, int Wo, int N, int y,
+                          int x, int n, const int NB, const int act, const int CB) {
+  for (int c = 0; c < CB; c++)
+    for (int j = 0; j < NB; j++)
+      STORE(outp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n + 16 * j,
+            activate(act, acc[c][j]));
+}
+
 /* Output channels co0..co0+CB of act(conv(in, w) + b) at (y, x), for NB vectors of images
  * from n: a load of each input vector feeds CB * NB accumulators. */
 INLINE void forward_at(const float *inp, const float *wp, const float *bp, float *outp, int co0,
@@ -244,10 +259,7 @@ INLINE void forward_at(const float *inp, const float *wp, const float *bp, float
           for (int j = 0; j < NB; j++) acc[c][j] += weight * v[j];
         }
       }
-  for (int c = 0; c < CB; c++)
-    for (int j = 0; j < NB; j++)
-      STORE(outp + (((int64_t)(co0 + c) * Ho + y) * Wo + x) * N + n + 16 * j,
-            activate(act, acc[c][j]));
+  forward_store(acc, outp, co0, Ho, Wo, N, y, x, n, NB, act, CB);
 }
 
 /* Output channels co0..co0+CB of one member's forward, output row y. */
@@ -280,6 +292,24 @@ static void conv_forward(const float *in, const float *w, const float *b, int ac
 /* Output channels co0..co0+CB of conv_pool_forward, pooled row y. The row and window loops
  * are unrolled so that the 4 * CB accumulators stay in registers. */
 #define PBLOCK 4
+/* The pooled output of channels co0..co0+CB at (y, x, n) from the sums at the window's four
+ * positions, acc[k][c]: act(the largest) into outp, which of the four won into idxp. */
+INLINE void pool_store(v16 acc[4][PBLOCK], float *outp, int32_t *idxp, int co0, int Hp, int Wp,
+                       int N, int y, int x, int n, int act, const int CB) {
+  for (int c = 0; c < CB; c++) {
+    v16 best = acc[0][c];
+    v16i which = {};
+    for (int k = 1; k < 4; k++) {
+      const v16i wins = acc[k][c] > best;
+      best = blend(wins, acc[k][c], best);
+      which = (wins & ((v16i){} + k)) | (which & ~wins);
+    }
+    const int64_t o = ((((int64_t)co0 + c) * Hp + y) * Wp + x) * N + n;
+    STORE(outp + o, activate(act, best));
+    STOREI(idxp + o, which);
+  }
+}
+
 INLINE void pool_block(const float *inp, const float *wp, const float *bp, float *outp,
                        int32_t *idxp, int co0, int Ci, int H, int W, int N, int y, int act,
                        const int CB) {
@@ -306,18 +336,7 @@ INLINE void pool_block(const float *inp, const float *wp, const float *bp, float
               }
             }
           }
-        for (int c = 0; c < CB; c++) {
-          v16 best = acc[0][c];
-          v16i which = {};
-          for (int k = 1; k < 4; k++) {
-            const v16i wins = acc[k][c] > best;
-            best = select(wins, acc[k][c], best);
-            which = (wins & ((v16i){} + k)) | (which & ~wins);
-          }
-          const int64_t o = ((((int64_t)co0 + c) * Hp + y) * Wp + x) * N + n;
-          STORE(outp + o, activate(act, best));
-          STOREI(idxp + o, which);
-        }
+        pool_store(acc, outp, idxp, co0, Hp, Wp, N, y, x, n, act, CB);
       }
 }
 
@@ -332,6 +351,18 @@ static void conv_pool_forward(const float *in, const float *w, const float *b, i
     for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
       cb = block_of(co.hi - co0, PBLOCK);
       BY_BLOCK(cb, PBLOCK, pool_block, in, w, b, out, idx, co0, Ci, H, W, N, y, act)
+    }
+}
+
+/* The input gradient of channels ci0..ci0+CB at (y, x), NB vectors of images from n, from
+ * the sums acc: times act'(in) unless act is LINEAR. */
+INLINE void input_grad_store(v16 acc[BLOCK][4], const float *inp, float *ginp, int ci0, int H,
+                             int W, int N, int y, int x, int n, const int NB, int act,
+                             const int CB) {
+  for (int c = 0; c < CB; c++)
+    for (int j = 0; j < NB; j++) {
+      const int64_t o = (((int64_t)(ci0 + c) * H + y) * W + x) * N + n + 16 * j;
+      STORE(ginp + o, act == LINEAR ? acc[c][j] : acc[c][j] * derivative(act, LOAD(inp + o)));
     }
 }
 
@@ -361,11 +392,7 @@ INLINE void backward_input_at(const float *gp, const float *wp, const float *inp
       }
     }
   }
-  for (int c = 0; c < CB; c++)
-    for (int j = 0; j < NB; j++) {
-      const int64_t o = (((int64_t)(ci0 + c) * H + y) * W + x) * N + n + 16 * j;
-      STORE(ginp + o, act == LINEAR ? acc[c][j] : acc[c][j] * derivative(act, LOAD(inp + o)));
-    }
+  input_grad_store(acc, inp, ginp, ci0, H, W, N, y, x, n, NB, act, CB);
 }
 
 /* Input channels ci0..ci0+CB of one member's conv_backward_input, row y: up to 16
@@ -476,7 +503,7 @@ static void pool_forward(const float *in, float *out, int32_t *idx, Range c, int
           for (int k = 1; k < 4; k++) {
             const v16 v = LOAD(window[k]);
             const v16i wins = v > best;
-            best = select(wins, v, best);
+            best = blend(wins, v, best);
             which = (wins & ((v16i){} + k)) | (which & ~wins);
           }
           const int64_t o = (((int64_t)m * Ho + y) * Wo + x) * N + n;
@@ -514,6 +541,302 @@ static void pool_backward(const float *g, const int32_t *idx, const float *out, 
         }
 }
 
+/* --- bf16 products (precision bf16) --------------------------------------------------------
+ * With AVX512_BF16 the second convolution's three products (forward, input gradient, weight
+ * gradient) take bfloat16 operands and add them into float32 sums: vdpbf16ps adds to each
+ * float lane the products of a pair of bf16s, so one instruction does twice the work of a
+ * float FMA and every load moves twice the values. The forward and input-gradient products
+ * sum over channels, so their maps are laid out in channel pairs, (C/2, H, W, N, 2), each
+ * (pair, y, x) holding 16 images' two channels (a missing odd channel reads 0), and their
+ * weights as pairs across the summed channel; the weight gradient sums over images, so it
+ * reads plain (C, H, W, N) bf16 maps, 32 images a vector. The weights, biases, activations,
+ * pooling and the first convolution stay float32; each call rounds the weights it reads
+ * (round to nearest even), as it rounds the maps. */
+#if HAS_BF16
+
+/* f rounded to bf16 (to nearest even; a NaN stays a NaN), as vcvtneps2bf16 rounds it. */
+INLINE uint32_t bf16_bits(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+/* The pair (lo, hi) of w's values at offsets 0 and step, hi 0 where has_hi is false. */
+INLINE uint32_t bf16_pair(const float *w, int64_t step, int has_hi) {
+  return bf16_bits(w[0]) | (has_hi ? bf16_bits(w[step]) << 16 : 0u);
+}
+
+/* Output channels co of w (Co, Ci, 3, 3) in pairs across input channels:
+ * wf[o][cp][k] = (w[o][2cp][k], w[o][2cp+1][k]), (Co, Ci/2 rounded up, 9). */
+static void pair_weights_in(const float *w, uint32_t *wf, Range co, int Ci) {
+  const int Cp = (Ci + 1) / 2;
+  for (int o = co.lo; o < co.hi; o++)
+    for (int cp = 0; cp < Cp; cp++)
+      for (int k = 0; k < 9; k++)
+        wf[((int64_t)o * Cp + cp) * 9 + k] =
+            bf16_pair(w + ((int64_t)o * Ci + 2 * cp) * 9 + k, 9, 2 * cp + 1 < Ci);
+}
+
+/* Input channels ci of w (Co, Ci, 3, 3) in pairs across output channels:
+ * wi[i][op][k] = (w[2op][i][k], w[2op+1][i][k]), (Ci, Co/2 rounded up, 9). */
+static void pair_weights_out(const float *w, uint32_t *wi, Range ci, int Ci, int Co) {
+  const int Op = (Co + 1) / 2;
+  for (int i = ci.lo; i < ci.hi; i++)
+    for (int op = 0; op < Op; op++)
+      for (int k = 0; k < 9; k++)
+        wi[((int64_t)i * Op + op) * 9 + k] =
+            bf16_pair(w + ((int64_t)2 * op * Ci + i) * 9 + k, (int64_t)Ci * 9, 2 * op + 1 < Co);
+}
+
+/* Channels c (c.lo even) of float maps (C, M) as bf16 channel pairs (C/2 rounded up, M, 2). */
+static void pair_maps(const float *in, uint32_t *out, Range c, int C, int64_t M) {
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
+                                              25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                              18, 2, 17, 1, 16, 0);
+  for (int cp = c.lo / 2; cp < (c.hi + 1) / 2; cp++) {
+    const float *even = in + 2 * cp * M, *odd = 2 * cp + 1 < C ? even + M : NULL;
+    for (int64_t i = 0; i < M; i += 16) {
+      const __m512 hi = odd ? _mm512_loadu_ps(odd + i) : _mm512_setzero_ps();
+      const __m512bh halves = _mm512_cvtne2ps_pbh(hi, _mm512_loadu_ps(even + i));
+      _mm512_storeu_si512(out + cp * M + i, _mm512_permutexvar_epi16(interleave, (__m512i)halves));
+    }
+  }
+}
+
+/* Channels c of float maps (C, M) as bf16s in the same layout. */
+static void round_maps(const float *in, uint16_t *out, Range c, int64_t M) {
+  for (int64_t i = c.lo * M; i < c.hi * M; i += 16)
+    _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + i)));
+}
+
+/* acc + the products of v's bf16 pairs with the pair w, summed a pair per float lane. */
+INLINE v16 dot_pairs(v16 acc, __m512bh v, uint32_t w) {
+  return (v16)_mm512_dpbf16_ps((__m512)acc, v, (__m512bh)_mm512_set1_epi32((int)w));
+}
+
+/* 16 bf16 pairs from p, loaded as a plain vector type: the intrinsics' may-alias loads would
+ * keep the compiler from holding the sums in registers across them. */
+typedef uint32_t v16u __attribute__((vector_size(64), aligned(4)));
+INLINE __m512bh load_pairs(const uint32_t *p) { return (__m512bh)(*(const v16u *)p); }
+
+/* forward_at from channel-paired maps and weights (Cp pairs of input channels). */
+INLINE void forward_bf16_at(const uint32_t *inp, const uint32_t *wp, const float *bp, float *outp,
+                            int co0, int Cp, int H, int W, int N, int y, int x, int n,
+                            const int NB, const int act, const int CB) {
+  v16 acc[BLOCK][2];
+  for (int c = 0; c < CB; c++)
+    for (int j = 0; j < NB; j++) acc[c][j] = (v16){} + bp[co0 + c];
+  for (int cp = 0; cp < Cp; cp++)
+    for (int dy = 0; dy < 3; dy++)
+      for (int dx = 0; dx < 3; dx++) {
+        const uint32_t *src = inp + (((int64_t)cp * H + y + dy) * W + x + dx) * N + n;
+        __m512bh v[2];
+        for (int j = 0; j < NB; j++) v[j] = load_pairs(src + 16 * j);
+        const uint32_t *wk = wp + ((int64_t)co0 * Cp + cp) * 9 + dy * 3 + dx;
+        for (int c = 0; c < CB; c++)
+          for (int j = 0; j < NB; j++) acc[c][j] = dot_pairs(acc[c][j], v[j], wk[(int64_t)c * Cp * 9]);
+      }
+  forward_store(acc, outp, co0, H - 2, W - 2, N, y, x, n, NB, act, CB);
+}
+
+INLINE void forward_bf16_block(const uint32_t *inp, const uint32_t *wp, const float *bp,
+                               float *outp, int co0, int Cp, int H, int W, int N, int y,
+                               const int act, const int CB) {
+  for (int x = 0; x < W - 2; x++) {
+    int n = 0;
+    for (; n + 32 <= N; n += 32)
+      forward_bf16_at(inp, wp, bp, outp, co0, Cp, H, W, N, y, x, n, 2, act, CB);
+    if (n < N) forward_bf16_at(inp, wp, bp, outp, co0, Cp, H, W, N, y, x, n, 1, act, CB);
+  }
+}
+
+INLINE void forward_bf16(const uint32_t *in, const uint32_t *w, const float *b, float *out,
+                         Range co, int Cp, int H, int W, int N, const int act) {
+  for (int y = 0; y < H - 2; y++)
+    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
+      cb = block_of(co.hi - co0, BLOCK);
+      BY_BLOCK(cb, BLOCK, forward_bf16_block, in, w, b, out, co0, Cp, H, W, N, y, act)
+    }
+}
+
+/* conv_forward from in, (Cp, H, W, N, 2) channel pairs, and w, pair_weights_in's. */
+static void conv_forward_bf16(const uint32_t *in, const uint32_t *w, const float *b, int act,
+                              float *out, Range co, int Cp, int H, int W, int N) {
+  DISPATCH(act, forward_bf16, in, w, b, out, co, Cp, H, W, N)
+}
+
+/* pool_block from channel-paired maps and weights (Cp pairs of input channels). */
+INLINE void pool_block_bf16(const uint32_t *inp, const uint32_t *wp, const float *bp,
+                            float *outp, int32_t *idxp, int co0, int Cp, int H, int W, int N,
+                            int y, int act, const int CB) {
+  const int Hp = (H - 2) / 2, Wp = (W - 2) / 2;
+  for (int x = 0; x < Wp; x++)
+    for (int n = 0; n < N; n += 16) {
+      v16 acc[4][PBLOCK];
+      for (int k = 0; k < 4; k++)
+        for (int c = 0; c < CB; c++) acc[k][c] = (v16){} + bp[co0 + c];
+      for (int cp = 0; cp < Cp; cp++)
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+          __m512bh v[4];
+          for (int j = 0; j < 4; j++)
+            v[j] = load_pairs(inp + (((int64_t)cp * H + 2 * y + r) * W + 2 * x + j) * N + n);
+#pragma GCC unroll 2
+          for (int ky = 0; ky < 2; ky++) {
+            const int dy = r - ky;
+            if (dy < 0 || dy > 2) continue;
+            for (int c = 0; c < CB; c++) {
+              const uint32_t *wk = wp + (((int64_t)co0 + c) * Cp + cp) * 9 + dy * 3;
+              for (int kx = 0; kx < 2; kx++)
+                for (int dx = 0; dx < 3; dx++)
+                  acc[ky * 2 + kx][c] = dot_pairs(acc[ky * 2 + kx][c], v[kx + dx], wk[dx]);
+            }
+          }
+        }
+      pool_store(acc, outp, idxp, co0, Hp, Wp, N, y, x, n, act, CB);
+    }
+}
+
+/* conv_pool_forward from in, (Cp, H, W, N, 2) channel pairs, and w, pair_weights_in's. */
+static void conv_pool_forward_bf16(const uint32_t *in, const uint32_t *w, const float *b, int act,
+                                   float *out, int32_t *idx, Range co, int Cp, int H, int W,
+                                   int N) {
+  for (int y = 0; y < (H - 2) / 2; y++)
+    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
+      cb = block_of(co.hi - co0, PBLOCK);
+      BY_BLOCK(cb, PBLOCK, pool_block_bf16, in, w, b, out, idx, co0, Cp, H, W, N, y, act)
+    }
+}
+
+/* backward_input_at from channel-paired gradients g (Op pairs of output channels) and
+ * pair_weights_out's weights. */
+INLINE void backward_input_bf16_at(const uint32_t *gp, const uint32_t *wp, const float *inp,
+                                   float *ginp, int ci0, int Op, int H, int W, int N, int y,
+                                   int x, int n, const int NB, int act, const int CB) {
+  const int Ho = H - 2, Wo = W - 2;
+  v16 acc[BLOCK][4];
+  for (int c = 0; c < CB; c++)
+    for (int j = 0; j < NB; j++) acc[c][j] = (v16){};
+  for (int dy = 0; dy < 3; dy++) {
+    const int yo = y - dy;
+    if (yo < 0 || yo >= Ho) continue;
+    for (int dx = 0; dx < 3; dx++) {
+      const int xo = x - dx;
+      if (xo < 0 || xo >= Wo) continue;
+      for (int op = 0; op < Op; op++) {
+        const uint32_t *src = gp + (((int64_t)op * Ho + yo) * Wo + xo) * N + n;
+        __m512bh v[4];
+        for (int j = 0; j < NB; j++) v[j] = load_pairs(src + 16 * j);
+        const uint32_t *wk = wp + ((int64_t)ci0 * Op + op) * 9 + dy * 3 + dx;
+        for (int c = 0; c < CB; c++)
+          for (int j = 0; j < NB; j++) acc[c][j] = dot_pairs(acc[c][j], v[j], wk[c * Op * 9]);
+      }
+    }
+  }
+  input_grad_store(acc, inp, ginp, ci0, H, W, N, y, x, n, NB, act, CB);
+}
+
+INLINE void backward_input_bf16_block(const uint32_t *gp, const uint32_t *wp, const float *inp,
+                                      float *ginp, int ci0, int Op, int H, int W, int N, int y,
+                                      int act, const int CB) {
+  const int NB = CB >= 8 ? 2 : 4;
+  for (int x = 0; x < W; x++) {
+    int n = 0;
+    for (; n + 16 * NB <= N; n += 16 * NB)
+      backward_input_bf16_at(gp, wp, inp, ginp, ci0, Op, H, W, N, y, x, n, NB, act, CB);
+    for (; n < N; n += 16)
+      backward_input_bf16_at(gp, wp, inp, ginp, ci0, Op, H, W, N, y, x, n, 1, act, CB);
+  }
+}
+
+/* conv_backward_input from g, (Op, H-2, W-2, N, 2) channel pairs, and w, pair_weights_out's. */
+static void conv_backward_input_bf16(const uint32_t *g, const uint32_t *w, const float *in,
+                                     int act, float *gin, Range ci, int Op, int H, int W, int N) {
+  for (int y = 0; y < H; y++)
+    for (int ci0 = ci.lo, cb; ci0 < ci.hi; ci0 += cb) {
+      cb = block_of(ci.hi - ci0, BLOCK);
+      BY_BLOCK(cb, BLOCK, backward_input_bf16_block, g, w, in, gin, ci0, Op, H, W, N, y, act)
+    }
+}
+
+/* 32 bf16s from p (the first 16, then zeros, where lanes is 0xffff); a whole vector as
+ * load_pairs loads it. */
+typedef uint16_t v32h __attribute__((vector_size(64), aligned(2)));
+INLINE __m512bh load_bf16(const uint16_t *p, __mmask32 lanes) {
+  if (lanes == 0xffffffffu) return (__m512bh)(*(const v32h *)p);
+  return (__m512bh)_mm512_maskz_loadu_epi16(lanes, p);
+}
+
+/* One step of backward_weight_bf16_block: 32 values (16 where lanes is 0xffff) at offset i
+ * of each output channel's gradient row g[c] and of each tap's input row in[k]. */
+INLINE void weight_products_bf16(const uint16_t *g[WBLOCK], const uint16_t *in[9],
+                                 v16 acc[WBLOCK][9], int64_t i, __mmask32 lanes, const int CB) {
+  __m512bh gv[WBLOCK];
+  for (int c = 0; c < CB; c++) gv[c] = load_bf16(g[c] + i, lanes);
+  for (int k = 0; k < 9; k++) {
+    const __m512bh v = load_bf16(in[k] + i, lanes);
+    for (int c = 0; c < CB; c++) acc[c][k] = (v16)_mm512_dpbf16_ps((__m512)acc[c][k], gv[c], v);
+  }
+}
+
+/* backward_weight_block from plain bf16 maps. Within a row, the (x, n) of the gradient and
+ * of each tap's input are contiguous, so each row is one run of 32 values a vector (the last
+ * 16 alone where the row holds an odd number of 16s); the bias gradient is the sum of the
+ * products of g with 1. */
+INLINE void backward_weight_bf16_block(const uint16_t *gp, const uint16_t *inp, float *gwp,
+                                       float *gbp, int co0, int Ci, int H, int W, int N, int y0,
+                                       int y1, const int CB) {
+  const int Ho = H - 2, Wo = W - 2;
+  const int64_t row = (int64_t)Wo * N, whole = row / 32 * 32;
+  const __m512bh one = (__m512bh)_mm512_set1_epi16(0x3f80);
+  for (int c = 0; c < CB; c++) {
+    v16 bias = {};
+    for (int y = y0; y < y1; y++) {
+      const uint16_t *gc = gp + ((int64_t)(co0 + c) * Ho + y) * row;
+      for (int64_t i = 0; i < row; i += 32) {
+        const __m512bh v = load_bf16(gc + i, i < whole ? 0xffffffffu : 0xffffu);
+        bias = (v16)_mm512_dpbf16_ps((__m512)bias, v, one);
+      }
+    }
+    gbp[co0 + c] += lanes_sum(bias);
+  }
+  for (int ci = 0; ci < Ci; ci++) {
+    v16 acc[WBLOCK][9];
+    for (int c = 0; c < CB; c++)
+      for (int k = 0; k < 9; k++) acc[c][k] = (v16){};
+    for (int y = y0; y < y1; y++) {
+      const uint16_t *g[WBLOCK], *in[9];
+      for (int c = 0; c < CB; c++) g[c] = gp + ((int64_t)(co0 + c) * Ho + y) * row;
+      for (int k = 0; k < 9; k++) in[k] = inp + (((int64_t)ci * H + y + k / 3) * W + k % 3) * N;
+      for (int64_t i = 0; i < whole; i += 32) weight_products_bf16(g, in, acc, i, 0xffffffffu, CB);
+      if (whole < row) weight_products_bf16(g, in, acc, whole, 0xffffu, CB);
+    }
+    for (int c = 0; c < CB; c++)
+      for (int k = 0; k < 9; k++)
+        gwp[((int64_t)(co0 + c) * Ci + ci) * 9 + k] += lanes_sum(acc[c][k]);
+  }
+}
+
+/* conv_backward_weight from plain bf16 maps g and in. */
+static void conv_backward_weight_bf16(const uint16_t *g, const uint16_t *in, float *gw, float *gb,
+                                      Range co, int Ci, int H, int W, int N) {
+  const int Ho = H - 2, rows = weight_tile_rows(W - 2, N);
+  for (int64_t i = (int64_t)co.lo * Ci * 9; i < (int64_t)co.hi * Ci * 9; i++) gw[i] = 0.0f;
+  for (int c = co.lo; c < co.hi; c++) gb[c] = 0.0f;
+  for (int y0 = 0; y0 < Ho; y0 += rows) {
+    const int y1 = y0 + rows < Ho ? y0 + rows : Ho;
+    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
+      cb = block_of(co.hi - co0, WBLOCK);
+      BY_BLOCK(cb, WBLOCK, backward_weight_bf16_block, g, in, gw, gb, co0, Ci, H, W, N, y0, y1)
+    }
+  }
+}
+#endif
+
+/* Whether this build has the bf16 products (the CPU has AVX512_BF16). */
+int bf16_products(void) { return HAS_BF16; }
+
 /* softmax over the C channel planes of (C, M) maps, in place, as torch computes it:
  * exp(z - max) / sum; M is a multiple of 16 */
 static void softmax_channels(float *z, int C, int64_t M) {
@@ -521,7 +844,7 @@ static void softmax_channels(float *z, int C, int64_t M) {
     v16 top = LOAD(z + i);
     for (int c = 1; c < C; c++) {
       const v16 v = LOAD(z + c * M + i);
-      top = select(v > top, v, top);
+      top = blend(v > top, v, top);
     }
     v16 sum = {};
     for (int c = 0; c < C; c++) {
@@ -565,36 +888,138 @@ INLINE Share stack_share(int rank, Team *team, int act) {
   return act == SOFTMAX ? (Share){rank, 1, NULL} : share_of(rank, team);
 }
 
+/* Where one member's maps lie in a stack call's scratch space. The float maps come first:
+ * the first layer's (h, C1 * (H-2) * (W-2) * N floats), its gradient (gh, backward only),
+ * the second layer's (a, C2 * (H-4) * (W-4) * N, softmax's) and its gradient (g2, backward
+ * only). With bf16 products (bf16_second) their bf16 copies and weight pairs follow:
+ * forward, h in channel pairs (hp) and w2 paired across input channels (w2f); backward, g2 in
+ * channel pairs (g2p) and plain (g2b), h plain (hb), and w2 paired across output channels
+ * (w2o). With the first convolution's too (bf16_first), the input x and w1 likewise: xp
+ * and w1f (backward too, where it recomputes the first maps: regions of their own, which no
+ * thread of a team overwrites while another still reads them); backward, x plain (xb), gh
+ * plain (ghb) and in pairs (ghp), and w1o. */
+typedef struct {
+  float *h, *gh, *a, *g2;
+  uint32_t *hp, *w2f, *g2p, *w2o, *xp, *w1f, *ghp, *w1o;
+  uint16_t *g2b, *hb, *xb, *ghb;
+  int64_t floats; /* how many floats it all takes */
+} Scratch;
+
+INLINE Scratch scratch_of(float *base, int C0, int C1, int C2, int H, int W, int N,
+                          int bf16_second, int bf16_first, int backward) {
+  const int64_t m0 = (int64_t)H * W * N, m1 = (int64_t)(H - 2) * (W - 2) * N;
+  const int64_t m2 = (int64_t)(H - 4) * (W - 4) * N;
+  const int64_t p0 = (C0 + 1) / 2, p1 = (C1 + 1) / 2, p2 = (C2 + 1) / 2;
+  Scratch s = {0};
+  float *at = base;
+  s.h = at, at += C1 * m1;
+  if (backward) s.gh = at, at += C1 * m1;
+  s.a = at, at += C2 * m2;
+  if (backward) s.g2 = at, at += C2 * m2;
+  if (bf16_second && !backward) {
+    s.hp = (uint32_t *)at, at += p1 * m1;
+    s.w2f = (uint32_t *)at, at += C2 * p1 * 9;
+  } else if (bf16_second) {
+    s.g2p = (uint32_t *)at, at += p2 * m2;
+    s.g2b = (uint16_t *)at, at += C2 * m2 / 2;
+    s.hb = (uint16_t *)at, at += C1 * m1 / 2;
+    s.w2o = (uint32_t *)at, at += C1 * p2 * 9;
+  }
+  if (bf16_first) { /* backward: where it recomputes the first maps */
+    s.xp = (uint32_t *)at, at += p0 * m0;
+    s.w1f = (uint32_t *)at, at += C1 * p0 * 9;
+  }
+  if (bf16_first && backward) {
+    s.xb = (uint16_t *)at, at += C0 * m0 / 2;
+    s.ghb = (uint16_t *)at, at += C1 * m1 / 2;
+    s.ghp = (uint32_t *)at, at += p1 * m1;
+    s.w1o = (uint32_t *)at, at += C0 * p1 * 9;
+  }
+  s.floats = at - base;
+  return s;
+}
+
+/* Which of a stack call's convolutions take bf16 products: asked for (bf16), built
+ * (HAS_BF16), and not softmax's, whose passes stay float32; the first only for an input of
+ * two channels or more (a grey image's is a few percent of the work, and half a pair). */
+typedef struct {
+  int second, first;
+} Products;
+
+INLINE Products products_of(int bf16, int act, int C0) {
+  const int second = HAS_BF16 && bf16 && act != SOFTMAX;
+  return (Products){second, second && C0 >= 2};
+}
+
+/* Floats of scratch space one stack_forward (backward 0) or stack_backward (1) call needs. */
+int64_t stack_scratch(int C0, int C1, int C2, int H, int W, int N, int act, int bf16,
+                      int backward) {
+  const Products b = products_of(bf16, act, C0);
+  return scratch_of(NULL, C0, C1, C2, H, W, N, b.second, b.first, backward).floats;
+}
+
+/* One member's first maps as first_maps computes them, with bf16 products where b.first:
+ * this thread pairs x's channels r0 and w1's rows r1, then, the team's pairs whole,
+ * computes its channels r1. */
+static void first_maps_of(Share s, Products b, const Scratch *at, const float *x, const float *w1,
+                          const float *b1, int act, float *h, Range r0, Range r1, int C0, int C1,
+                          int H, int W, int N) {
+#if HAS_BF16
+  if (b.first) {
+    pair_maps(x, at->xp, r0, C0, (int64_t)H * W * N);
+    pair_weights_in(w1, at->w1f, r1, C0);
+    team_wait(s); /* xp whole */
+    conv_forward_bf16(at->xp, at->w1f, b1, act, h, r1, (C0 + 1) / 2, H, W, N);
+    return;
+  }
+#endif
+  (void)s, (void)b, (void)at, (void)r0;
+  first_maps(x, w1, b1, act, h, r1, C0, C1, H, W, N);
+}
+
 /* The whole convolution stack, a member at a time, so that its intermediate maps stay in
  * cache: out = act(pool(conv(act(conv(x, w1) + b1), w2) + b2)), idx as conv_pool_forward's
  * (softmax: pool(softmax(...)), as it does not commute with pooling). x is (P, C0, H, W, N);
- * scratch holds (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. maps, unless NULL,
- * keeps each member's first maps for stack_backward (P, C1, H-2, W-2, N), which then need
- * not be recomputed. Thread rank of a team (NULL: a thread alone) computes its share of
- * each pass's channels. */
+ * scratch holds stack_scratch(..., 0) floats. maps, unless NULL, keeps each member's first
+ * maps for stack_backward (P, C1, H-2, W-2, N), which then need not be recomputed. bf16:
+ * the convolutions' products in bf16 where this build has them (products_of). Thread rank
+ * of a team (NULL: a thread alone) computes its share of each pass's channels. */
 void stack_forward(const float *x, const float *w1, const float *b1, const float *w2,
-                   const float *b2, int act, float *out, int32_t *idx, float *maps,
+                   const float *b2, int act, int bf16, float *out, int32_t *idx, float *maps,
                    float *scratch, int P, int C0, int C1, int C2, int H, int W, int N, int rank,
                    Team *team) {
   const Share s = stack_share(rank, team, act);
   if (s.rank >= s.size) return;
-  const Range r1 = part(s, C1), r2 = part(s, C2);
+  const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
-  float *a = scratch + first;
+  const Products b = products_of(bf16, act, C0);
+  const Scratch at = scratch_of(scratch, C0, C1, C2, H, W, N, b.second, b.first, 0);
   for (int p = 0; p < P; p++) {
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9, *b2p = b2 + (int64_t)p * C2;
-    float *h = maps ? maps + p * first : scratch;
-    first_maps(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1, act, h, r1,
-               C0, C1, H, W, N);
+    float *h = maps ? maps + p * first : at.h;
+    first_maps_of(s, b, &at, x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1,
+                  act, h, r0, r1, C0, C1, H, W, N);
+#if HAS_BF16
+    if (b.second) {
+      pair_maps(h, at.hp, r1, C1, first / C1);
+      pair_weights_in(w2p, at.w2f, r2, C1);
+    }
+#endif
     team_wait(s); /* h whole */
     if (act == SOFTMAX) {
-      second_softmax(h, w2p, b2p, a, C1, C2, H, W, N);
-      pool_forward(a, out + p * pooled, idx + p * pooled, r2, H - 4, W - 4, N);
-    } else {
+      second_softmax(h, w2p, b2p, at.a, C1, C2, H, W, N);
+      pool_forward(at.a, out + p * pooled, idx + p * pooled, r2, H - 4, W - 4, N);
+    } else if (!b.second) {
       conv_pool_forward(h, w2p, b2p, act, out + p * pooled, idx + p * pooled, r2, C1, H - 2,
                         W - 2, N);
     }
+#if HAS_BF16
+    else {
+      conv_pool_forward_bf16(at.hp, at.w2f, b2p, act, out + p * pooled, idx + p * pooled, r2,
+                             (C1 + 1) / 2, H - 2, W - 2, N);
+    }
+#endif
     team_wait(s); /* the next member's maps overwrite h */
   }
 }
@@ -603,13 +1028,13 @@ void stack_forward(const float *x, const float *w1, const float *b1, const float
  * member at a time, and the gradient gx of its input x unless gx is NULL (a block that
  * reads another block's output): its first maps are those stack_forward kept in maps, or
  * recomputed into scratch where maps is NULL, and the gradients of both layers' outputs live
- * in scratch too; scratch holds 2 * (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats.
- * Teams as stack_forward's. */
+ * in scratch too, which holds stack_scratch(..., 1) floats. bf16 and teams as
+ * stack_forward's. */
 void stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
                     const float *w1, const float *b1, const float *w2, const float *b2, int act,
-                    const float *maps, float *gw1, float *gb1, float *gw2, float *gb2, float *gx,
-                    float *scratch, int P, int C0, int C1, int C2, int H, int W, int N, int rank,
-                    Team *team) {
+                    int bf16, const float *maps, float *gw1, float *gb1, float *gw2, float *gb2,
+                    float *gx, float *scratch, int P, int C0, int C1, int C2, int H, int W, int N,
+                    int rank, Team *team) {
   const Share s = stack_share(rank, team, act);
   if (s.rank >= s.size) return;
   const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
@@ -617,28 +1042,61 @@ void stack_backward(const float *g, const int32_t *idx, const float *out, const 
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
-  float *gh = scratch + first, *g2 = gh + first, *a = g2 + second;
+  const Products b = products_of(bf16, act, C0);
+  const Scratch at = scratch_of(scratch, C0, C1, C2, H, W, N, b.second, b.first, 1);
   for (int p = 0; p < P; p++) {
     const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
-    const float *h = maps ? maps + p * first : scratch;
-    if (!maps) first_maps(xp, w1p, b1 + (int64_t)p * C1, act, scratch, r1, C0, C1, H, W, N);
-    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2, r2,
+    float *gw1p = gw1 + (int64_t)p * C1 * C0 * 9, *gb1p = gb1 + (int64_t)p * C1;
+    float *gw2p = gw2 + (int64_t)p * C2 * C1 * 9, *gb2p = gb2 + (int64_t)p * C2;
+    const float *h = maps ? maps + p * first : at.h;
+    if (!maps)
+      first_maps_of(s, b, &at, xp, w1p, b1 + (int64_t)p * C1, act, at.h, r0, r1, C0, C1, H, W,
+                    N);
+    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, at.g2, r2,
                   H - 4, W - 4, N);
     if (softmax) {
-      second_softmax(h, w2p, b2 + (int64_t)p * C2, a, C1, C2, H, W, N);
-      softmax_backward(g2, a, C2, second / C2);
+      second_softmax(h, w2p, b2 + (int64_t)p * C2, at.a, C1, C2, H, W, N);
+      softmax_backward(at.g2, at.a, C2, second / C2);
     }
-    team_wait(s); /* h and g2 whole */
-    conv_backward_input(g2, w2p, h, elementwise, gh, r1, C1, C2, H - 2, W - 2, N);
-    if (softmax) softmax_backward(gh, h, C1, first / C1);
-    conv_backward_weight(g2, h, gw2 + (int64_t)p * C2 * C1 * 9, gb2 + (int64_t)p * C2, r2, C1,
-                         H - 2, W - 2, N);
-    conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, gb1 + (int64_t)p * C1, r1, C0,
-                         H, W, N);
+#if HAS_BF16
+    if (b.second) {
+      pair_maps(at.g2, at.g2p, r2, C2, second / C2);
+      round_maps(at.g2, at.g2b, r2, second / C2);
+      round_maps(h, at.hb, r1, first / C1);
+      pair_weights_out(w2p, at.w2o, r1, C1, C2);
+    }
+    if (b.first) round_maps(xp, at.xb, r0, image / C0);
+#endif
+    team_wait(s); /* h, g2 (and x's bf16s) whole */
+    if (!b.second) {
+      conv_backward_input(at.g2, w2p, h, elementwise, at.gh, r1, C1, C2, H - 2, W - 2, N);
+      if (softmax) softmax_backward(at.gh, h, C1, first / C1);
+      conv_backward_weight(at.g2, h, gw2p, gb2p, r2, C1, H - 2, W - 2, N);
+    }
+#if HAS_BF16
+    else {
+      conv_backward_input_bf16(at.g2p, at.w2o, h, act, at.gh, r1, (C2 + 1) / 2, H - 2, W - 2, N);
+      conv_backward_weight_bf16(at.g2b, at.hb, gw2p, gb2p, r2, C1, H - 2, W - 2, N);
+    }
+    if (b.first) {
+      round_maps(at.gh, at.ghb, r1, first / C1);
+      conv_backward_weight_bf16(at.ghb, at.xb, gw1p, gb1p, r1, C0, H, W, N);
+      if (gx) {
+        pair_maps(at.gh, at.ghp, r1, C1, first / C1);
+        pair_weights_out(w1p, at.w1o, r0, C0, C1);
+        team_wait(s); /* ghp whole */
+        conv_backward_input_bf16(at.ghp, at.w1o, xp, LINEAR, gx + p * image, r0, (C1 + 1) / 2,
+                                 H, W, N);
+      }
+      team_wait(s); /* the next member's maps overwrite these */
+      continue;
+    }
+#endif
+    conv_backward_weight(at.gh, xp, gw1p, gb1p, r1, C0, H, W, N);
     if (gx) {
       team_wait(s); /* gh whole */
-      conv_backward_input(gh, w1p, xp, LINEAR, gx + p * image, r0, C0, C1, H, W, N);
+      conv_backward_input(at.gh, w1p, xp, LINEAR, gx + p * image, r0, C0, C1, H, W, N);
     }
     team_wait(s); /* the next member's maps overwrite these */
   }
@@ -676,7 +1134,7 @@ static void norm_statistics(const float *z, Range channels, int Ho, int Wo, int 
       v16 row = {};
       for (int x = 0; x < Wo; x++)
         for (int j = 0; j < count; j += 16)
-          row += select(real_lanes(j, count), LOAD(zc + ((int64_t)y * Wo + x) * N + j), (v16){});
+          row += blend(real_lanes(j, count), LOAD(zc + ((int64_t)y * Wo + x) * N + j), (v16){});
       sum += lanes_sum_double(row);
     }
     const float m = (float)(sum / n);
@@ -685,7 +1143,7 @@ static void norm_statistics(const float *z, Range channels, int Ho, int Wo, int 
       for (int x = 0; x < Wo; x++)
         for (int j = 0; j < count; j += 16) {
           const v16 d = LOAD(zc + ((int64_t)y * Wo + x) * N + j) - m;
-          row += select(real_lanes(j, count), d * d, (v16){});
+          row += blend(real_lanes(j, count), d * d, (v16){});
         }
       squares += lanes_sum_double(row);
     }
@@ -743,7 +1201,7 @@ static void norm_backward(float *g, const float *z, const float *mean, const flo
         for (int j = 0; j < count; j += 16) {
           const int64_t o = ((int64_t)y * Wo + x) * N + j;
           const v16i real = real_lanes(j, count);
-          const v16 gv = select(real, LOAD(gc + o), (v16){});
+          const v16 gv = blend(real, LOAD(gc + o), (v16){});
           rs += gv;
           rd += gv * ((LOAD(zc + o) - m) * invstd);
         }
@@ -757,7 +1215,7 @@ static void norm_backward(float *g, const float *z, const float *mean, const flo
       for (int j = 0; j < N; j += 16) {
         const v16 xhat = (LOAD(zc + q + j) - m) * invstd;
         const v16 gz = k * (LOAD(gc + q + j) - mean_g - xhat * mean_gx);
-        STORE(gc + q + j, j < count ? select(real_lanes(j, count), gz, (v16){}) : (v16){});
+        STORE(gc + q + j, j < count ? blend(real_lanes(j, count), gz, (v16){}) : (v16){});
       }
   }
 }

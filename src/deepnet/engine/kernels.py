@@ -3,18 +3,19 @@
 ``conv_stack`` (conv, activation, conv, pooling, activation: one block) and ``norm_stack``
 (the same with a batch norm after each convolution; ``norm_stack_eval`` at evaluation) run
 the C loops of kernels.c, compiled at first use with the machine's C compiler (``cc -O3
--march=native``) into the cache directory and loaded with ctypes; deeper networks chain
-them, a block's input gradient passed back to the block before. Grouped convolutions with
-4-16 channels per group are a poor fit for oneDNN's vector blocking; these loops keep a
-block of channels in registers and stream the images, and run the whole stack a member at
-a time so that its maps stay in cache. ``gather_images`` lays out each member's batch for
-it, from float32 images or from uint8 pixels that it scales as it reads them. Where no
-compiler is found the same functions run as grouped torch convolutions and indexing, slower
-but with the same results; ``native()`` says which is in use. Tensors on a GPU take that
-torch path there (``native_for``: the C loops only ever see CPU memory).
+-march=native``, or for $DEEPNET_MARCH's CPU) into the cache directory and loaded with
+ctypes; deeper networks chain them, a block's input gradient passed back to the block
+before. Grouped convolutions with 4-16 channels per group are a poor fit for oneDNN's
+vector blocking; these loops keep a block of channels in registers and stream the images,
+and run the whole stack a member at a time so that its maps stay in cache. Where the CPU
+has AVX512_BF16, ``conv_stack`` can take its second convolution's products in bf16
+(``bf16_products()``). ``gather_images`` lays out each member's batch for it, from float32
+images or from uint8 pixels that it scales as it reads them. Where no compiler is found the
+same functions run as grouped torch convolutions and indexing, slower but with the same
+results; ``native()`` says which is in use. Tensors on a GPU take that torch path there
+(``native_for``: the C loops only ever see CPU memory).
 Every entry point checks dtypes, shapes and index bounds before C sees a pointer, and
-``call`` refuses strided memory: no argument Python passes makes C read past a buffer.
-"""
+``call`` refuses strided memory: no argument Python passes makes C read past a buffer."""
 
 from __future__ import annotations
 
@@ -50,7 +51,16 @@ def sources_digest() -> bytes:
     return b"".join(path.name.encode() + path.read_bytes() for path in SOURCES)
 
 
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")  # no errno: vector sqrt
+MARCH = "DEEPNET_MARCH"  # the CPU the kernels are built for: -march=$DEEPNET_MARCH, else native
+
+
+def flags() -> tuple[str, ...]:
+    """The compiler's flags: for this CPU (-march=native), or the one $DEEPNET_MARCH names
+    (x86-64-v3: AVX2 without AVX-512, as older machines have it). No errno: vector sqrt."""
+    march = os.environ.get(MARCH) or "native"
+    return ("-O3", f"-march={march}", "-fno-math-errno", "-shared", "-fPIC")
+
+
 LANES = 16  # floats per vector in kernels.c: the image count must be a multiple of it
 _MIN_SIDE = 6  # kernels.c's two valid 3x3 convolutions and 2x2 pooling leave a pixel
 
@@ -58,8 +68,10 @@ _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
 _TEAM = [_INT, _PTR]  # a stack kernel's last arguments: the thread's rank and its team
 _SIGNATURES = {
-    "stack_forward": [_PTR] * 5 + [_INT] + [_PTR] * 4 + [_INT] * 7 + _TEAM,
-    "stack_backward": [_PTR] * 8 + [_INT] + [_PTR] * 7 + [_INT] * 7 + _TEAM,
+    "stack_forward": [_PTR] * 5 + [_INT] * 2 + [_PTR] * 4 + [_INT] * 7 + _TEAM,
+    "stack_backward": [_PTR] * 8 + [_INT] * 2 + [_PTR] * 7 + [_INT] * 7 + _TEAM,
+    "stack_scratch": [_INT] * 9,
+    "bf16_products": [],
     "norm_stack_forward": [_PTR] * 7 + [_INT] + [_PTR] * 9 + [_INT] * 7 + _TEAM,
     "norm_stack_backward": [_PTR] * 10 + [_INT] + [_PTR] * 14 + [_INT] * 7 + _TEAM,
     "team_bytes": [],
@@ -116,7 +128,8 @@ def _library() -> ctypes.CDLL | None:
             stacklevel=3,
         )
         return None
-    key = hashlib.sha256(sources_digest() + f"{compiler} {FLAGS} {_cpu_id()}".encode())
+    build = flags()
+    key = hashlib.sha256(sources_digest() + f"{compiler} {build} {_cpu_id()}".encode())
     name = f"deepnet-kernels-{key.hexdigest()[:16]}.so"
     for folder in (_build_dir(), Path(tempfile.gettempdir()) / "deepnet-kernels"):
         target = folder / name
@@ -125,7 +138,7 @@ def _library() -> ctypes.CDLL | None:
                 folder.mkdir(parents=True, exist_ok=True)
                 partial = folder / f"{name}.{os.getpid()}.tmp"
                 subprocess.run(
-                    [compiler, *FLAGS, "-o", str(partial), *map(str, SOURCES)],
+                    [compiler, *build, "-o", str(partial), *map(str, SOURCES)],
                     check=True,
                     capture_output=True,
                     text=True,
@@ -145,6 +158,7 @@ def _library() -> ctypes.CDLL | None:
             continue  # an unwritable cache: try the temporary directory
         for function, types in _SIGNATURES.items():
             getattr(library, function).argtypes = types
+        library.stack_scratch.restype = ctypes.c_int64
         return library
     return None
 
@@ -152,6 +166,11 @@ def _library() -> ctypes.CDLL | None:
 def native() -> bool:
     """Whether the compiled kernels are in use (else the torch fallback)."""
     return _library() is not None
+
+
+def bf16_products() -> bool:
+    """Whether the compiled kernels have bf16 products (the CPU has AVX512_BF16)."""
+    return native() and bool(call("bf16_products"))
 
 
 def native_for(t: torch.Tensor) -> bool:
@@ -330,17 +349,18 @@ def expect(
 
 class _NativeConvStack(Function):
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, activation, keep):
+    def forward(ctx, x, w1, b1, w2, b2, activation, keep, bf16):
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
         code = ACTIVATION_CODES[activation]
         maps = _kept_maps(keep, p, c1 * (h - 2) * (w - 2) * n)
-        args = (x, w1, b1, w2, b2, code, out, idx, maps, Scratch(_scratch(c1, c2, h, w, n)))
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, bf16, 0))
+        args = (x, w1, b1, w2, b2, code, bf16, out, idx, maps, scratch)
         call_by_members("stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
         ctx.save_for_backward(x, w1, b1, w2, b2, idx, out, maps)
-        ctx.code = code
+        ctx.code, ctx.bf16 = code, bf16
         return out
 
     @staticmethod
@@ -352,10 +372,10 @@ class _NativeConvStack(Function):
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        scratch = Scratch(2 * _scratch(c1, c2, h, w, n))
-        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, maps, *grads, gx, scratch)
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.code, ctx.bf16, 1))
+        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, ctx.bf16, maps, *grads, gx, scratch)
         call_by_members("stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
-        return gx, *grads, None, None
+        return gx, *grads, None, None, None
 
 
 MAPS_KEPT = 256 * 2**20  # bytes of maps a stack call keeps for its backward pass at most
@@ -375,7 +395,8 @@ def _backward_follows(*tensors: torch.Tensor) -> bool:
 
 
 def _scratch(c1: int, c2: int, h: int, w: int, n: int) -> int:
-    """Floats of one member's maps, both layers: stack_forward's scratch, half of backward's."""
+    """Floats of one member's maps, both layers: norm_stack_forward's scratch, a third of
+    its backward's."""
     return (c1 * (h - 2) * (w - 2) + c2 * (h - 4) * (w - 4)) * n
 
 
@@ -423,6 +444,7 @@ def conv_stack(
     w2: torch.Tensor,
     b2: torch.Tensor,
     activation: str,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """SeedNet's convolutions for each member: x (P, C0, H, W, N) images, w1 (P, C1, C0, 3, 3),
     b1 (P, C1), w2 (P, C2, C1, 3, 3), b2 (P, C2) -> (P, C2, (H-4)//2, (W-4)//2, N), which is
@@ -434,12 +456,17 @@ def conv_stack(
     fit in MAPS_KEPT, and recomputed beyond it, so that a large population stores only the
     images, the pooled output and the winners' positions. x gets a gradient where it
     requires one (the input of a block after the first), else none (images need none).
+    ``bf16``: the convolutions' products (forward and backward) take bf16 operands with
+    float32 sums: the second's, and the first's for an input of two channels or more
+    (``bf16_products()`` must hold; softmax blocks stay float32).
     """
     _check_stack(x, w1, b1, w2, b2, activation)
+    if bf16 and not (native_for(x) and bf16_products()):
+        raise ValueError("conv_stack: bf16 products need the compiled kernels on AVX512_BF16")
     if not native_for(x):
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
     tensors = [t.contiguous() for t in (x, w1, b1, w2, b2)]
-    return _NativeConvStack.apply(*tensors, activation, _backward_follows(*tensors))
+    return _NativeConvStack.apply(*tensors, activation, _backward_follows(*tensors), int(bf16))
 
 
 def _check_stack(

@@ -33,7 +33,7 @@ from deepnet.engine.allocator import keep_freed_memory
 from deepnet.engine.augment import BatchTransforms, gather_augmented
 from deepnet.engine.batches import Tally, pad
 from deepnet.engine.checkpoint import MemberSnapshot
-from deepnet.engine.device import resolve_device
+from deepnet.engine.device import Precision, check_precision, resolve_device
 from deepnet.engine.dropout import draw
 from deepnet.engine.inputs import check_training_data, pixel_tensors
 from deepnet.engine.kernels import (
@@ -82,6 +82,15 @@ class PendingAverages:
     statistics: Statistics
 
 
+def affine(weight: torch.Tensor, bias: torch.Tensor, t: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """weight @ t + bias for each member: (P, out, in), (P, out), (P, in, b) -> (P, out, b);
+    with ``bf16``, the product from bf16 operands (float32 sums, a bf16 result) and the sum
+    in float32: the hidden layer's bf16 products."""
+    if bf16:
+        return torch.bmm(weight.bfloat16(), t.bfloat16()).float() + bias[:, :, None]
+    return torch.baddbmm(bias[:, :, None], weight, t)
+
+
 class Population:
     """Members sharing a StepShape, trained as stacked tensors: a Group for Training. ``x``:
     the images (n, C, H, W), uint8 pixels or float32 (inputs.pixel_tensors); ``y``: labels.
@@ -97,6 +106,7 @@ class Population:
         keep_models: bool = True,
         capacity: int | None = None,
         resume: Mapping[str, MemberSnapshot] | None = None,
+        precision: Precision = Precision.FP32,
     ):
         shape = StepShape.of(members[0])
         if any(StepShape.of(m) != shape for m in members):
@@ -104,7 +114,7 @@ class Population:
                 "a population's members must share batch size, blocks, batch_norm and steps"
             )
         self.shape, self.x, self.y, self.n_classes = shape, x, y, n_classes
-        self.device = x.device
+        self.device, self.bf16 = x.device, precision is Precision.BF16
         self.channels, self.image = x.shape[1], tuple(x.shape[2:])
         self.keep_models = keep_models
         self.capacity = capacity or len(members)  # how many members absorb() may bring it to
@@ -179,6 +189,7 @@ class Population:
             or other.epoch
             or any(s.joined for s in other.roster.states)  # resumed: their own rounds
             or other.x.data_ptr() != self.x.data_ptr()
+            or other.bf16 != self.bf16
             or len(self.roster) + len(other.roster) > self.capacity
         ):
             return False
@@ -253,7 +264,7 @@ class Population:
         def hidden(t: torch.Tensor, run: Run[Hidden]) -> torch.Tensor:
             """Hidden and output layers of the run's members (same activation and width)."""
             units = run.key.units  # the run's leaves are its own width
-            t = torch.baddbmm(leaf(dense.bias, run)[:, :, None], leaf(dense.weight, run), t)
+            t = affine(leaf(dense.weight, run), leaf(dense.bias, run), t, self.bf16)
             t = ACTIVATIONS[run.key.activation](t)  # (P', units, b); softmax over the units
             if dense_scale is not None:
                 t = t * dense_scale[run.start : run.start + len(t), :units]
@@ -270,7 +281,7 @@ class Population:
         which evaluation normalises by)."""
         leaves = [self.params.leaf(name, run) for name in block.parameters]
         if not self.shape.batch_norm:
-            return conv_stack(t, *leaves, run.key)
+            return conv_stack(t, *leaves, run.key, self.bf16)
         if step is None:
             rows = self.params.flat[run.start : run.end]
             running = tuple(self.layout.view(rows, name) for name in block.statistics)
@@ -413,7 +424,9 @@ class Population:
 class PopulationEngine:
     """Trains members as populations of stacked tensors, ``max_members`` at most in each,
     on ``device`` ("cpu", or "cuda[:N]": the images, parameters and optimizer state live
-    there, and the population trains through torch's operations on the GPU).
+    there, and the population trains through torch's operations on the GPU), in
+    ``precision`` ("fp32", or "bf16": the plain blocks' second convolutions take bf16
+    operands with float32 sums, where the CPU's kernels have them; see kernels.conv_stack).
 
     Members are grouped by StepShape and, within a shape, by activation, width and optimizer, so
     that each population has few runs of rules; larger groups are chunked, which bounds
@@ -425,12 +438,14 @@ class PopulationEngine:
         max_members: int = 16,
         keep_models: bool = True,
         device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ):
         if max_members < 1:
             raise ValueError(f"max_members must be >= 1, got {max_members}")
         self.max_members = max_members
         self.keep_models = keep_models
         self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)
         if self.device.type == "cuda":  # fp32 convolutions, as on the CPU: no TF32
             torch.backends.cudnn.allow_tf32 = False
         self._data: tuple | None = None  # the last images and labels, as tensors
@@ -469,6 +484,7 @@ class PopulationEngine:
                 self.keep_models,
                 self.max_members,
                 resume,
+                self.precision,
             )
             for same in by_shape.values()
             for i in range(0, len(same), self.max_members)

@@ -36,7 +36,15 @@ import numpy as np
 
 from deepnet.engine import EpochResult, Member, PopulationEngine, Training
 from deepnet.engine.checkpoint import CheckpointPolicy, Checkpoints, data_fingerprint
-from deepnet.engine.device import parse_device, resolve_device
+from deepnet.engine.device import (
+    CPU_FP32,
+    Compute,
+    Precision,
+    check_precision,
+    parse_device,
+    parse_precision,
+    resolve_device,
+)
 from deepnet.errors import ConfigError
 from deepnet.search.events import WorkersStarted
 from deepnet.search.protocol import Advance, Channel, Crash, Join, Load, Request, Submit
@@ -68,12 +76,14 @@ class ExecutorKind(StrEnum):
 class Executor:
     """Where a search's workers run: ``Executor("local")``, or ``Executor("ray", address)``
     with the cluster's HOST:PORT, "auto" or None for the cluster this machine belongs to
-    (or $RAY_ADDRESS); and on which device they train: "cpu", or "cuda" (locally "cuda:N"
-    picks a GPU; on Ray each worker is given a GPU of its own)."""
+    (or $RAY_ADDRESS); on which device they train: "cpu", or "cuda" (locally "cuda:N"
+    picks a GPU; on Ray each worker is given a GPU of its own); and in what precision:
+    "fp32", or "bf16" (checked here for this machine, by each worker on a cluster's)."""
 
     kind: ExecutorKind = ExecutorKind.LOCAL
     address: str | None = None
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         try:
@@ -91,7 +101,9 @@ class Executor:
         object.__setattr__(self, "kind", kind)
         if kind is ExecutorKind.LOCAL:
             device = resolve_device(self.device)  # this machine's GPUs: checked now
+            precision = check_precision(self.precision, device)
         else:
+            precision = parse_precision(self.precision)
             device = parse_device(self.device)
             if device.index is not None:
                 raise ConfigError(
@@ -99,13 +111,20 @@ class Executor:
                     "its own; give --device cuda, without an index."
                 )
         object.__setattr__(self, "device", str(device))
+        object.__setattr__(self, "precision", precision)
+
+    @property
+    def compute(self) -> Compute:
+        """Where and in what arithmetic the workers train."""
+        return Compute(self.device, Precision(self.precision))
 
     @classmethod
     def of(cls, value: str | Executor) -> Executor:
         return value if isinstance(value, Executor) else cls(value)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        on = "" if self.device == "cpu" else f" ({self.device})"
+        notes = [n for n in (self.device, self.precision) if n not in ("cpu", "fp32")]
+        on = f" ({', '.join(notes)})" if notes else ""
         if self.kind is ExecutorKind.LOCAL:
             return f"this machine{on}"
         return f"the Ray cluster at {self.address or 'auto'}{on}"
@@ -164,7 +183,7 @@ class Pool:
 
 
 class InlineWorker:
-    """Trains in the calling process, with torch's own thread count, on ``device``.
+    """Trains in the calling process, with torch's own thread count, as ``compute`` says.
 
     With ``checkpoints``, members resume from their trial's saved state, and the first round
     after that replays their saved epochs before the new one (so the driver can report them
@@ -177,10 +196,12 @@ class InlineWorker:
         labels: np.ndarray,
         n_classes: int,
         checkpoints: CheckpointPolicy | None = None,
-        device: str = "cpu",
+        compute: Compute = CPU_FP32,
     ):
         self.images, self.labels, self.n_classes = images, labels, n_classes
-        self.engine = PopulationEngine(keep_models=False, device=device)
+        self.engine = PopulationEngine(
+            keep_models=False, device=compute.device, precision=compute.precision
+        )
         self._training: Training | None = None
         self._checkpoints = (
             None
@@ -275,9 +296,9 @@ class ProcessWorker:
         labels: np.ndarray,
         n_classes: int,
         checkpoints: CheckpointPolicy | None = None,
-        device: str = "cpu",
+        compute: Compute = CPU_FP32,
     ) -> None:
-        self._send(Load(images, labels, n_classes, checkpoints, device))
+        self._send(Load(images, labels, n_classes, checkpoints, compute))
 
     def submit(self, members: Sequence[Member]) -> None:
         self._send(Submit(list(members)))
@@ -351,15 +372,15 @@ def start_workers(
         return start_ray_workers(
             images, labels, n_classes, n_jobs, max_useful, executor, checkpoints
         )
-    device = (executor or Executor()).device
+    compute = (executor or Executor()).compute
     n = resolve_n_jobs(n_jobs, max_useful)
     if n == 1:
-        worker = InlineWorker(images, labels, n_classes, checkpoints, device)
+        worker = InlineWorker(images, labels, n_classes, checkpoints, compute)
         return Pool([worker], in_driver=True)
     workers = [ProcessWorker() for _ in range(n)]  # all start up at once
     try:
         for worker in workers:
-            worker.load(images, labels, n_classes, checkpoints, device)
+            worker.load(images, labels, n_classes, checkpoints, compute)
     except BaseException:  # Ctrl-C while they start: none is left behind
         for worker in workers:
             worker.close()

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from deepnet.engine.device import CPU_FP32, Compute
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -28,14 +30,14 @@ _LENGTH = struct.Struct(">Q")
 
 @dataclass(frozen=True)
 class Load:
-    """The training images, where the worker checkpoints and the device it trains on,
-    sent once: a worker starts before it has them."""
+    """The training images, where the worker checkpoints and where and in what arithmetic
+    it trains, sent once: a worker starts before it has them."""
 
     images: np.ndarray
     labels: np.ndarray
     n_classes: int
     checkpoints: CheckpointPolicy | None = None  # where and how often to save (None: never)
-    device: str = "cpu"  # where it trains: "cpu" or "cuda[:N]"
+    compute: Compute = CPU_FP32  # its device and precision
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ class Trainer:
             np.array(data.labels),
             data.n_classes,
             data.checkpoints,
-            data.device,  # "cuda": the GPU Ray gave this actor (its CUDA_VISIBLE_DEVICES)
+            data.compute,  # "cuda": the GPU Ray gave this actor (its CUDA_VISIBLE_DEVICES)
         )
 
     def identity(self) -> NodeIdentity:
@@ -248,7 +248,7 @@ def start_ray_workers(
         if executor.device != "cpu":  # a GPU per worker
             gpus = 1
             n = min(n, _free_gpus(ray, where))
-        load = Load(images, labels, n_classes, checkpoints, executor.device)
+        load = Load(images, labels, n_classes, checkpoints, executor.compute)
         data = ray.put(load)  # into the object store, once
         actor_class = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(Trainer)
         actors = [actor_class.options(scheduling_strategy="SPREAD").remote(data) for _ in range(n)]

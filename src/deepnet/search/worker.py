@@ -50,8 +50,8 @@ def serve(channel: Channel, inbox: queue.SimpleQueue[Request]) -> None:
     worker: InlineWorker | None = None
     while True:
         match inbox.get():
-            case Load(images, labels, n_classes, checkpoints, device):
-                worker = InlineWorker(images, labels, n_classes, checkpoints, device)
+            case Load(images, labels, n_classes, checkpoints, compute):
+                worker = InlineWorker(images, labels, n_classes, checkpoints, compute)
             case request if worker is not None:
                 reply = answer(worker, request)
                 if reply is None:
