@@ -94,18 +94,21 @@ class _GradientRounded(Function):
         return g.bfloat16().float()
 
 
+_torch_conv = kernels._conv3x3_torch
+
+
 def _rounded_conv(x, w, b):
     """A convolution with bf16 products: it reads its maps and weights rounded to bf16, and
     its output's gradient is rounded to bf16 before the products that take it (both the
     input's and the weights'), all summed in float32."""
-    z = kernels._conv3x3_torch(_Rounded.apply(x), _Rounded.apply(w), b)
+    z = _torch_conv(_Rounded.apply(x), _Rounded.apply(w), b)
     return _GradientRounded.apply(z)
 
 
 def conv_stack_bf16_torch(x, w1, b1, w2, b2, activation):
     """conv_stack's bf16 products from torch operations: the second convolution's, and the
     first's where the input has two channels or more."""
-    first = _rounded_conv if x.shape[1] >= 2 else kernels._conv3x3_torch
+    first = _rounded_conv if x.shape[1] >= 2 else _torch_conv
     h = ACTIVATIONS[activation](first(x, w1, b1))
     z = _rounded_conv(h, w2, b2)
     return pool_activate(z, activation, kernels._max_pool2x2_torch)
@@ -154,9 +157,13 @@ def test_bf16_conv_stack_matches_torch_on_bf16_operands(
     ours, our_grads = grads(stack(lambda *a: kernels.conv_stack(*a, bf16=True)), *inputs)
     theirs, their_grads = grads(stack(conv_stack_bf16_torch), *inputs)
     fp32, fp32_grads = grads(stack(kernels.conv_stack), *inputs)
-    for a, c, f in zip(
-        (ours, *our_grads), (theirs, *their_grads), (fp32, *fp32_grads), strict=True
-    ):
+    assert_nearer_bf16((ours, *our_grads), (theirs, *their_grads), (fp32, *fp32_grads))
+
+
+def assert_nearer_bf16(ours, theirs, fp32):
+    """Each of ours is near torch's from bf16 operands, and twenty times nearer than to
+    float32's."""
+    for a, c, f in zip(ours, theirs, fp32, strict=True):
         assert relative(a, c) < 1e-3
         assert relative(a, c) < relative(a, f) / 20
 
@@ -492,6 +499,33 @@ def test_norm_stack_matches_torch_over_each_members_real_images(activation):
     torch.testing.assert_close(again[:, :, :, :, :17], ours[:, :, :, :, :17], rtol=0, atol=0)
 
 
+@needs_bf16
+@pytest.mark.parametrize("activation", sorted(set(ACTIVATIONS) - {"softmax", "linear"}))
+def test_bf16_norm_stack_matches_torch_on_bf16_operands(monkeypatch, activation):
+    """Both convolutions of a batch-normalised block (a 2-channel input) in bf16, training
+    and evaluation: as torch computes them from the same rounded operands, and not as
+    float32 does. (Linear is left out: the second norm cancels any shift of a linear first
+    one, so be1's gradient is zero but for rounding, and be2's owes nothing to the
+    convolutions.)"""
+    inputs = norm_inputs()
+    counts = torch.tensor([48, 17, 1], dtype=torch.int32)
+    real = (torch.arange(48) < counts[:, None]).float().view(3, 1, 1, 1, 48)
+    ours, stats = kernels.norm_stack(*inputs, activation, counts, bf16=True)
+    fp32, _ = kernels.norm_stack(*inputs, activation, counts)
+    monkeypatch.setattr(kernels, "_conv3x3_torch", _rounded_conv)
+    theirs, _ = kernels.norm_stack_torch(*inputs, activation, counts)
+    weights = torch.cos(torch.arange(ours.numel(), dtype=torch.float32)).view_as(ours) * real
+    grads_of = [torch.autograd.grad(out, inputs, weights) for out in (ours, theirs, fp32)]
+    assert_nearer_bf16((ours, *grads_of[0]), (theirs, *grads_of[1]), (fp32, *grads_of[2]))
+    frozen = [t.detach() for t in inputs]
+    evaluated = [
+        kernels.norm_stack_eval(*frozen, activation, stats, bf16=True),
+        kernels.norm_stack_torch(*frozen, activation, None, stats)[0],
+        kernels.norm_stack_eval(*frozen, activation, stats),
+    ]
+    assert_nearer_bf16(*([e] for e in evaluated))
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_norm_stack_evaluates_with_the_moving_averages(activation):
     inputs = [t.detach() for t in norm_inputs()]
@@ -539,8 +573,9 @@ def threads():
         (False, "softmax", False),
         (True, "softmax", False),
         pytest.param(False, "relu", True, marks=needs_bf16),
+        pytest.param(True, "tanh", True, marks=needs_bf16),
     ],
-    ids=["conv", "norm", "conv-softmax", "norm-softmax", "conv-bf16"],
+    ids=["conv", "norm", "conv-softmax", "norm-softmax", "conv-bf16", "norm-bf16"],
 )
 def test_members_split_across_threads_give_the_same_bits(threads, norm, activation, bf16):
     """Runs of members go to threads at once, and the members left over go to teams of
@@ -553,8 +588,9 @@ def test_members_split_across_threads_give_the_same_bits(threads, norm, activati
 
     def run():
         if norm:
-            out, stats = kernels.norm_stack(*inputs, activation, counts)
-            evaluated = kernels.norm_stack_eval(*[t.detach() for t in inputs], activation, stats)
+            out, stats = kernels.norm_stack(*inputs, activation, counts, bf16)
+            frozen = [t.detach() for t in inputs]
+            evaluated = kernels.norm_stack_eval(*frozen, activation, stats, bf16)
         else:
             x, w1, g1, _, w2, g2, _ = inputs
             out = kernels.conv_stack(x, w1, g1, w2, g2, activation, bf16)
@@ -576,8 +612,13 @@ def test_members_split_across_threads_give_the_same_bits(threads, norm, activati
 
 @pytest.mark.parametrize(
     ("norm", "bf16"),
-    [(False, False), (True, False), pytest.param(False, True, marks=needs_bf16)],
-    ids=["conv", "norm", "conv-bf16"],
+    [
+        (False, False),
+        (True, False),
+        pytest.param(False, True, marks=needs_bf16),
+        pytest.param(True, True, marks=needs_bf16),
+    ],
+    ids=["conv", "norm", "conv-bf16", "norm-bf16"],
 )
 def test_maps_kept_for_backward_are_the_bits_it_would_recompute(monkeypatch, norm, bf16):
     """The backward pass reads the maps the forward pass kept, or recomputes them where a
@@ -587,7 +628,7 @@ def test_maps_kept_for_backward_are_the_bits_it_would_recompute(monkeypatch, nor
 
     def run():
         if norm:
-            out, stats = kernels.norm_stack(*inputs, "relu", counts)
+            out, stats = kernels.norm_stack(*inputs, "relu", counts, bf16)
         else:
             x, w1, g1, _, w2, g2, _ = inputs
             out, stats = kernels.conv_stack(x, w1, g1, w2, g2, "relu", bf16), ()

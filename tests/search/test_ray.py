@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import re
 import shutil
 import socket
@@ -24,6 +25,7 @@ import deepnet
 from deepnet.errors import ConfigError
 from deepnet.search.executor import Executor, ExecutorKind
 from deepnet.search.ray_executor import Build, NodeIdentity, check_same_build
+from tests.engine.fallback import needs_bf16
 from tests.tables import results_table
 
 GRID = [
@@ -161,6 +163,45 @@ def test_cuda_on_a_cluster_without_gpus_is_one_line_and_trains_nothing(small27_n
         "worker: start its nodes on machines with NVIDIA GPUs (ray start finds them), or "
         "search on the CPU (--device cpu)."
     ], output
+    assert "Traceback" not in output
+    assert not (cluster_dir / "run" / "results.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def local_bf16_table(small27_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> list:
+    """The grid's table from the local executor in bf16."""
+    out = tmp_path_factory.mktemp("local-bf16") / "run"
+    more = ("--n-jobs", "2", "--precision", "bf16")
+    search = [sys.executable, "-m", "deepnet", "search", *_data(small27_npz, out, *more)]
+    subprocess.run(search, check=True, capture_output=True, timeout=600)
+    return results_table(out / "results.csv")
+
+
+@needs_bf16
+@needs_cluster
+def test_a_bf16_search_trains_in_bf16_on_every_node(
+    small27_npz, local_table, local_bf16_table, cluster_dir
+):
+    """The precision travels to the actors: the cluster's table is the local bf16 search's,
+    which is not the float32 one."""
+    output = _search_on_cluster(cluster_dir, small27_npz, more=("--precision", "bf16"))
+    assert "the Ray cluster at 127.0.0.1:6380 (bf16)" in output, output
+    table = results_table(cluster_dir / "run" / "results.csv")
+    assert table == local_bf16_table
+    assert table != local_table
+
+
+@needs_cluster
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="an x86-64 CPU level")
+def test_bf16_on_nodes_without_it_is_one_line_and_trains_nothing(small27_npz, cluster_dir):
+    """The nodes build their kernels for a CPU without AVX512_BF16 (x86-64-v3): each worker
+    refuses bf16 as it starts, and the driver says so in one line."""
+    output = _search_on_cluster(
+        cluster_dir, small27_npz, ok=False, more=("--precision", "bf16"), DEEPNET_MARCH="x86-64-v3"
+    )
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+    assert "no bf16 products (no AVX512_BF16); use precision=fp32." in errors[0], errors[0]
     assert "Traceback" not in output
     assert not (cluster_dir / "run" / "results.csv").exists()
 

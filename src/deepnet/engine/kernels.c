@@ -866,77 +866,11 @@ static void softmax_backward(float *g, const float *a, int C, int64_t M) {
   }
 }
 
-/* One member's first maps, channels c1 of h = act(conv(x, w1) + b1) (softmax: every channel,
- * as it runs on one thread) */
-static void first_maps(const float *x, const float *w1, const float *b1, int act, float *h,
-                       Range c1, int C0, int C1, int H, int W, int N) {
-  conv_forward(x, w1, b1, act == SOFTMAX ? LINEAR : act, h, c1, C0, H, W, N);
-  if (act == SOFTMAX) softmax_channels(h, C1, (int64_t)(H - 2) * (W - 2) * N);
-}
-
 /* One member's second maps before pooling, softmax's: a = softmax(conv(h, w2) + b2) */
 static void second_softmax(const float *h, const float *w2, const float *b2, float *a, int C1,
                            int C2, int H, int W, int N) {
   conv_forward(h, w2, b2, LINEAR, a, (Range){0, C2}, C1, H - 2, W - 2, N);
   softmax_channels(a, C2, (int64_t)(H - 4) * (W - 4) * N);
-}
-
-/* Where thread rank stands in a stack call's team. Softmax mixes the channels the threads
- * would split, so it runs on rank 0 alone: the others get a share past the team's end
- * (rank >= size) and return at once. */
-INLINE Share stack_share(int rank, Team *team, int act) {
-  return act == SOFTMAX ? (Share){rank, 1, NULL} : share_of(rank, team);
-}
-
-/* Where one member's maps lie in a stack call's scratch space. The float maps come first:
- * the first layer's (h, C1 * (H-2) * (W-2) * N floats), its gradient (gh, backward only),
- * the second layer's (a, C2 * (H-4) * (W-4) * N, softmax's) and its gradient (g2, backward
- * only). With bf16 products (bf16_second) their bf16 copies and weight pairs follow:
- * forward, h in channel pairs (hp) and w2 paired across input channels (w2f); backward, g2 in
- * channel pairs (g2p) and plain (g2b), h plain (hb), and w2 paired across output channels
- * (w2o). With the first convolution's too (bf16_first), the input x and w1 likewise: xp
- * and w1f (backward too, where it recomputes the first maps: regions of their own, which no
- * thread of a team overwrites while another still reads them); backward, x plain (xb), gh
- * plain (ghb) and in pairs (ghp), and w1o. */
-typedef struct {
-  float *h, *gh, *a, *g2;
-  uint32_t *hp, *w2f, *g2p, *w2o, *xp, *w1f, *ghp, *w1o;
-  uint16_t *g2b, *hb, *xb, *ghb;
-  int64_t floats; /* how many floats it all takes */
-} Scratch;
-
-INLINE Scratch scratch_of(float *base, int C0, int C1, int C2, int H, int W, int N,
-                          int bf16_second, int bf16_first, int backward) {
-  const int64_t m0 = (int64_t)H * W * N, m1 = (int64_t)(H - 2) * (W - 2) * N;
-  const int64_t m2 = (int64_t)(H - 4) * (W - 4) * N;
-  const int64_t p0 = (C0 + 1) / 2, p1 = (C1 + 1) / 2, p2 = (C2 + 1) / 2;
-  Scratch s = {0};
-  float *at = base;
-  s.h = at, at += C1 * m1;
-  if (backward) s.gh = at, at += C1 * m1;
-  s.a = at, at += C2 * m2;
-  if (backward) s.g2 = at, at += C2 * m2;
-  if (bf16_second && !backward) {
-    s.hp = (uint32_t *)at, at += p1 * m1;
-    s.w2f = (uint32_t *)at, at += C2 * p1 * 9;
-  } else if (bf16_second) {
-    s.g2p = (uint32_t *)at, at += p2 * m2;
-    s.g2b = (uint16_t *)at, at += C2 * m2 / 2;
-    s.hb = (uint16_t *)at, at += C1 * m1 / 2;
-    s.w2o = (uint32_t *)at, at += C1 * p2 * 9;
-  }
-  if (bf16_first) { /* backward: where it recomputes the first maps */
-    s.xp = (uint32_t *)at, at += p0 * m0;
-    s.w1f = (uint32_t *)at, at += C1 * p0 * 9;
-  }
-  if (bf16_first && backward) {
-    s.xb = (uint16_t *)at, at += C0 * m0 / 2;
-    s.ghb = (uint16_t *)at, at += C1 * m1 / 2;
-    s.ghp = (uint32_t *)at, at += p1 * m1;
-    s.w1o = (uint32_t *)at, at += C0 * p1 * 9;
-  }
-  s.floats = at - base;
-  return s;
 }
 
 /* Which of a stack call's convolutions take bf16 products: asked for (bf16), built
@@ -951,39 +885,115 @@ INLINE Products products_of(int bf16, int act, int C0) {
   return (Products){second, second && C0 >= 2};
 }
 
-/* Floats of scratch space one stack_forward (backward 0) or stack_backward (1) call needs. */
-int64_t stack_scratch(int C0, int C1, int C2, int H, int W, int N, int act, int bf16,
-                      int backward) {
-  const Products b = products_of(bf16, act, C0);
-  return scratch_of(NULL, C0, C1, C2, H, W, N, b.second, b.first, backward).floats;
+/* The bf16 copies a stack call's products read, in its scratch space after its float maps.
+ * The first convolution's (b.first): its input x in channel pairs (xp) and w1 paired across
+ * input channels (w1f); backward, x plain (xb), its output's gradient plain (ghb) and in
+ * pairs (ghp), and w1 paired across output channels (w1o). The second's (b.second) likewise:
+ * hp, w2f; backward g2b, g2p, hb, w2o. A backward call has regions of its own for the
+ * forward pairs, where it recomputes maps: no thread of a team overwrites them while another
+ * still reads them. */
+typedef struct {
+  uint32_t *xp, *w1f, *hp, *w2f, *ghp, *w1o, *g2p, *w2o;
+  uint16_t *xb, *ghb, *hb, *g2b;
+  int64_t floats; /* how many floats they take */
+} Rounded;
+
+/* n floats of scratch at base's offset *taken (NULL where base is: counting only), taken. */
+INLINE void *take(float *base, int64_t *taken, int64_t n) {
+  float *at = base ? base + *taken : NULL;
+  *taken += n;
+  return at;
 }
 
-/* One member's first maps as first_maps computes them, with bf16 products where b.first:
- * this thread pairs x's channels r0 and w1's rows r1, then, the team's pairs whole,
- * computes its channels r1. */
-static void first_maps_of(Share s, Products b, const Scratch *at, const float *x, const float *w1,
-                          const float *b1, int act, float *h, Range r0, Range r1, int C0, int C1,
-                          int H, int W, int N) {
-#if HAS_BF16
+INLINE Rounded rounded_of(float *base, int C0, int C1, int C2, int H, int W, int N, Products b,
+                          int backward) {
+  const int64_t m0 = (int64_t)H * W * N, m1 = (int64_t)(H - 2) * (W - 2) * N;
+  const int64_t m2 = (int64_t)(H - 4) * (W - 4) * N;
+  const int64_t p0 = (C0 + 1) / 2, p1 = (C1 + 1) / 2, p2 = (C2 + 1) / 2;
+  Rounded r = {0};
+  int64_t *n = &r.floats;
   if (b.first) {
-    pair_maps(x, at->xp, r0, C0, (int64_t)H * W * N);
-    pair_weights_in(w1, at->w1f, r1, C0);
-    team_wait(s); /* xp whole */
-    conv_forward_bf16(at->xp, at->w1f, b1, act, h, r1, (C0 + 1) / 2, H, W, N);
+    r.xp = take(base, n, p0 * m0);
+    r.w1f = take(base, n, C1 * p0 * 9);
+  }
+  if (b.second) {
+    r.hp = take(base, n, p1 * m1);
+    r.w2f = take(base, n, C2 * p1 * 9);
+  }
+  if (b.first && backward) {
+    r.xb = take(base, n, C0 * m0 / 2);
+    r.ghb = take(base, n, C1 * m1 / 2);
+    r.ghp = take(base, n, p1 * m1);
+    r.w1o = take(base, n, C0 * p1 * 9);
+  }
+  if (b.second && backward) {
+    r.hb = take(base, n, C1 * m1 / 2);
+    r.g2b = take(base, n, C2 * m2 / 2);
+    r.g2p = take(base, n, p2 * m2);
+    r.w2o = take(base, n, C1 * p2 * 9);
+  }
+  return r;
+}
+
+/* Floats of one member's maps, both layers: the first's and the second's before pooling. */
+INLINE int64_t maps_floats(int C1, int C2, int H, int W, int N) {
+  return ((int64_t)C1 * (H - 2) * (W - 2) + (int64_t)C2 * (H - 4) * (W - 4)) * N;
+}
+
+/* Floats of scratch space one call needs: stack_forward's (norm 0, backward 0), its
+ * backward's, norm_stack_forward's or its backward's: float maps (one, two or three
+ * members' worth), then rounded_of's copies. */
+int64_t stack_scratch(int C0, int C1, int C2, int H, int W, int N, int act, int bf16, int norm,
+                      int backward) {
+  const int64_t maps = maps_floats(C1, C2, H, W, N) * (backward ? (norm ? 3 : 2) : 1);
+  const Products b = products_of(bf16, act, C0);
+  return maps + rounded_of(NULL, C0, C1, C2, H, W, N, b, backward).floats;
+}
+
+/* out = conv(in, w) + b (activated by act) for this thread's output channels co, with bf16
+ * products where bf: this thread pairs the input's channels ci and the weights' rows co,
+ * waits for the team's pairs, then sums. */
+static void conv_products(Share s, int bf, uint32_t *pairs, uint32_t *wf, const float *in,
+                          const float *w, const float *b, int act, float *out, Range ci,
+                          Range co, int Ci, int H, int W, int N) {
+#if HAS_BF16
+  if (bf) {
+    pair_maps(in, pairs, ci, Ci, (int64_t)H * W * N);
+    pair_weights_in(w, wf, co, Ci);
+    team_wait(s); /* the pairs whole */
+    conv_forward_bf16(pairs, wf, b, act, out, co, (Ci + 1) / 2, H, W, N);
     return;
   }
 #endif
-  (void)s, (void)b, (void)at, (void)r0;
-  first_maps(x, w1, b1, act, h, r1, C0, C1, H, W, N);
+  (void)s, (void)bf, (void)pairs, (void)wf, (void)ci;
+  conv_forward(in, w, b, act, out, co, Ci, H, W, N);
+}
+
+/* Where thread rank stands in a stack call's team. Softmax mixes the channels the threads
+ * would split, so it runs on rank 0 alone: the others get a share past the team's end
+ * (rank >= size) and return at once. */
+INLINE Share stack_share(int rank, Team *team, int act) {
+  return act == SOFTMAX ? (Share){rank, 1, NULL} : share_of(rank, team);
+}
+
+/* One member's first maps, channels r1 of h = act(conv(x, w1) + b1) (softmax: every channel,
+ * as it runs on one thread), with the first convolution's bf16 products where b.first. */
+static void first_maps(Share s, Products b, const Rounded *r, const float *x, const float *w1,
+                       const float *b1, int act, float *h, Range r0, Range r1, int C0, int C1,
+                       int H, int W, int N) {
+  conv_products(s, b.first, r->xp, r->w1f, x, w1, b1, act == SOFTMAX ? LINEAR : act, h, r0, r1,
+                C0, H, W, N);
+  if (act == SOFTMAX) softmax_channels(h, C1, (int64_t)(H - 2) * (W - 2) * N);
 }
 
 /* The whole convolution stack, a member at a time, so that its intermediate maps stay in
  * cache: out = act(pool(conv(act(conv(x, w1) + b1), w2) + b2)), idx as conv_pool_forward's
  * (softmax: pool(softmax(...)), as it does not commute with pooling). x is (P, C0, H, W, N);
- * scratch holds stack_scratch(..., 0) floats. maps, unless NULL, keeps each member's first
- * maps for stack_backward (P, C1, H-2, W-2, N), which then need not be recomputed. bf16:
- * the convolutions' products in bf16 where this build has them (products_of). Thread rank
- * of a team (NULL: a thread alone) computes its share of each pass's channels. */
+ * scratch holds stack_scratch(..., 0, 0) floats: h, the first maps (C1 * (H-2) * (W-2) * N),
+ * a, softmax's second maps, then the bf16 copies. maps, unless NULL, keeps each member's
+ * first maps for stack_backward (P, C1, H-2, W-2, N), which then need not be recomputed.
+ * bf16: the convolutions' products in bf16 where this build has them (products_of). Thread
+ * rank of a team (NULL: a thread alone) computes its share of each pass's channels. */
 void stack_forward(const float *x, const float *w1, const float *b1, const float *w2,
                    const float *b2, int act, int bf16, float *out, int32_t *idx, float *maps,
                    float *scratch, int P, int C0, int C1, int C2, int H, int W, int N, int rank,
@@ -994,29 +1004,30 @@ void stack_forward(const float *x, const float *w1, const float *b1, const float
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   const Products b = products_of(bf16, act, C0);
-  const Scratch at = scratch_of(scratch, C0, C1, C2, H, W, N, b.second, b.first, 0);
+  float *a = scratch + first;
+  const Rounded r = rounded_of(scratch + maps_floats(C1, C2, H, W, N), C0, C1, C2, H, W, N, b, 0);
   for (int p = 0; p < P; p++) {
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9, *b2p = b2 + (int64_t)p * C2;
-    float *h = maps ? maps + p * first : at.h;
-    first_maps_of(s, b, &at, x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1,
-                  act, h, r0, r1, C0, C1, H, W, N);
+    float *h = maps ? maps + p * first : scratch;
+    first_maps(s, b, &r, x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1, act,
+               h, r0, r1, C0, C1, H, W, N);
 #if HAS_BF16
     if (b.second) {
-      pair_maps(h, at.hp, r1, C1, first / C1);
-      pair_weights_in(w2p, at.w2f, r2, C1);
+      pair_maps(h, r.hp, r1, C1, first / C1);
+      pair_weights_in(w2p, r.w2f, r2, C1);
     }
 #endif
     team_wait(s); /* h whole */
     if (act == SOFTMAX) {
-      second_softmax(h, w2p, b2p, at.a, C1, C2, H, W, N);
-      pool_forward(at.a, out + p * pooled, idx + p * pooled, r2, H - 4, W - 4, N);
+      second_softmax(h, w2p, b2p, a, C1, C2, H, W, N);
+      pool_forward(a, out + p * pooled, idx + p * pooled, r2, H - 4, W - 4, N);
     } else if (!b.second) {
       conv_pool_forward(h, w2p, b2p, act, out + p * pooled, idx + p * pooled, r2, C1, H - 2,
                         W - 2, N);
     }
 #if HAS_BF16
     else {
-      conv_pool_forward_bf16(at.hp, at.w2f, b2p, act, out + p * pooled, idx + p * pooled, r2,
+      conv_pool_forward_bf16(r.hp, r.w2f, b2p, act, out + p * pooled, idx + p * pooled, r2,
                              (C1 + 1) / 2, H - 2, W - 2, N);
     }
 #endif
@@ -1024,12 +1035,79 @@ void stack_forward(const float *x, const float *w1, const float *b1, const float
   }
 }
 
+/* The second convolution's products of a backward pass, from g2, the gradient of its output
+ * (C2, H-2, W-2, N maps of input h, C1 channels): this thread's channels r2 of the weight
+ * and bias gradients and r1 of the gradient of h before its activation, gh (act: h's
+ * activation; LINEAR: h's own). With bf16 (b.second) they read the copies this thread and the
+ * team made before their last wait (bf16_copies). */
+static void second_gradients(Products b, const Rounded *r, const float *g2, const float *h,
+                             const float *w2, int act, float *gw2, float *gb2, float *gh, Range r1,
+                             Range r2, int C1, int C2, int H, int W, int N) {
+#if HAS_BF16
+  if (b.second) {
+    conv_backward_weight_bf16(r->g2b, r->hb, gw2, gb2, r2, C1, H - 2, W - 2, N);
+    conv_backward_input_bf16(r->g2p, r->w2o, h, act, gh, r1, (C2 + 1) / 2, H - 2, W - 2, N);
+    return;
+  }
+#endif
+  (void)b, (void)r;
+  conv_backward_weight(g2, h, gw2, gb2, r2, C1, H - 2, W - 2, N);
+  conv_backward_input(g2, w2, h, act, gh, r1, C1, C2, H - 2, W - 2, N);
+}
+
+/* This thread's bf16 copies for second_gradients and first_gradients, made before the wait
+ * that makes the team's whole: g2's channels r2, h's r1, w2's rows r1 and x's channels r0. */
+static void bf16_copies(Products b, const Rounded *r, const float *g2, const float *h,
+                        const float *w2, const float *x, Range r0, Range r1, Range r2, int C0,
+                        int C1, int C2, int H, int W, int N) {
+#if HAS_BF16
+  const int64_t m1 = (int64_t)(H - 2) * (W - 2) * N, m2 = (int64_t)(H - 4) * (W - 4) * N;
+  if (b.second) {
+    pair_maps(g2, r->g2p, r2, C2, m2);
+    round_maps(g2, r->g2b, r2, m2);
+    round_maps(h, r->hb, r1, m1);
+    pair_weights_out(w2, r->w2o, r1, C1, C2);
+  }
+  if (b.first) round_maps(x, r->xb, r0, (int64_t)H * W * N);
+#endif
+  (void)b, (void)r, (void)g2, (void)h, (void)w2, (void)x, (void)r0, (void)r1, (void)r2;
+  (void)C0, (void)C1, (void)C2, (void)H, (void)W, (void)N;
+}
+
+/* The first convolution's products of a backward pass, from gh, the gradient of its output
+ * (this thread's channels r1 whole): r1 of its weight and bias gradients, then, unless gx is
+ * NULL and after the team's wait, r0 of gx, the gradient of its input x. */
+static void first_gradients(Share s, Products b, const Rounded *r, float *gh, const float *x,
+                            const float *w1, float *gw1, float *gb1, float *gx, Range r0,
+                            Range r1, int C0, int C1, int H, int W, int N) {
+#if HAS_BF16
+  if (b.first) {
+    const int64_t m1 = (int64_t)(H - 2) * (W - 2) * N;
+    round_maps(gh, r->ghb, r1, m1);
+    conv_backward_weight_bf16(r->ghb, r->xb, gw1, gb1, r1, C0, H, W, N);
+    if (gx) {
+      pair_maps(gh, r->ghp, r1, C1, m1);
+      pair_weights_out(w1, r->w1o, r0, C0, C1);
+      team_wait(s); /* ghp whole */
+      conv_backward_input_bf16(r->ghp, r->w1o, x, LINEAR, gx, r0, (C1 + 1) / 2, H, W, N);
+    }
+    return;
+  }
+#endif
+  (void)b, (void)r;
+  conv_backward_weight(gh, x, gw1, gb1, r1, C0, H, W, N);
+  if (gx) {
+    team_wait(s); /* gh whole */
+    conv_backward_input(gh, w1, x, LINEAR, gx, r0, C0, C1, H, W, N);
+  }
+}
+
 /* The weight and bias gradients of stack_forward from g, the gradient of its output, a
  * member at a time, and the gradient gx of its input x unless gx is NULL (a block that
  * reads another block's output): its first maps are those stack_forward kept in maps, or
  * recomputed into scratch where maps is NULL, and the gradients of both layers' outputs live
- * in scratch too, which holds stack_scratch(..., 1) floats. bf16 and teams as
- * stack_forward's. */
+ * in scratch too, which holds stack_scratch(..., 0, 1) floats: h, gh, a, g2, then the bf16
+ * copies. bf16 and teams as stack_forward's. */
 void stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
                     const float *w1, const float *b1, const float *w2, const float *b2, int act,
                     int bf16, const float *maps, float *gw1, float *gb1, float *gw2, float *gb2,
@@ -1043,61 +1121,27 @@ void stack_backward(const float *g, const int32_t *idx, const float *out, const 
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
   const Products b = products_of(bf16, act, C0);
-  const Scratch at = scratch_of(scratch, C0, C1, C2, H, W, N, b.second, b.first, 1);
+  float *gh = scratch + first, *a = gh + first, *g2 = a + second;
+  const Rounded r = rounded_of(g2 + second, C0, C1, C2, H, W, N, b, 1);
   for (int p = 0; p < P; p++) {
     const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
-    float *gw1p = gw1 + (int64_t)p * C1 * C0 * 9, *gb1p = gb1 + (int64_t)p * C1;
-    float *gw2p = gw2 + (int64_t)p * C2 * C1 * 9, *gb2p = gb2 + (int64_t)p * C2;
-    const float *h = maps ? maps + p * first : at.h;
+    const float *h = maps ? maps + p * first : scratch;
     if (!maps)
-      first_maps_of(s, b, &at, xp, w1p, b1 + (int64_t)p * C1, act, at.h, r0, r1, C0, C1, H, W,
-                    N);
-    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, at.g2, r2,
-                  H - 4, W - 4, N);
+      first_maps(s, b, &r, xp, w1p, b1 + (int64_t)p * C1, act, scratch, r0, r1, C0, C1, H, W, N);
+    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2, r2, H - 4,
+                  W - 4, N);
     if (softmax) {
-      second_softmax(h, w2p, b2 + (int64_t)p * C2, at.a, C1, C2, H, W, N);
-      softmax_backward(at.g2, at.a, C2, second / C2);
+      second_softmax(h, w2p, b2 + (int64_t)p * C2, a, C1, C2, H, W, N);
+      softmax_backward(g2, a, C2, second / C2);
     }
-#if HAS_BF16
-    if (b.second) {
-      pair_maps(at.g2, at.g2p, r2, C2, second / C2);
-      round_maps(at.g2, at.g2b, r2, second / C2);
-      round_maps(h, at.hb, r1, first / C1);
-      pair_weights_out(w2p, at.w2o, r1, C1, C2);
-    }
-    if (b.first) round_maps(xp, at.xb, r0, image / C0);
-#endif
-    team_wait(s); /* h, g2 (and x's bf16s) whole */
-    if (!b.second) {
-      conv_backward_input(at.g2, w2p, h, elementwise, at.gh, r1, C1, C2, H - 2, W - 2, N);
-      if (softmax) softmax_backward(at.gh, h, C1, first / C1);
-      conv_backward_weight(at.g2, h, gw2p, gb2p, r2, C1, H - 2, W - 2, N);
-    }
-#if HAS_BF16
-    else {
-      conv_backward_input_bf16(at.g2p, at.w2o, h, act, at.gh, r1, (C2 + 1) / 2, H - 2, W - 2, N);
-      conv_backward_weight_bf16(at.g2b, at.hb, gw2p, gb2p, r2, C1, H - 2, W - 2, N);
-    }
-    if (b.first) {
-      round_maps(at.gh, at.ghb, r1, first / C1);
-      conv_backward_weight_bf16(at.ghb, at.xb, gw1p, gb1p, r1, C0, H, W, N);
-      if (gx) {
-        pair_maps(at.gh, at.ghp, r1, C1, first / C1);
-        pair_weights_out(w1p, at.w1o, r0, C0, C1);
-        team_wait(s); /* ghp whole */
-        conv_backward_input_bf16(at.ghp, at.w1o, xp, LINEAR, gx + p * image, r0, (C1 + 1) / 2,
-                                 H, W, N);
-      }
-      team_wait(s); /* the next member's maps overwrite these */
-      continue;
-    }
-#endif
-    conv_backward_weight(at.gh, xp, gw1p, gb1p, r1, C0, H, W, N);
-    if (gx) {
-      team_wait(s); /* gh whole */
-      conv_backward_input(at.gh, w1p, xp, LINEAR, gx + p * image, r0, C0, C1, H, W, N);
-    }
+    bf16_copies(b, &r, g2, h, w2p, xp, r0, r1, r2, C0, C1, C2, H, W, N);
+    team_wait(s); /* h, g2 and their copies whole */
+    second_gradients(b, &r, g2, h, w2p, elementwise, gw2 + (int64_t)p * C2 * C1 * 9,
+                     gb2 + (int64_t)p * C2, gh, r1, r2, C1, C2, H, W, N);
+    if (softmax) softmax_backward(gh, h, C1, first / C1);
+    first_gradients(s, b, &r, gh, xp, w1p, gw1 + (int64_t)p * C1 * C0 * 9, gb1 + (int64_t)p * C1,
+                    gx ? gx + p * image : NULL, r0, r1, C0, C1, H, W, N);
     team_wait(s); /* the next member's maps overwrite these */
   }
 }
@@ -1224,39 +1268,42 @@ static void norm_backward(float *g, const float *z, const float *mean, const flo
  * w1))), w2)))) (softmax: pooled after it), idx as conv_pool_forward's. Training (count not
  * NULL): each norm's batch statistics are written to mean1, var1 (P, C1) and mean2, var2
  * (P, C2), variances biased; evaluation: those hold the moving averages to normalise by.
- * scratch holds (C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4)) * N floats. maps, unless NULL,
- * keeps each member's convolutions before their norms for norm_stack_backward: (P, C1 *
- * (H-2) * (W-2) + C2 * (H-4) * (W-4), N). Teams as stack_forward's: a channel's statistics
- * come from the thread that computed the channel. */
+ * scratch holds stack_scratch(..., 1, 0) floats. maps, unless NULL, keeps each member's
+ * convolutions before their norms for norm_stack_backward: (P, C1 * (H-2) * (W-2) + C2 *
+ * (H-4) * (W-4), N). bf16 and teams as stack_forward's: a channel's statistics come from the
+ * thread that computed the channel. */
 void norm_stack_forward(const float *x, const float *w1, const float *g1, const float *be1,
-                        const float *w2, const float *g2, const float *be2, int act,
+                        const float *w2, const float *g2, const float *be2, int act, int bf16,
                         const int32_t *count, float *mean1, float *var1, float *mean2,
                         float *var2, float *out, int32_t *idx, float *maps, float *scratch,
                         int P, int C0, int C1, int C2, int H, int W, int N, int rank,
                         Team *team) {
   const Share s = stack_share(rank, team, act);
   if (s.rank >= s.size) return;
-  const Range r1 = part(s, C1), r2 = part(s, C2);
+  const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N, per = pooled / C2;
   const int elementwise = act == SOFTMAX ? LINEAR : act;
+  const Products b = products_of(bf16, act, C0);
   float zero[C1 > C2 ? C1 : C2];
   for (int c = 0; c < (C1 > C2 ? C1 : C2); c++) zero[c] = 0.0f;
   float *h = scratch, *z = scratch + first;
+  const Rounded r = rounded_of(z + second, C0, C1, C2, H, W, N, b, 0);
   for (int p = 0; p < P; p++) {
     float *m1 = mean1 + (int64_t)p * C1, *v1 = var1 + (int64_t)p * C1;
     float *m2 = mean2 + (int64_t)p * C2, *v2 = var2 + (int64_t)p * C2;
     float *outp = out + p * pooled;
     /* the convolutions before their norms: kept in maps, or normalised in place */
     float *z1 = maps ? maps + p * (first + second) : h, *z2 = maps ? z1 + first : z;
-    conv_forward(x + p * image, w1 + (int64_t)p * C1 * C0 * 9, zero, LINEAR, z1, r1, C0, H, W,
-                 N);
+    conv_products(s, b.first, r.xp, r.w1f, x + p * image, w1 + (int64_t)p * C1 * C0 * 9, zero,
+                  LINEAR, z1, r0, r1, C0, H, W, N);
     if (count) norm_statistics(z1, r1, H - 2, W - 2, N, count[p], m1, v1);
     norm_apply(z1, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, r1, C1,
                first / C1);
     team_wait(s); /* h whole */
-    conv_forward(h, w2 + (int64_t)p * C2 * C1 * 9, zero, LINEAR, z2, r2, C1, H - 2, W - 2, N);
+    conv_products(s, b.second, r.hp, r.w2f, h, w2 + (int64_t)p * C2 * C1 * 9, zero, LINEAR, z2,
+                  r1, r2, C1, H - 2, W - 2, N);
     if (count) norm_statistics(z2, r2, H - 4, W - 4, N, count[p], m2, v2);
     /* pooled, then activated (softmax: first), as pool_activate does */
     norm_apply(z2, m2, v2, g2 + (int64_t)p * C2, be2 + (int64_t)p * C2,
@@ -1271,11 +1318,12 @@ void norm_stack_forward(const float *x, const float *w1, const float *g1, const 
 /* The gradients of norm_stack_forward (training) from g, that of its output: of the kernels,
  * of the norms' scales (gg1, gg2) and shifts (gbe1, gbe2), and of x unless gx is NULL, a
  * member at a time: the convolutions are those norm_stack_forward kept in maps, or
- * recomputed from x where maps is NULL. scratch holds 3 * (C1 * (H-2) * (W-2) + C2 * (H-4) *
- * (W-4)) * N floats. Teams as stack_forward's. */
+ * recomputed from x where maps is NULL. scratch holds stack_scratch(..., 1, 1) floats. bf16
+ * and teams as stack_forward's. */
 void norm_stack_backward(const float *g, const int32_t *idx, const float *out, const float *x,
                          const float *w1, const float *g1, const float *be1, const float *w2,
-                         const float *g2, const float *be2, int act, const int32_t *count,
+                         const float *g2, const float *be2, int act, int bf16,
+                         const int32_t *count,
                          const float *mean1, const float *var1, const float *mean2,
                          const float *var2, const float *maps, float *gw1, float *gg1,
                          float *gbe1, float *gw2, float *gg2, float *gbe2, float *gx,
@@ -1288,12 +1336,15 @@ void norm_stack_backward(const float *g, const int32_t *idx, const float *out, c
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
+  const Products b = products_of(bf16, act, C0);
   const int most = C1 > C2 ? C1 : C2;
   float zero[most], unused[most];
   for (int c = 0; c < most; c++) zero[c] = 0.0f;
-  /* scratch: room for each convolution's maps (where maps does not hold them), h, gh, g2z, a */
+  /* scratch: room for each convolution's maps (where maps does not hold them), h, gh, g2z, a,
+   * then the bf16 copies */
   float *room1 = scratch, *h = room1 + first, *gh = h + first, *room2 = gh + first;
   float *g2z = room2 + second, *a = g2z + second;
+  const Rounded r = rounded_of(a + second, C0, C1, C2, H, W, N, b, 1);
   for (int p = 0; p < P; p++) {
     const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
@@ -1301,11 +1352,14 @@ void norm_stack_backward(const float *g, const int32_t *idx, const float *out, c
     const float *m2 = mean2 + (int64_t)p * C2, *v2 = var2 + (int64_t)p * C2;
     const float *z1 = maps ? maps + p * (first + second) : room1;
     const float *z2 = maps ? z1 + first : room2;
-    if (!maps) conv_forward(xp, w1p, zero, LINEAR, room1, r1, C0, H, W, N);
+    if (!maps)
+      conv_products(s, b.first, r.xp, r.w1f, xp, w1p, zero, LINEAR, room1, r0, r1, C0, H, W, N);
     norm_apply(z1, m1, v1, g1 + (int64_t)p * C1, be1 + (int64_t)p * C1, act, h, r1, C1,
                first / C1);
     team_wait(s); /* h whole */
-    if (!maps) conv_forward(h, w2p, zero, LINEAR, room2, r2, C1, H - 2, W - 2, N);
+    if (!maps)
+      conv_products(s, b.second, r.hp, r.w2f, h, w2p, zero, LINEAR, room2, r1, r2, C1, H - 2,
+                    W - 2, N);
     pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2z, r2,
                   H - 4, W - 4, N);
     if (softmax) {
@@ -1315,18 +1369,15 @@ void norm_stack_backward(const float *g, const int32_t *idx, const float *out, c
     }
     norm_backward(g2z, z2, m2, v2, g2 + (int64_t)p * C2, gg2 + (int64_t)p * C2,
                   gbe2 + (int64_t)p * C2, r2, H - 4, W - 4, N, count[p]);
-    team_wait(s); /* g2z whole */
-    conv_backward_weight(g2z, h, gw2 + (int64_t)p * C2 * C1 * 9, unused, r2, C1, H - 2, W - 2,
-                         N);
-    conv_backward_input(g2z, w2p, h, elementwise, gh, r1, C1, C2, H - 2, W - 2, N);
+    bf16_copies(b, &r, g2z, h, w2p, xp, r0, r1, r2, C0, C1, C2, H, W, N);
+    team_wait(s); /* g2z and the copies whole */
+    second_gradients(b, &r, g2z, h, w2p, elementwise, gw2 + (int64_t)p * C2 * C1 * 9, unused, gh,
+                     r1, r2, C1, C2, H, W, N);
     if (softmax) softmax_backward(gh, h, C1, first / C1);
     norm_backward(gh, z1, m1, v1, g1 + (int64_t)p * C1, gg1 + (int64_t)p * C1,
                   gbe1 + (int64_t)p * C1, r1, H - 2, W - 2, N, count[p]);
-    conv_backward_weight(gh, xp, gw1 + (int64_t)p * C1 * C0 * 9, unused, r1, C0, H, W, N);
-    if (gx) {
-      team_wait(s); /* gh whole */
-      conv_backward_input(gh, w1p, xp, LINEAR, gx + p * image, r0, C0, C1, H, W, N);
-    }
+    first_gradients(s, b, &r, gh, xp, w1p, gw1 + (int64_t)p * C1 * C0 * 9, unused,
+                    gx ? gx + p * image : NULL, r0, r1, C0, C1, H, W, N);
     team_wait(s); /* the next member's maps overwrite these */
   }
 }

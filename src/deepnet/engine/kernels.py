@@ -70,10 +70,10 @@ _TEAM = [_INT, _PTR]  # a stack kernel's last arguments: the thread's rank and i
 _SIGNATURES = {
     "stack_forward": [_PTR] * 5 + [_INT] * 2 + [_PTR] * 4 + [_INT] * 7 + _TEAM,
     "stack_backward": [_PTR] * 8 + [_INT] * 2 + [_PTR] * 7 + [_INT] * 7 + _TEAM,
-    "stack_scratch": [_INT] * 9,
+    "stack_scratch": [_INT] * 10,
     "bf16_products": [],
-    "norm_stack_forward": [_PTR] * 7 + [_INT] + [_PTR] * 9 + [_INT] * 7 + _TEAM,
-    "norm_stack_backward": [_PTR] * 10 + [_INT] + [_PTR] * 14 + [_INT] * 7 + _TEAM,
+    "norm_stack_forward": [_PTR] * 7 + [_INT] * 2 + [_PTR] * 9 + [_INT] * 7 + _TEAM,
+    "norm_stack_backward": [_PTR] * 10 + [_INT] * 2 + [_PTR] * 14 + [_INT] * 7 + _TEAM,
     "team_bytes": [],
     "team_init": [_PTR, _INT],
     "team_destroy": [_PTR],
@@ -356,7 +356,7 @@ class _NativeConvStack(Function):
         idx = torch.empty(out.shape, dtype=torch.int32)
         code = ACTIVATION_CODES[activation]
         maps = _kept_maps(keep, p, c1 * (h - 2) * (w - 2) * n)
-        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, bf16, 0))
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, bf16, 0, 0))
         args = (x, w1, b1, w2, b2, code, bf16, out, idx, maps, scratch)
         call_by_members("stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
         ctx.save_for_backward(x, w1, b1, w2, b2, idx, out, maps)
@@ -372,7 +372,7 @@ class _NativeConvStack(Function):
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.code, ctx.bf16, 1))
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.code, ctx.bf16, 0, 1))
         args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, ctx.bf16, maps, *grads, gx, scratch)
         call_by_members("stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
         return gx, *grads, None, None, None
@@ -394,9 +394,8 @@ def _backward_follows(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def _scratch(c1: int, c2: int, h: int, w: int, n: int) -> int:
-    """Floats of one member's maps, both layers: norm_stack_forward's scratch, a third of
-    its backward's."""
+def _maps_floats(c1: int, c2: int, h: int, w: int, n: int) -> int:
+    """Floats of one member's maps before pooling, both layers: what a norm stack keeps."""
     return (c1 * (h - 2) * (w - 2) + c2 * (h - 4) * (w - 4)) * n
 
 
@@ -461,12 +460,17 @@ def conv_stack(
     (``bf16_products()`` must hold; softmax blocks stay float32).
     """
     _check_stack(x, w1, b1, w2, b2, activation)
-    if bf16 and not (native_for(x) and bf16_products()):
-        raise ValueError("conv_stack: bf16 products need the compiled kernels on AVX512_BF16")
+    _check_bf16("conv_stack", x, bf16)
     if not native_for(x):
         return conv_stack_torch(x, w1, b1, w2, b2, activation)
     tensors = [t.contiguous() for t in (x, w1, b1, w2, b2)]
     return _NativeConvStack.apply(*tensors, activation, _backward_follows(*tensors), int(bf16))
+
+
+def _check_bf16(fn: str, x: torch.Tensor, bf16: bool) -> None:
+    """bf16 products are asked for only where the compiled kernels have them."""
+    if bf16 and not (native_for(x) and bf16_products()):
+        raise ValueError(f"{fn}: bf16 products need the compiled kernels on AVX512_BF16")
 
 
 def _check_stack(
@@ -504,19 +508,19 @@ Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 class _NativeNormStack(Function):
     @staticmethod
-    def forward(ctx, x, w1, g1, be1, w2, g2, be2, activation, counts, keep):
+    def forward(ctx, x, w1, g1, be1, w2, g2, be2, activation, counts, keep, bf16):
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
         idx = torch.empty(out.shape, dtype=torch.int32)
         stats = torch.empty(p, c1), torch.empty(p, c1), torch.empty(p, c2), torch.empty(p, c2)
         code = ACTIVATION_CODES[activation]
-        maps = _kept_maps(keep, p, _scratch(c1, c2, h, w, n))
-        scratch = Scratch(_scratch(c1, c2, h, w, n))
-        args = (x, w1, g1, be1, w2, g2, be2, code, counts, *stats, out, idx, maps, scratch)
+        maps = _kept_maps(keep, p, _maps_floats(c1, c2, h, w, n))
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, bf16, 1, 0))
+        args = (x, w1, g1, be1, w2, g2, be2, code, bf16, counts, *stats, out, idx, maps, scratch)
         call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
         ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out, maps)
-        ctx.code = code
+        ctx.code, ctx.bf16 = code, bf16
         ctx.mark_non_differentiable(*stats)
         return out, *stats
 
@@ -535,11 +539,11 @@ class _NativeNormStack(Function):
             torch.empty(p, c2),
         )
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        scratch = Scratch(3 * _scratch(c1, c2, h, w, n))
-        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, counts, *stats, maps)
-        args = (*args, *grads, gx)
-        call_by_members("norm_stack_backward", (*args, scratch), p, c0, c1, c2, h, w, n, teams=True)
-        return gx, *grads, None, None, None
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.code, ctx.bf16, 1, 1))
+        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, ctx.bf16, counts, *stats)
+        args = (*args, maps, *grads, gx, scratch)
+        call_by_members("norm_stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
+        return gx, *grads, None, None, None, None
 
 
 def _norm_torch(
@@ -596,6 +600,7 @@ def norm_stack(
     be2: torch.Tensor,
     activation: str,
     counts: torch.Tensor,
+    bf16: bool = False,
 ) -> tuple[torch.Tensor, Statistics]:
     """A batch-normalised block for each member, training: x (P, C0, H, W, N), kernels w1
     (P, C1, C0, 3, 3) and w2 (P, C2, C1, 3, 3) without biases, the norms' scales g1, g2 and
@@ -607,16 +612,18 @@ def norm_stack(
     Also returns the statistics for the moving averages: (mean1, var1, mean2, var2), the
     variances unbiased as torch's BatchNorm2d averages them. Like conv_stack, a member at a
     time, its convolutions' maps kept for backward up to MAPS_KEPT (recomputed beyond), and
-    x gets a gradient where it requires one.
+    x gets a gradient where it requires one. ``bf16`` as conv_stack's.
     """
     p, _, h, w, n = _check_norm_stack(x, w1, g1, be1, w2, g2, be2, activation)
+    _check_bf16("norm_stack", x, bf16)
     counts = expect("norm_stack", "counts", counts, torch.int32, (p,))
     if p and not (int(counts.min()) > 0 and int(counts.max()) <= n):
         raise ValueError(f"norm_stack: counts must be in [1, {n}], got {counts.tolist()}")
     if native_for(x):
         tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
         keep = _backward_follows(*tensors)
-        out, *stats = _NativeNormStack.apply(*tensors, activation, counts.contiguous(), keep)
+        args = (activation, counts.contiguous(), keep, int(bf16))
+        out, *stats = _NativeNormStack.apply(*tensors, *args)
     else:
         out, stats = norm_stack_torch(x, w1, g1, be1, w2, g2, be2, activation, counts)
     m1, v1, m2, v2 = stats
@@ -636,10 +643,13 @@ def norm_stack_eval(
     be2: torch.Tensor,
     activation: str,
     running: Statistics,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """norm_stack at evaluation: each norm normalises by the moving averages ``running``
-    (mean1, var1 (P, C1), mean2, var2 (P, C2)), as SeedNet in eval mode; no gradients."""
+    (mean1, var1 (P, C1), mean2, var2 (P, C2)), as SeedNet in eval mode; no gradients.
+    ``bf16`` as conv_stack's."""
     p, c0, h, w, n = _check_norm_stack(x, w1, g1, be1, w2, g2, be2, activation)
+    _check_bf16("norm_stack_eval", x, bf16)
     c1, c2 = w1.shape[1], w2.shape[1]
     names, channels = ("mean1", "var1", "mean2", "var2"), (c1, c1, c2, c2)
     for name, t, c in zip(names, running, channels, strict=True):
@@ -651,7 +661,8 @@ def norm_stack_eval(
     out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
     idx = torch.empty(out.shape, dtype=torch.int32)
     code = ACTIVATION_CODES[activation]
-    args = (*tensors, code, None, *stats, out, idx, None, Scratch(_scratch(c1, c2, h, w, n)))
+    scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, int(bf16), 1, 0))
+    args = (*tensors, code, int(bf16), None, *stats, out, idx, None, scratch)
     call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
     return out
 

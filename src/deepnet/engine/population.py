@@ -285,9 +285,9 @@ class Population:
         if step is None:
             rows = self.params.flat[run.start : run.end]
             running = tuple(self.layout.view(rows, name) for name in block.statistics)
-            return norm_stack_eval(t, *leaves, run.key, running)
+            return norm_stack_eval(t, *leaves, run.key, running, self.bf16)
         counts = step.counts[run.start : run.end]
-        maps, statistics = norm_stack(t, *leaves, run.key, counts)
+        maps, statistics = norm_stack(t, *leaves, run.key, counts, self.bf16)
         self._pending.append(PendingAverages(block, run, statistics))
         return maps
 
@@ -425,7 +425,7 @@ class PopulationEngine:
     """Trains members as populations of stacked tensors, ``max_members`` at most in each,
     on ``device`` ("cpu", or "cuda[:N]": the images, parameters and optimizer state live
     there, and the population trains through torch's operations on the GPU), in
-    ``precision`` ("fp32", or "bf16": the plain blocks' second convolutions take bf16
+    ``precision`` ("fp32", or "bf16": the convolutions and the hidden layer take bf16
     operands with float32 sums, where the CPU's kernels have them; see kernels.conv_stack).
 
     Members are grouped by StepShape and, within a shape, by activation, width and optimizer, so

@@ -369,7 +369,19 @@ def _identities(ray: Any, actors: list[Any], where: str) -> list[NodeIdentity]:
             "held by another job, or is deepnet not installed on a node?"
         ) from None
     except RayActorError as exc:
-        raise SearchError(f"a worker on {where} could not start: {_first_line(exc)}") from exc
+        raise SearchError(f"a worker on {where} could not start: {_why(exc)}") from exc
+
+
+def _why(exc: BaseException) -> str:
+    """An actor's start-up error in a line: deepnet's own message where deepnet refused (the
+    last ``deepnet.errors.`` line of the actor's traceback, which Ray passes on as text, as
+    where a node's CPU lacks what the search asks for), else the exception's first line."""
+    text = str(exc).strip()
+    for line in reversed(text.splitlines()):
+        name, _, message = line.strip().partition(": ")
+        if name.startswith("deepnet.errors.") and message:
+            return message
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
