@@ -217,7 +217,7 @@ def time_block(
     def forward():
         if block.norm:
             be1, be2 = torch.zeros(members, c1), torch.zeros(members, c2)
-            return kernels.norm_stack(x, w1, b1, be1, w2, b2, be2, "relu", counts)[0]
+            return kernels.norm_stack(x, w1, b1, be1, w2, b2, be2, "relu", counts, bf16)[0]
         return kernels.conv_stack(x, w1, b1, w2, b2, "relu", bf16)
 
     g = torch.ones_like(forward())
@@ -341,9 +341,9 @@ def main() -> None:
         times = time_block(block, args.members, images, args.seconds)
         print_passes(block.name, times, block.flops(images * args.members), peak.fma_one)
     if peak.bf16_one:
-        print("\nthe same with bf16 products (the second convolution), of the bf16 peak:")
+        print("\nwith bf16 products, of the bf16 peak (first convolutions: 2+ channels in):")
         print(f"{'block':<42}{header}")
-        for block in (b for b in BLOCKS if not b.norm):
+        for block in BLOCKS:
             times = time_block(block, args.members, images, args.seconds, bf16=True)
             print_passes(block.name, times, block.flops(images * args.members), peak.bf16_one)
     print(f"\ndense layers, {args.members} members x {images} images, one thread:")
@@ -352,7 +352,7 @@ def main() -> None:
         times = time_dense(dense, args.members, images, args.seconds)
         print_passes(dense.name, times, dense.flops(images * args.members), peak.fma_one)
     if peak.bf16_one:
-        print("\nthe same with bf16 products (the hidden layer), of the bf16 peak:")
+        print("\nthe same with bf16 products (the hidden layer's), of the bf16 peak:")
         print(f"{'layers':<42}{header}")
         for dense in DENSE:
             times = time_dense(dense, args.members, images, args.seconds, bf16=True)
