@@ -334,30 +334,23 @@ def main() -> None:
     for line in peak.lines():
         print(line)
     images = 128
-    print(f"\nconvolution blocks, {args.members} members x {images} images, one thread:")
-    header = f"{'pass':>9}{'ms':>9}{'GFLOP/s':>9}{'of peak':>9}"
-    print(f"{'block':<42}{header}")
-    for block in BLOCKS:
-        times = time_block(block, args.members, images, args.seconds)
-        print_passes(block.name, times, block.flops(images * args.members), peak.fma_one)
-    if peak.bf16_one:
-        print("\nwith bf16 products, of the bf16 peak (first convolutions: 2+ channels in):")
-        print(f"{'block':<42}{header}")
-        for block in BLOCKS:
-            times = time_block(block, args.members, images, args.seconds, bf16=True)
-            print_passes(block.name, times, block.flops(images * args.members), peak.bf16_one)
-    print(f"\ndense layers, {args.members} members x {images} images, one thread:")
-    print(f"{'layers':<42}{header}")
-    for dense in DENSE:
-        times = time_dense(dense, args.members, images, args.seconds)
-        print_passes(dense.name, times, dense.flops(images * args.members), peak.fma_one)
-    if peak.bf16_one:
-        print("\nthe same with bf16 products (the hidden layer's), of the bf16 peak:")
-        print(f"{'layers':<42}{header}")
-        for dense in DENSE:
-            times = time_dense(dense, args.members, images, args.seconds, bf16=True)
-            print_passes(dense.name, times, dense.flops(images * args.members), peak.bf16_one)
     precisions = ("fp32", "bf16") if peak.bf16_one else ("fp32",)
+    layers = (
+        ("convolution blocks", "block", BLOCKS, time_block, "first convolutions: 2+ channels in"),
+        ("dense layers", "layers", DENSE, time_dense, "the hidden layer's"),
+    )
+    for title, column, shapes, timer, which in layers:
+        for precision in precisions:
+            bf16 = precision == "bf16"
+            print(
+                f"\n{title}, {args.members} members x {images} images, one thread"
+                + (f", bf16 products ({which}), of the bf16 peak:" if bf16 else ":")
+            )
+            print(f"{column:<42}{'pass':>9}{'ms':>9}{'GFLOP/s':>9}{'of peak':>9}")
+            for shape in shapes:
+                times = timer(shape, args.members, images, args.seconds, bf16)
+                limit = peak.bf16_one if bf16 else peak.fma_one
+                print_passes(shape.name, times, shape.flops(images * args.members), limit)
     print(
         "\na whole epoch of the README's grid's members as one of a search's two workers "
         "trains them (MNIST 2 vs 7, 3-fold: training, optimizer steps, validation), one thread:"

@@ -29,6 +29,19 @@ def leaves(*shapes):
     return [torch.randn(s, generator=generator).requires_grad_() for s in shapes]
 
 
+def stack_inputs(members=2, channels=(1, 4, 8), size=(12, 12), images=16):
+    """A block's x, w1, b1, w2, b2 (seeded normal values), the weights requiring gradients."""
+    c0, c1, c2 = channels
+    x, w1, b1, w2, b2 = leaves(
+        (members, c0, *size, images),
+        (members, c1, c0, 3, 3),
+        (members, c1),
+        (members, c2, c1, 3, 3),
+        (members, c2),
+    )
+    return x.detach(), w1, b1, w2, b2
+
+
 def test_the_kernels_are_compiled_here():
     assert kernels.native()
 
@@ -50,16 +63,8 @@ def test_the_kernels_are_compiled_here():
 )
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_conv_stack_matches_torch(activation, members, channels, size, images):
-    c0, c1, c2 = channels
-    height, width = size
-    x, w1, b1, w2, b2 = leaves(
-        (members, c0, height, width, images),
-        (members, c1, c0, 3, 3),
-        (members, c1),
-        (members, c2, c1, 3, 3),
-        (members, c2),
-    )
-    x.requires_grad_(False)
+    c2, (height, width) = channels[2], size
+    x, w1, b1, w2, b2 = stack_inputs(members, channels, size, images)
     ours, our_grads = grads(lambda *t: kernels.conv_stack(x, *t, activation), w1, b1, w2, b2)
     theirs, their_grads = grads(
         lambda *t: kernels.conv_stack_torch(x, *t, activation), w1, b1, w2, b2
@@ -138,18 +143,9 @@ def test_bf16_conv_stack_matches_torch_on_bf16_operands(
     """bf16 products give torch's values and gradients from the same rounded operands: near
     them (measured: 3e-4 at most, where float32's summing order rounds a map the other way),
     and twenty times nearer them than to float32's (measured: a hundred times and more)."""
-    c0, c1, c2 = channels
-    height, width = size
-    x, w1, b1, w2, b2 = leaves(
-        (members, c0, height, width, images),
-        (members, c1, c0, 3, 3),
-        (members, c1),
-        (members, c2, c1, 3, 3),
-        (members, c2),
-    )
-    inputs = (x, w1, b1, w2, b2) if c0 > 1 else (w1, b1, w2, b2)
-    if c0 == 1:
-        x.requires_grad_(False)
+    c0 = channels[0]
+    x, w1, b1, w2, b2 = stack_inputs(members, channels, size, images)
+    inputs = (x.requires_grad_(), w1, b1, w2, b2) if c0 > 1 else (w1, b1, w2, b2)
 
     def stack(fn):
         return lambda *t: fn(*((x, *t) if c0 == 1 else t), activation)
@@ -259,7 +255,7 @@ def test_a_build_for_an_avx2_cpu_computes_the_same_stack_without_bf16(tmp_path):
     """$DEEPNET_MARCH=x86-64-v3 builds the kernels as for a CPU with AVX2 and no AVX-512
     (this one runs that code too): the same values and gradients as torch, no bf16
     products, and precision=bf16 refused with the fix."""
-    x, w1, b1, w2, b2 = stack_inputs(c0=3, side=14, images=48)
+    x, w1, b1, w2, b2 = stack_inputs(channels=(3, 4, 8), size=(14, 14), images=48)
     with built_for("x86-64-v3", tmp_path):
         assert not kernels.bf16_products()
         with pytest.raises(ConfigError, match=r"no bf16 products \(no AVX512_BF16\); use"):
@@ -290,17 +286,6 @@ def test_gather_images_lays_out_each_members_batch_images_innermost():
     index = torch.randint(0, 500, (3, 48), generator=torch.Generator().manual_seed(0))
     expected = torch.stack([x[row].permute(1, 2, 0) for row in index]).unsqueeze(1)
     assert torch.equal(kernels.gather_images(x, index), expected)
-
-
-def stack_inputs(members=2, c0=1, c1=4, c2=8, side=12, images=16):
-    x, w1, b1, w2, b2 = leaves(
-        (members, c0, side, side, images),
-        (members, c1, c0, 3, 3),
-        (members, c1),
-        (members, c2, c1, 3, 3),
-        (members, c2),
-    )
-    return x.detach(), w1, b1, w2, b2
 
 
 @pytest.mark.parametrize(

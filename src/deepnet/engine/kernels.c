@@ -21,6 +21,8 @@
  * rank): each pass splits its channels at multiples of BLOCK, so every channel block, and so
  * every sum, is the one a single thread computes, and the team waits at a barrier wherever a
  * pass reads channels another thread wrote. The result is the same bit for bit on any team.
+ * Built for a CPU with AVX512_BF16, the stacks can take their convolutions' products from bf16
+ * operands with float32 sums (their bf16 argument; the "bf16 products" section).
  * Compiled at first use by deepnet/engine/kernels.py.
  */
 #include <math.h>
@@ -238,12 +240,32 @@ INLINE void forward_store(v16 acc[BLOCK][2], float *outp, int co0, int Ho, int W
             activate(act, acc[c][j]));
 }
 
+/* A product's operands, as the loops below read them: float32 maps and weights (bf 0), or
+ * (bf 1, the bf16 products) maps in channel pairs and weights paired to match them (the bf16
+ * section lays both out). Either way one 32-bit word per value or pair, at the same offsets,
+ * the channel counts counting pairs: the loops read words through float pointers and leave
+ * their bits alone; bf is a compile-time constant where they inline. */
+
+/* The weight word at w in every lane, its bits as they are (a float, or a pair of bf16s). */
+INLINE v16 weight_at(const float *w) {
+  const float f = *w;
+  return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f};
+}
+
+/* acc + weight * v, weight as weight_at gives it: a float's product, or with bf the sum of
+ * each lane's pair of products. */
+INLINE v16 product_add(v16 acc, v16 v, v16 weight, const int bf) {
+#if HAS_BF16
+  if (bf) return (v16)_mm512_dpbf16_ps((__m512)acc, (__m512bh)v, (__m512bh)weight);
+#endif
+  return acc + weight * v;
+}
+
 /* Output channels co0..co0+CB of act(conv(in, w) + b) at (y, x), for NB vectors of images
  * from n: a load of each input vector feeds CB * NB accumulators. */
 INLINE void forward_at(const float *inp, const float *wp, const float *bp, float *outp, int co0,
                        int Ci, int H, int W, int N, int y, int x, int n, const int NB,
-                       const int act, const int CB) {
-  const int Ho = H - 2, Wo = W - 2;
+                       const int bf, const int act, const int CB) {
   v16 acc[BLOCK][2];
   for (int c = 0; c < CB; c++)
     for (int j = 0; j < NB; j++) acc[c][j] = (v16){} + bp[co0 + c];
@@ -255,38 +277,43 @@ INLINE void forward_at(const float *inp, const float *wp, const float *bp, float
         for (int j = 0; j < NB; j++) v[j] = LOAD(src + 16 * j);
         const float *wk = wp + ((int64_t)co0 * Ci + ci) * 9 + dy * 3 + dx;
         for (int c = 0; c < CB; c++) {
-          const float weight = wk[(int64_t)c * Ci * 9];
-          for (int j = 0; j < NB; j++) acc[c][j] += weight * v[j];
+          const v16 weight = weight_at(wk + (int64_t)c * Ci * 9);
+          for (int j = 0; j < NB; j++) acc[c][j] = product_add(acc[c][j], v[j], weight, bf);
         }
       }
-  forward_store(acc, outp, co0, Ho, Wo, N, y, x, n, NB, act, CB);
+  forward_store(acc, outp, co0, H - 2, W - 2, N, y, x, n, NB, act, CB);
 }
 
 /* Output channels co0..co0+CB of one member's forward, output row y. */
 INLINE void forward_block(const float *inp, const float *wp, const float *bp, float *outp,
-                          int co0, int Ci, int H, int W, int N, int y, const int act,
-                          const int CB) {
+                          int co0, int Ci, int H, int W, int N, int y, const int bf,
+                          const int act, const int CB) {
   for (int x = 0; x < W - 2; x++) {
-      int n = 0;
-      for (; n + 32 <= N; n += 32)
-        forward_at(inp, wp, bp, outp, co0, Ci, H, W, N, y, x, n, 2, act, CB);
-      if (n < N) forward_at(inp, wp, bp, outp, co0, Ci, H, W, N, y, x, n, 1, act, CB);
+    int n = 0;
+    for (; n + 32 <= N; n += 32)
+      forward_at(inp, wp, bp, outp, co0, Ci, H, W, N, y, x, n, 2, bf, act, CB);
+    if (n < N) forward_at(inp, wp, bp, outp, co0, Ci, H, W, N, y, x, n, 1, bf, act, CB);
   }
 }
 
 INLINE void forward(const float *in, const float *w, const float *b, float *out, Range co,
-                    int Ci, int H, int W, int N, const int act) {
+                    int Ci, int H, int W, int N, const int bf, const int act) {
   for (int y = 0; y < H - 2; y++)
     for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
       cb = block_of(co.hi - co0, BLOCK);
-      BY_BLOCK(cb, BLOCK, forward_block, in, w, b, out, co0, Ci, H, W, N, y, act)
+      BY_BLOCK(cb, BLOCK, forward_block, in, w, b, out, co0, Ci, H, W, N, y, bf, act)
     }
 }
 
-/* Output channels co of one member's out = act(conv(in, w) + b) */
-static void conv_forward(const float *in, const float *w, const float *b, int act, float *out,
-                         Range co, int Ci, int H, int W, int N) {
-  DISPATCH(act, forward, in, w, b, out, co, Ci, H, W, N)
+/* Output channels co of one member's out = act(conv(in, w) + b), from float32 operands, or
+ * with bf from bf16 pairs (in, Ci pairs of channels, and w as pair_weights_in lays it out). */
+static void conv_forward(const void *in, const void *w, const float *b, int act, float *out,
+                         Range co, int Ci, int H, int W, int N, int bf) {
+  if (HAS_BF16 && bf) {
+    DISPATCH(act, forward, in, w, b, out, co, Ci, H, W, N, 1)
+  } else {
+    DISPATCH(act, forward, in, w, b, out, co, Ci, H, W, N, 0)
+  }
 }
 
 /* Output channels co0..co0+CB of conv_pool_forward, pooled row y. The row and window loops
@@ -312,46 +339,58 @@ INLINE void pool_store(v16 acc[4][PBLOCK], float *outp, int32_t *idxp, int co0, 
 
 INLINE void pool_block(const float *inp, const float *wp, const float *bp, float *outp,
                        int32_t *idxp, int co0, int Ci, int H, int W, int N, int y, int act,
-                       const int CB) {
+                       const int bf, const int CB) {
   const int Hp = (H - 2) / 2, Wp = (W - 2) / 2;
-    for (int x = 0; x < Wp; x++)
-      for (int n = 0; n < N; n += 16) {
-        v16 acc[4][PBLOCK];
-        for (int k = 0; k < 4; k++)
-          for (int c = 0; c < CB; c++) acc[k][c] = (v16){} + bp[co0 + c];
-        for (int ci = 0; ci < Ci; ci++)
+  for (int x = 0; x < Wp; x++)
+    for (int n = 0; n < N; n += 16) {
+      v16 acc[4][PBLOCK];
+      for (int k = 0; k < 4; k++)
+        for (int c = 0; c < CB; c++) acc[k][c] = (v16){} + bp[co0 + c];
+      for (int ci = 0; ci < Ci; ci++)
 #pragma GCC unroll 4
-          for (int r = 0; r < 4; r++) {
-            v16 v[4];
-            for (int j = 0; j < 4; j++)
-              v[j] = LOAD(inp + (((int64_t)ci * H + 2 * y + r) * W + 2 * x + j) * N + n);
+        for (int r = 0; r < 4; r++) {
+          v16 v[4];
+          for (int j = 0; j < 4; j++)
+            v[j] = LOAD(inp + (((int64_t)ci * H + 2 * y + r) * W + 2 * x + j) * N + n);
 #pragma GCC unroll 2
-            for (int ky = 0; ky < 2; ky++) {
-              const int dy = r - ky;
-              if (dy < 0 || dy > 2) continue;
-              for (int c = 0; c < CB; c++) {
-                const float *wk = wp + (((int64_t)co0 + c) * Ci + ci) * 9 + dy * 3;
-                for (int kx = 0; kx < 2; kx++)
-                  for (int dx = 0; dx < 3; dx++) acc[ky * 2 + kx][c] += wk[dx] * v[kx + dx];
-              }
+          for (int ky = 0; ky < 2; ky++) {
+            const int dy = r - ky;
+            if (dy < 0 || dy > 2) continue;
+            for (int c = 0; c < CB; c++) {
+              const float *wk = wp + (((int64_t)co0 + c) * Ci + ci) * 9 + dy * 3;
+              for (int kx = 0; kx < 2; kx++)
+                for (int dx = 0; dx < 3; dx++)
+                  acc[ky * 2 + kx][c] =
+                      product_add(acc[ky * 2 + kx][c], v[kx + dx], weight_at(wk + dx), bf);
             }
           }
-        pool_store(acc, outp, idxp, co0, Hp, Wp, N, y, x, n, act, CB);
-      }
+        }
+      pool_store(acc, outp, idxp, co0, Hp, Wp, N, y, x, n, act, CB);
+    }
+}
+
+INLINE void pool_rows(const float *in, const float *w, const float *b, int act, float *out,
+                      int32_t *idx, Range co, int Ci, int H, int W, int N, const int bf) {
+  for (int y = 0; y < (H - 2) / 2; y++)
+    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
+      cb = block_of(co.hi - co0, PBLOCK);
+      BY_BLOCK(cb, PBLOCK, pool_block, in, w, b, out, idx, co0, Ci, H, W, N, y, act, bf)
+    }
 }
 
 /* Output channels co of one member's out = act(2x2 max pooling of conv(in, w) + b); idx = which of the window's four won
  * (0-3, the first maximum in row-major order, as torch picks it), one int per output value.
  * Pooling first is the same as activating first: every coded activation is non-decreasing.
  * A window's four positions read one 4x4 patch of each input channel, loaded row by row;
- * act is a runtime switch, applied once per pooled output of four sums. */
-static void conv_pool_forward(const float *in, const float *w, const float *b, int act,
-                              float *out, int32_t *idx, Range co, int Ci, int H, int W, int N) {
-  for (int y = 0; y < (H - 2) / 2; y++)
-    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
-      cb = block_of(co.hi - co0, PBLOCK);
-      BY_BLOCK(cb, PBLOCK, pool_block, in, w, b, out, idx, co0, Ci, H, W, N, y, act)
-    }
+ * act is a runtime switch, applied once per pooled output of four sums. Operands as
+ * conv_forward's. */
+static void conv_pool_forward(const void *in, const void *w, const float *b, int act,
+                              float *out, int32_t *idx, Range co, int Ci, int H, int W, int N,
+                              int bf) {
+  if (HAS_BF16 && bf)
+    pool_rows(in, w, b, act, out, idx, co, Ci, H, W, N, 1);
+  else
+    pool_rows(in, w, b, act, out, idx, co, Ci, H, W, N, 0);
 }
 
 /* The input gradient of channels ci0..ci0+CB at (y, x), NB vectors of images from n, from
@@ -369,7 +408,7 @@ INLINE void input_grad_store(v16 acc[BLOCK][4], const float *inp, float *ginp, i
 /* Input channels ci0..ci0+CB of conv_backward_input at (y, x), NB vectors of images from n. */
 INLINE void backward_input_at(const float *gp, const float *wp, const float *inp, float *ginp,
                               int ci0, int Ci, int Co, int H, int W, int N, int y, int x, int n,
-                              const int NB, int act, const int CB) {
+                              const int NB, int act, const int bf, const int CB) {
   const int Ho = H - 2, Wo = W - 2;
   v16 acc[BLOCK][4];
   for (int c = 0; c < CB; c++)
@@ -386,8 +425,8 @@ INLINE void backward_input_at(const float *gp, const float *wp, const float *inp
         for (int j = 0; j < NB; j++) v[j] = LOAD(src + 16 * j);
         const float *wk = wp + ((int64_t)co * Ci + ci0) * 9 + dy * 3 + dx;
         for (int c = 0; c < CB; c++) {
-          const float weight = wk[c * 9];
-          for (int j = 0; j < NB; j++) acc[c][j] += weight * v[j];
+          const v16 weight = weight_at(wk + c * 9);
+          for (int j = 0; j < NB; j++) acc[c][j] = product_add(acc[c][j], v[j], weight, bf);
         }
       }
     }
@@ -397,31 +436,42 @@ INLINE void backward_input_at(const float *gp, const float *wp, const float *inp
 
 /* Input channels ci0..ci0+CB of one member's conv_backward_input, row y: up to 16
  * accumulators, CB channels by as many vectors of images as fit. */
-INLINE void backward_input_block(const float *gp, const float *wp, const float *inp,
-                                 float *ginp, int ci0, int Ci, int Co, int H, int W, int N,
-                                 int y, int act, const int CB) {
+INLINE void backward_input_block(const float *gp, const float *wp, const float *inp, float *ginp,
+                                 int ci0, int Ci, int Co, int H, int W, int N, int y, int act,
+                                 const int bf, const int CB) {
   const int NB = CB >= 8 ? 2 : 4;
   for (int x = 0; x < W; x++) {
     int n = 0;
     for (; n + 16 * NB <= N; n += 16 * NB)
-      backward_input_at(gp, wp, inp, ginp, ci0, Ci, Co, H, W, N, y, x, n, NB, act, CB);
+      backward_input_at(gp, wp, inp, ginp, ci0, Ci, Co, H, W, N, y, x, n, NB, act, bf, CB);
     for (; n < N; n += 16)
-      backward_input_at(gp, wp, inp, ginp, ci0, Ci, Co, H, W, N, y, x, n, 1, act, CB);
+      backward_input_at(gp, wp, inp, ginp, ci0, Ci, Co, H, W, N, y, x, n, 1, act, bf, CB);
   }
+}
+
+INLINE void backward_input_rows(const float *g, const float *w, const float *in, int act,
+                                float *gin, Range ci, int Ci, int Co, int H, int W, int N,
+                                const int bf) {
+  for (int y = 0; y < H; y++)
+    for (int ci0 = ci.lo, cb; ci0 < ci.hi; ci0 += cb) {
+      cb = block_of(ci.hi - ci0, BLOCK);
+      BY_BLOCK(cb, BLOCK, backward_input_block, g, w, in, gin, ci0, Ci, Co, H, W, N, y, act, bf)
+    }
 }
 
 /* Input channels ci of one member's gin[ci, y, x] = act'(in[ci, y, x]) * sum over co, dy, dx
  * of w[co, ci, dy, dx] * g[co, y - dy, x - dx],
  * the gradient of the layer's input before its activation: in holds that activation's
  * output and act its code (LINEAR: the gradient of in itself), a runtime switch applied once
- * per sum of 9 * Co products. */
-static void conv_backward_input(const float *g, const float *w, const float *in, int act,
-                                float *gin, Range ci, int Ci, int Co, int H, int W, int N) {
-  for (int y = 0; y < H; y++)
-    for (int ci0 = ci.lo, cb; ci0 < ci.hi; ci0 += cb) {
-      cb = block_of(ci.hi - ci0, BLOCK);
-      BY_BLOCK(cb, BLOCK, backward_input_block, g, w, in, gin, ci0, Ci, Co, H, W, N, y, act)
-    }
+ * per sum of 9 * Co products. With bf, g in channel pairs (Co pairs) and w as
+ * pair_weights_out lays it out. */
+static void conv_backward_input(const void *g, const void *w, const float *in, int act,
+                                float *gin, Range ci, int Ci, int Co, int H, int W, int N,
+                                int bf) {
+  if (HAS_BF16 && bf)
+    backward_input_rows(g, w, in, act, gin, ci, Ci, Co, H, W, N, 1);
+  else
+    backward_input_rows(g, w, in, act, gin, ci, Ci, Co, H, W, N, 0);
 }
 
 /* The sum of a vector's 16 lanes. */
@@ -470,23 +520,6 @@ INLINE void backward_weight_block(const float *gp, const float *inp, float *gwp,
 INLINE int weight_tile_rows(int Wo, int N) {
   const int rows = 16384 / (Wo * N);
   return rows < 1 ? 1 : rows;
-}
-
-/* Output channels co of one member's gw[co, ci, dy, dx] = sum over y, x, n of
- * g[co, y, x, n] * in[ci, y + dy, x + dx, n] and gb[co] = sum of g[co]. Two output channels
- * at a time share each input load. */
-static void conv_backward_weight(const float *g, const float *in, float *gw, float *gb, Range co,
-                                 int Ci, int H, int W, int N) {
-  const int Ho = H - 2, rows = weight_tile_rows(W - 2, N);
-  for (int64_t i = (int64_t)co.lo * Ci * 9; i < (int64_t)co.hi * Ci * 9; i++) gw[i] = 0.0f;
-  for (int c = co.lo; c < co.hi; c++) gb[c] = 0.0f;
-  for (int y0 = 0; y0 < Ho; y0 += rows) {
-    const int y1 = y0 + rows < Ho ? y0 + rows : Ho;
-    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
-      cb = block_of(co.hi - co0, WBLOCK);
-      BY_BLOCK(cb, WBLOCK, backward_weight_block, g, in, gw, gb, co0, Ci, H, W, N, y0, y1)
-    }
-  }
 }
 
 /* 2x2 max pooling of channels c of (C, H, W, N) maps, with idx as conv_pool_forward's. */
@@ -542,16 +575,16 @@ static void pool_backward(const float *g, const int32_t *idx, const float *out, 
 }
 
 /* --- bf16 products (precision bf16) --------------------------------------------------------
- * With AVX512_BF16 the second convolution's three products (forward, input gradient, weight
- * gradient) take bfloat16 operands and add them into float32 sums: vdpbf16ps adds to each
+ * With AVX512_BF16 a convolution's three products (forward, input gradient, weight gradient)
+ * can take bfloat16 operands and add them into float32 sums: vdpbf16ps adds to each
  * float lane the products of a pair of bf16s, so one instruction does twice the work of a
  * float FMA and every load moves twice the values. The forward and input-gradient products
  * sum over channels, so their maps are laid out in channel pairs, (C/2, H, W, N, 2), each
  * (pair, y, x) holding 16 images' two channels (a missing odd channel reads 0), and their
  * weights as pairs across the summed channel; the weight gradient sums over images, so it
- * reads plain (C, H, W, N) bf16 maps, 32 images a vector. The weights, biases, activations,
- * pooling and the first convolution stay float32; each call rounds the weights it reads
- * (round to nearest even), as it rounds the maps. */
+ * reads plain (C, H, W, N) bf16 maps, 32 images a vector. The weights, biases, norms,
+ * activations and pooling stay float32; each call rounds the weights it reads (to nearest
+ * even), as it rounds the maps. Which convolutions take them: products_of. */
 #if HAS_BF16
 
 /* f rounded to bf16 (to nearest even; a NaN stays a NaN), as vcvtneps2bf16 rounds it. */
@@ -579,13 +612,13 @@ static void pair_weights_in(const float *w, uint32_t *wf, Range co, int Ci) {
 }
 
 /* Input channels ci of w (Co, Ci, 3, 3) in pairs across output channels:
- * wi[i][op][k] = (w[2op][i][k], w[2op+1][i][k]), (Ci, Co/2 rounded up, 9). */
+ * wi[op][i][k] = (w[2op][i][k], w[2op+1][i][k]), (Co/2 rounded up, Ci, 9). */
 static void pair_weights_out(const float *w, uint32_t *wi, Range ci, int Ci, int Co) {
   const int Op = (Co + 1) / 2;
-  for (int i = ci.lo; i < ci.hi; i++)
-    for (int op = 0; op < Op; op++)
+  for (int op = 0; op < Op; op++)
+    for (int i = ci.lo; i < ci.hi; i++)
       for (int k = 0; k < 9; k++)
-        wi[((int64_t)i * Op + op) * 9 + k] =
+        wi[((int64_t)op * Ci + i) * 9 + k] =
             bf16_pair(w + ((int64_t)2 * op * Ci + i) * 9 + k, (int64_t)Ci * 9, 2 * op + 1 < Co);
 }
 
@@ -610,158 +643,9 @@ static void round_maps(const float *in, uint16_t *out, Range c, int64_t M) {
     _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + i)));
 }
 
-/* acc + the products of v's bf16 pairs with the pair w, summed a pair per float lane. */
-INLINE v16 dot_pairs(v16 acc, __m512bh v, uint32_t w) {
-  return (v16)_mm512_dpbf16_ps((__m512)acc, v, (__m512bh)_mm512_set1_epi32((int)w));
-}
-
-/* 16 bf16 pairs from p, loaded as a plain vector type: the intrinsics' may-alias loads would
- * keep the compiler from holding the sums in registers across them. */
-typedef uint32_t v16u __attribute__((vector_size(64), aligned(4)));
-INLINE __m512bh load_pairs(const uint32_t *p) { return (__m512bh)(*(const v16u *)p); }
-
-/* forward_at from channel-paired maps and weights (Cp pairs of input channels). */
-INLINE void forward_bf16_at(const uint32_t *inp, const uint32_t *wp, const float *bp, float *outp,
-                            int co0, int Cp, int H, int W, int N, int y, int x, int n,
-                            const int NB, const int act, const int CB) {
-  v16 acc[BLOCK][2];
-  for (int c = 0; c < CB; c++)
-    for (int j = 0; j < NB; j++) acc[c][j] = (v16){} + bp[co0 + c];
-  for (int cp = 0; cp < Cp; cp++)
-    for (int dy = 0; dy < 3; dy++)
-      for (int dx = 0; dx < 3; dx++) {
-        const uint32_t *src = inp + (((int64_t)cp * H + y + dy) * W + x + dx) * N + n;
-        __m512bh v[2];
-        for (int j = 0; j < NB; j++) v[j] = load_pairs(src + 16 * j);
-        const uint32_t *wk = wp + ((int64_t)co0 * Cp + cp) * 9 + dy * 3 + dx;
-        for (int c = 0; c < CB; c++)
-          for (int j = 0; j < NB; j++) acc[c][j] = dot_pairs(acc[c][j], v[j], wk[(int64_t)c * Cp * 9]);
-      }
-  forward_store(acc, outp, co0, H - 2, W - 2, N, y, x, n, NB, act, CB);
-}
-
-INLINE void forward_bf16_block(const uint32_t *inp, const uint32_t *wp, const float *bp,
-                               float *outp, int co0, int Cp, int H, int W, int N, int y,
-                               const int act, const int CB) {
-  for (int x = 0; x < W - 2; x++) {
-    int n = 0;
-    for (; n + 32 <= N; n += 32)
-      forward_bf16_at(inp, wp, bp, outp, co0, Cp, H, W, N, y, x, n, 2, act, CB);
-    if (n < N) forward_bf16_at(inp, wp, bp, outp, co0, Cp, H, W, N, y, x, n, 1, act, CB);
-  }
-}
-
-INLINE void forward_bf16(const uint32_t *in, const uint32_t *w, const float *b, float *out,
-                         Range co, int Cp, int H, int W, int N, const int act) {
-  for (int y = 0; y < H - 2; y++)
-    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
-      cb = block_of(co.hi - co0, BLOCK);
-      BY_BLOCK(cb, BLOCK, forward_bf16_block, in, w, b, out, co0, Cp, H, W, N, y, act)
-    }
-}
-
-/* conv_forward from in, (Cp, H, W, N, 2) channel pairs, and w, pair_weights_in's. */
-static void conv_forward_bf16(const uint32_t *in, const uint32_t *w, const float *b, int act,
-                              float *out, Range co, int Cp, int H, int W, int N) {
-  DISPATCH(act, forward_bf16, in, w, b, out, co, Cp, H, W, N)
-}
-
-/* pool_block from channel-paired maps and weights (Cp pairs of input channels). */
-INLINE void pool_block_bf16(const uint32_t *inp, const uint32_t *wp, const float *bp,
-                            float *outp, int32_t *idxp, int co0, int Cp, int H, int W, int N,
-                            int y, int act, const int CB) {
-  const int Hp = (H - 2) / 2, Wp = (W - 2) / 2;
-  for (int x = 0; x < Wp; x++)
-    for (int n = 0; n < N; n += 16) {
-      v16 acc[4][PBLOCK];
-      for (int k = 0; k < 4; k++)
-        for (int c = 0; c < CB; c++) acc[k][c] = (v16){} + bp[co0 + c];
-      for (int cp = 0; cp < Cp; cp++)
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-          __m512bh v[4];
-          for (int j = 0; j < 4; j++)
-            v[j] = load_pairs(inp + (((int64_t)cp * H + 2 * y + r) * W + 2 * x + j) * N + n);
-#pragma GCC unroll 2
-          for (int ky = 0; ky < 2; ky++) {
-            const int dy = r - ky;
-            if (dy < 0 || dy > 2) continue;
-            for (int c = 0; c < CB; c++) {
-              const uint32_t *wk = wp + (((int64_t)co0 + c) * Cp + cp) * 9 + dy * 3;
-              for (int kx = 0; kx < 2; kx++)
-                for (int dx = 0; dx < 3; dx++)
-                  acc[ky * 2 + kx][c] = dot_pairs(acc[ky * 2 + kx][c], v[kx + dx], wk[dx]);
-            }
-          }
-        }
-      pool_store(acc, outp, idxp, co0, Hp, Wp, N, y, x, n, act, CB);
-    }
-}
-
-/* conv_pool_forward from in, (Cp, H, W, N, 2) channel pairs, and w, pair_weights_in's. */
-static void conv_pool_forward_bf16(const uint32_t *in, const uint32_t *w, const float *b, int act,
-                                   float *out, int32_t *idx, Range co, int Cp, int H, int W,
-                                   int N) {
-  for (int y = 0; y < (H - 2) / 2; y++)
-    for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
-      cb = block_of(co.hi - co0, PBLOCK);
-      BY_BLOCK(cb, PBLOCK, pool_block_bf16, in, w, b, out, idx, co0, Cp, H, W, N, y, act)
-    }
-}
-
-/* backward_input_at from channel-paired gradients g (Op pairs of output channels) and
- * pair_weights_out's weights. */
-INLINE void backward_input_bf16_at(const uint32_t *gp, const uint32_t *wp, const float *inp,
-                                   float *ginp, int ci0, int Op, int H, int W, int N, int y,
-                                   int x, int n, const int NB, int act, const int CB) {
-  const int Ho = H - 2, Wo = W - 2;
-  v16 acc[BLOCK][4];
-  for (int c = 0; c < CB; c++)
-    for (int j = 0; j < NB; j++) acc[c][j] = (v16){};
-  for (int dy = 0; dy < 3; dy++) {
-    const int yo = y - dy;
-    if (yo < 0 || yo >= Ho) continue;
-    for (int dx = 0; dx < 3; dx++) {
-      const int xo = x - dx;
-      if (xo < 0 || xo >= Wo) continue;
-      for (int op = 0; op < Op; op++) {
-        const uint32_t *src = gp + (((int64_t)op * Ho + yo) * Wo + xo) * N + n;
-        __m512bh v[4];
-        for (int j = 0; j < NB; j++) v[j] = load_pairs(src + 16 * j);
-        const uint32_t *wk = wp + ((int64_t)ci0 * Op + op) * 9 + dy * 3 + dx;
-        for (int c = 0; c < CB; c++)
-          for (int j = 0; j < NB; j++) acc[c][j] = dot_pairs(acc[c][j], v[j], wk[c * Op * 9]);
-      }
-    }
-  }
-  input_grad_store(acc, inp, ginp, ci0, H, W, N, y, x, n, NB, act, CB);
-}
-
-INLINE void backward_input_bf16_block(const uint32_t *gp, const uint32_t *wp, const float *inp,
-                                      float *ginp, int ci0, int Op, int H, int W, int N, int y,
-                                      int act, const int CB) {
-  const int NB = CB >= 8 ? 2 : 4;
-  for (int x = 0; x < W; x++) {
-    int n = 0;
-    for (; n + 16 * NB <= N; n += 16 * NB)
-      backward_input_bf16_at(gp, wp, inp, ginp, ci0, Op, H, W, N, y, x, n, NB, act, CB);
-    for (; n < N; n += 16)
-      backward_input_bf16_at(gp, wp, inp, ginp, ci0, Op, H, W, N, y, x, n, 1, act, CB);
-  }
-}
-
-/* conv_backward_input from g, (Op, H-2, W-2, N, 2) channel pairs, and w, pair_weights_out's. */
-static void conv_backward_input_bf16(const uint32_t *g, const uint32_t *w, const float *in,
-                                     int act, float *gin, Range ci, int Op, int H, int W, int N) {
-  for (int y = 0; y < H; y++)
-    for (int ci0 = ci.lo, cb; ci0 < ci.hi; ci0 += cb) {
-      cb = block_of(ci.hi - ci0, BLOCK);
-      BY_BLOCK(cb, BLOCK, backward_input_bf16_block, g, w, in, gin, ci0, Op, H, W, N, y, act)
-    }
-}
-
-/* 32 bf16s from p (the first 16, then zeros, where lanes is 0xffff); a whole vector as
- * load_pairs loads it. */
+/* 32 bf16s from p (the first 16, then zeros, where lanes is 0xffff). A whole vector loads as
+ * a plain vector type: through the intrinsics' may-alias types the compiler would not hold the
+ * sums in registers across it (the weight gradient ran at float32's speed so). */
 typedef uint16_t v32h __attribute__((vector_size(64), aligned(2)));
 INLINE __m512bh load_bf16(const uint16_t *p, __mmask32 lanes) {
   if (lanes == 0xffffffffu) return (__m512bh)(*(const v32h *)p);
@@ -818,9 +702,13 @@ INLINE void backward_weight_bf16_block(const uint16_t *gp, const uint16_t *inp, 
   }
 }
 
-/* conv_backward_weight from plain bf16 maps g and in. */
-static void conv_backward_weight_bf16(const uint16_t *g, const uint16_t *in, float *gw, float *gb,
-                                      Range co, int Ci, int H, int W, int N) {
+#endif
+
+/* Output channels co of one member's gw[co, ci, dy, dx] = sum over y, x, n of
+ * g[co, y, x, n] * in[ci, y + dy, x + dx, n] and gb[co] = sum of g[co], from float maps, or
+ * with bf from plain bf16 maps. Two output channels at a time share each input load. */
+static void conv_backward_weight(const void *g, const void *in, float *gw, float *gb, Range co,
+                                 int Ci, int H, int W, int N, int bf) {
   const int Ho = H - 2, rows = weight_tile_rows(W - 2, N);
   for (int64_t i = (int64_t)co.lo * Ci * 9; i < (int64_t)co.hi * Ci * 9; i++) gw[i] = 0.0f;
   for (int c = co.lo; c < co.hi; c++) gb[c] = 0.0f;
@@ -828,11 +716,16 @@ static void conv_backward_weight_bf16(const uint16_t *g, const uint16_t *in, flo
     const int y1 = y0 + rows < Ho ? y0 + rows : Ho;
     for (int co0 = co.lo, cb; co0 < co.hi; co0 += cb) {
       cb = block_of(co.hi - co0, WBLOCK);
-      BY_BLOCK(cb, WBLOCK, backward_weight_bf16_block, g, in, gw, gb, co0, Ci, H, W, N, y0, y1)
+#if HAS_BF16
+      if (bf) {
+        BY_BLOCK(cb, WBLOCK, backward_weight_bf16_block, g, in, gw, gb, co0, Ci, H, W, N, y0, y1)
+        continue;
+      }
+#endif
+      BY_BLOCK(cb, WBLOCK, backward_weight_block, g, in, gw, gb, co0, Ci, H, W, N, y0, y1)
     }
   }
 }
-#endif
 
 /* Whether this build has the bf16 products (the CPU has AVX512_BF16). */
 int bf16_products(void) { return HAS_BF16; }
@@ -869,7 +762,7 @@ static void softmax_backward(float *g, const float *a, int C, int64_t M) {
 /* One member's second maps before pooling, softmax's: a = softmax(conv(h, w2) + b2) */
 static void second_softmax(const float *h, const float *w2, const float *b2, float *a, int C1,
                            int C2, int H, int W, int N) {
-  conv_forward(h, w2, b2, LINEAR, a, (Range){0, C2}, C1, H - 2, W - 2, N);
+  conv_forward(h, w2, b2, LINEAR, a, (Range){0, C2}, C1, H - 2, W - 2, N, 0);
   softmax_channels(a, C2, (int64_t)(H - 4) * (W - 4) * N);
 }
 
@@ -961,12 +854,11 @@ static void conv_products(Share s, int bf, uint32_t *pairs, uint32_t *wf, const 
     pair_maps(in, pairs, ci, Ci, (int64_t)H * W * N);
     pair_weights_in(w, wf, co, Ci);
     team_wait(s); /* the pairs whole */
-    conv_forward_bf16(pairs, wf, b, act, out, co, (Ci + 1) / 2, H, W, N);
+    conv_forward(pairs, wf, b, act, out, co, (Ci + 1) / 2, H, W, N, 1);
     return;
   }
 #endif
-  (void)s, (void)bf, (void)pairs, (void)wf, (void)ci;
-  conv_forward(in, w, b, act, out, co, Ci, H, W, N);
+  conv_forward(in, w, b, act, out, co, Ci, H, W, N, 0);
 }
 
 /* Where thread rank stands in a stack call's team. Softmax mixes the channels the threads
@@ -1021,16 +913,13 @@ void stack_forward(const float *x, const float *w1, const float *b1, const float
     if (act == SOFTMAX) {
       second_softmax(h, w2p, b2p, a, C1, C2, H, W, N);
       pool_forward(a, out + p * pooled, idx + p * pooled, r2, H - 4, W - 4, N);
-    } else if (!b.second) {
+    } else if (b.second) {
+      conv_pool_forward(r.hp, r.w2f, b2p, act, out + p * pooled, idx + p * pooled, r2,
+                        (C1 + 1) / 2, H - 2, W - 2, N, 1);
+    } else {
       conv_pool_forward(h, w2p, b2p, act, out + p * pooled, idx + p * pooled, r2, C1, H - 2,
-                        W - 2, N);
+                        W - 2, N, 0);
     }
-#if HAS_BF16
-    else {
-      conv_pool_forward_bf16(r.hp, r.w2f, b2p, act, out + p * pooled, idx + p * pooled, r2,
-                             (C1 + 1) / 2, H - 2, W - 2, N);
-    }
-#endif
     team_wait(s); /* the next member's maps overwrite h */
   }
 }
@@ -1043,16 +932,13 @@ void stack_forward(const float *x, const float *w1, const float *b1, const float
 static void second_gradients(Products b, const Rounded *r, const float *g2, const float *h,
                              const float *w2, int act, float *gw2, float *gb2, float *gh, Range r1,
                              Range r2, int C1, int C2, int H, int W, int N) {
-#if HAS_BF16
   if (b.second) {
-    conv_backward_weight_bf16(r->g2b, r->hb, gw2, gb2, r2, C1, H - 2, W - 2, N);
-    conv_backward_input_bf16(r->g2p, r->w2o, h, act, gh, r1, (C2 + 1) / 2, H - 2, W - 2, N);
-    return;
+    conv_backward_weight(r->g2b, r->hb, gw2, gb2, r2, C1, H - 2, W - 2, N, 1);
+    conv_backward_input(r->g2p, r->w2o, h, act, gh, r1, C1, (C2 + 1) / 2, H - 2, W - 2, N, 1);
+  } else {
+    conv_backward_weight(g2, h, gw2, gb2, r2, C1, H - 2, W - 2, N, 0);
+    conv_backward_input(g2, w2, h, act, gh, r1, C1, C2, H - 2, W - 2, N, 0);
   }
-#endif
-  (void)b, (void)r;
-  conv_backward_weight(g2, h, gw2, gb2, r2, C1, H - 2, W - 2, N);
-  conv_backward_input(g2, w2, h, act, gh, r1, C1, C2, H - 2, W - 2, N);
 }
 
 /* This thread's bf16 copies for second_gradients and first_gradients, made before the wait
@@ -1070,8 +956,6 @@ static void bf16_copies(Products b, const Rounded *r, const float *g2, const flo
   }
   if (b.first) round_maps(x, r->xb, r0, (int64_t)H * W * N);
 #endif
-  (void)b, (void)r, (void)g2, (void)h, (void)w2, (void)x, (void)r0, (void)r1, (void)r2;
-  (void)C0, (void)C1, (void)C2, (void)H, (void)W, (void)N;
 }
 
 /* The first convolution's products of a backward pass, from gh, the gradient of its output
@@ -1084,21 +968,20 @@ static void first_gradients(Share s, Products b, const Rounded *r, float *gh, co
   if (b.first) {
     const int64_t m1 = (int64_t)(H - 2) * (W - 2) * N;
     round_maps(gh, r->ghb, r1, m1);
-    conv_backward_weight_bf16(r->ghb, r->xb, gw1, gb1, r1, C0, H, W, N);
+    conv_backward_weight(r->ghb, r->xb, gw1, gb1, r1, C0, H, W, N, 1);
     if (gx) {
       pair_maps(gh, r->ghp, r1, C1, m1);
       pair_weights_out(w1, r->w1o, r0, C0, C1);
       team_wait(s); /* ghp whole */
-      conv_backward_input_bf16(r->ghp, r->w1o, x, LINEAR, gx, r0, (C1 + 1) / 2, H, W, N);
+      conv_backward_input(r->ghp, r->w1o, x, LINEAR, gx, r0, C0, (C1 + 1) / 2, H, W, N, 1);
     }
     return;
   }
 #endif
-  (void)b, (void)r;
-  conv_backward_weight(gh, x, gw1, gb1, r1, C0, H, W, N);
+  conv_backward_weight(gh, x, gw1, gb1, r1, C0, H, W, N, 0);
   if (gx) {
     team_wait(s); /* gh whole */
-    conv_backward_input(gh, w1, x, LINEAR, gx, r0, C0, C1, H, W, N);
+    conv_backward_input(gh, w1, x, LINEAR, gx, r0, C0, C1, H, W, N, 0);
   }
 }
 

@@ -8,12 +8,12 @@ ctypes; deeper networks chain them, a block's input gradient passed back to the 
 before. Grouped convolutions with 4-16 channels per group are a poor fit for oneDNN's
 vector blocking; these loops keep a block of channels in registers and stream the images,
 and run the whole stack a member at a time so that its maps stay in cache. Where the CPU
-has AVX512_BF16, ``conv_stack`` can take its second convolution's products in bf16
-(``bf16_products()``). ``gather_images`` lays out each member's batch for it, from float32
-images or from uint8 pixels that it scales as it reads them. Where no compiler is found the
-same functions run as grouped torch convolutions and indexing, slower but with the same
-results; ``native()`` says which is in use. Tensors on a GPU take that torch path there
-(``native_for``: the C loops only ever see CPU memory).
+has AVX512_BF16, the stacks can take their convolutions' products from bf16 operands
+(``bf16_products()``; their ``bf16`` argument). ``gather_images`` lays out each member's
+batch for it, from float32 images or from uint8 pixels that it scales as it reads them.
+Where no compiler is found the same functions run as grouped torch convolutions and
+indexing, slower but with the same results; ``native()`` says which is in use. Tensors on
+a GPU take that torch path there (``native_for``: the C loops only ever see CPU memory).
 Every entry point checks dtypes, shapes and index bounds before C sees a pointer, and
 ``call`` refuses strided memory: no argument Python passes makes C read past a buffer."""
 
