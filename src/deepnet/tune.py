@@ -349,10 +349,10 @@ def _refit_engine(executor: Executor) -> Engine | None:
     this machine (a Ray cluster's GPUs are not here), in the search's precision where this
     machine has it (None: the CPU's default, fp32)."""
     device = executor.device if executor.kind is ExecutorKind.LOCAL else "cpu"
-    precision = executor.precision if device == "cpu" and kernels.bf16_products() else "fp32"
-    if (device, precision) == ("cpu", "fp32"):
+    bf16 = executor.precision == "bf16" and device == "cpu" and kernels.bf16_products()
+    if device == "cpu" and not bf16:
         return None
-    return PopulationEngine(device=device, precision=precision)
+    return PopulationEngine(device=device, precision="bf16" if bf16 else "fp32")
 
 
 def _finished(path: Path) -> bool:

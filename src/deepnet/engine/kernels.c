@@ -244,9 +244,8 @@ INLINE void forward_store(v16 acc[BLOCK][2], float *outp, int co0, int Ho, int W
  * (bf 1, the bf16 products) maps in channel pairs and weights paired to match them (the bf16
  * section lays both out). Either way one 32-bit word per value or pair, at the same offsets,
  * the channel counts counting pairs: the loops read words through float pointers and leave
- * their bits alone; bf is a compile-time constant where they inline. */
-
-/* The weight word at w in every lane, its bits as they are (a float, or a pair of bf16s). */
+ * their bits alone; bf is a compile-time constant where they inline.
+ * weight_at: the weight word at w in every lane, its bits as they are. */
 INLINE v16 weight_at(const float *w) {
   const float f = *w;
   return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f};
