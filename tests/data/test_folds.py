@@ -25,6 +25,29 @@ def test_folds_are_seeded_and_shuffled(mnist27):
     assert not np.array_equal(a[0][1], np.arange(len(a[0][1])))  # not plain KFold
 
 
+def _sklearn_folds(y, n_splits, seed):
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+@pytest.mark.parametrize(("n_splits", "seed"), [(3, 0), (5, 7), (2, 123)])
+def test_folds_are_scikit_learns(mnist27, n_splits, seed):
+    """The same folds as StratifiedKFold(shuffle=True), so that deepnet's CV scores compare
+    with GridSearchCV's: on MNIST 2 vs 7 and on ten uneven classes whose first images come
+    out of label order."""
+    rng = np.random.default_rng(seed)
+    uneven = rng.choice(10, size=997, p=np.arange(1, 11) / 55)
+    uneven[:3] = (7, 2, 9)
+    for y in (mnist27.y_train, uneven):
+        ours = stratified_folds(y, n_splits, seed)
+        for (train, val), (train_sk, val_sk) in zip(
+            ours, _sklearn_folds(y, n_splits, seed), strict=True
+        ):
+            assert np.array_equal(train, train_sk) and np.array_equal(val, val_sk)
+
+
 def test_more_folds_than_the_smallest_class():
     y = np.array([0] * 10 + [1] * 2)
     with pytest.raises(

@@ -32,10 +32,31 @@ def stratified_folds(
             f"{smallest} training images. Use cv={smallest} or fewer, or add images to "
             "that class."
         )
-    from sklearn.model_selection import StratifiedKFold  # lazily: workers never split
+    fold_of = _test_folds(np.asarray(labels), n_splits, seed)
+    everything = np.arange(len(labels))
+    return [(everything[fold_of != k], everything[fold_of == k]) for k in range(n_splits)]
 
-    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return [(train, val) for train, val in splitter.split(np.zeros(len(labels)), labels)]
+
+def _test_folds(labels: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """Which fold validates each image: scikit-learn's StratifiedKFold(n_splits,
+    shuffle=True, random_state=seed) to the index, without importing scikit-learn (most of a
+    second). Classes are numbered in order of first appearance; each class's images are
+    dealt round robin over the sorted labels, then its fold numbers shuffled by one
+    RandomState(seed), class after class."""
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    encoded = np.argsort(np.argsort(first))[inverse]
+    n_classes = len(first)
+    ordered = np.sort(encoded)
+    allocation = np.array(
+        [np.bincount(ordered[k::n_splits], minlength=n_classes) for k in range(n_splits)]
+    )
+    rng = np.random.RandomState(seed)
+    fold_of = np.empty(len(labels), dtype=np.int32)
+    for c in range(n_classes):
+        folds = np.arange(n_splits).repeat(allocation[:, c])
+        rng.shuffle(folds)
+        fold_of[encoded == c] = folds
+    return fold_of
 
 
 def holdout_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Split:

@@ -2,24 +2,32 @@
 
 The search layer knows nothing of tensors: it turns a space and a strategy into trials,
 trials into members (one per fold), and the engine's per-epoch results into scores,
-pruning decisions and study records. ``run_search``, ``SearchOutcome`` and ``Executor``
-(which need the training engine) are imported on first use, so reading specs and results
-stays light.
+pruning decisions and study records. Every name is imported on first use, so that a
+worker process, which imports the package for its executor, loads neither Optuna nor the
+specs' schema.
 """
 
 import importlib
 from typing import Any
 
-from deepnet.search.records import TrialStatus
-from deepnet.search.results import TrialRow, cv_results, ranked, write_csv
-from deepnet.search.space import Space, loguniform, randint, uniform
-from deepnet.search.spec import SearchSpec, Stage, build_spec
-from deepnet.search.strategies import STRATEGIES, Strategy
-
 _LAZY = {
     "Executor": "deepnet.search.executor",
     "SearchOutcome": "deepnet.search.runner",
     "run_search": "deepnet.search.runner",
+    "TrialStatus": "deepnet.search.records",
+    "TrialRow": "deepnet.search.results",
+    "cv_results": "deepnet.search.results",
+    "ranked": "deepnet.search.results",
+    "write_csv": "deepnet.search.results",
+    "Space": "deepnet.search.space",
+    "loguniform": "deepnet.search.space",
+    "randint": "deepnet.search.space",
+    "uniform": "deepnet.search.space",
+    "SearchSpec": "deepnet.search.spec",
+    "Stage": "deepnet.search.spec",
+    "build_spec": "deepnet.search.spec",
+    "STRATEGIES": "deepnet.search.strategies",
+    "Strategy": "deepnet.search.strategies",
 }
 
 __all__ = [
