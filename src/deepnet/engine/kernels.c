@@ -621,25 +621,69 @@ static void pair_weights_out(const float *w, uint32_t *wi, Range ci, int Ci, int
             bf16_pair(w + ((int64_t)2 * op * Ci + i) * 9 + k, (int64_t)Ci * 9, 2 * op + 1 < Co);
 }
 
-/* Channels c (c.lo even) of float maps (C, M) as bf16 channel pairs (C/2 rounded up, M, 2). */
-static void pair_maps(const float *in, uint32_t *out, Range c, int C, int64_t M) {
+/* 16 lanes of two channels, lo and hi, rounded to bf16 and stored as 16 pairs at out. */
+INLINE void store_pairs(uint32_t *out, v16 lo, v16 hi) {
   const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
                                               25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
                                               18, 2, 17, 1, 16, 0);
+  const __m512bh halves = _mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo);
+  _mm512_storeu_si512(out, _mm512_permutexvar_epi16(interleave, (__m512i)halves));
+}
+
+/* 16 lanes of a channel rounded to bf16 and stored at out. */
+INLINE void store_rounded(uint16_t *out, v16 v) {
+  _mm256_storeu_si256((__m256i *)out, (__m256i)_mm512_cvtneps_pbh((__m512)v));
+}
+
+/* Channels c (c.lo even) of float maps (C, M) as bf16 channel pairs (C/2 rounded up, M, 2). */
+static void pair_maps(const float *in, uint32_t *out, Range c, int C, int64_t M) {
   for (int cp = c.lo / 2; cp < (c.hi + 1) / 2; cp++) {
     const float *even = in + 2 * cp * M, *odd = 2 * cp + 1 < C ? even + M : NULL;
-    for (int64_t i = 0; i < M; i += 16) {
-      const __m512 hi = odd ? _mm512_loadu_ps(odd + i) : _mm512_setzero_ps();
-      const __m512bh halves = _mm512_cvtne2ps_pbh(hi, _mm512_loadu_ps(even + i));
-      _mm512_storeu_si512(out + cp * M + i, _mm512_permutexvar_epi16(interleave, (__m512i)halves));
-    }
+    for (int64_t i = 0; i < M; i += 16)
+      store_pairs(out + cp * M + i, LOAD(even + i), odd ? LOAD(odd + i) : (v16){});
   }
 }
 
 /* Channels c of float maps (C, M) as bf16s in the same layout. */
 static void round_maps(const float *in, uint16_t *out, Range c, int64_t M) {
-  for (int64_t i = c.lo * M; i < c.hi * M; i += 16)
-    _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + i)));
+  for (int64_t i = c.lo * M; i < c.hi * M; i += 16) store_rounded(out + i, LOAD(in + i));
+}
+
+/* pool_backward's gradient as the bf16 products read it, rounded as it is routed (the bits
+ * pair_maps and round_maps would make of the float result): channels c (c.lo even) of gin
+ * plain (gb, (C, H, W, N)) and in channel pairs (gp). */
+static void pool_backward_bf16(const float *g, const int32_t *idx, const float *out, int act,
+                               uint16_t *gb, uint32_t *gp, Range c, int C, int H, int W, int N) {
+  const int Ho = H / 2, Wo = W / 2;
+  const int64_t M = (int64_t)H * W * N;
+  for (int m = c.lo; m < c.hi; m++) /* what no window covers: an odd last row or column */
+    for (int y = 0; y < H; y++)
+      for (int x = (y < 2 * Ho ? 2 * Wo : 0); x < W; x++) {
+        const int64_t at = ((int64_t)y * W + x) * N;
+        __builtin_memset(gb + m * M + at, 0, N * sizeof *gb);
+        if (m % 2 == 0) __builtin_memset(gp + m / 2 * M + at, 0, N * sizeof *gp);
+      }
+  for (int cp = c.lo / 2; cp < (c.hi + 1) / 2; cp++)
+    for (int y = 0; y < Ho; y++)
+      for (int x = 0; x < Wo; x++)
+        for (int n = 0; n < N; n += 16) {
+          v16 window[2][4] = {};
+          for (int half = 0; half < 2 && 2 * cp + half < C; half++) {
+            const int m = 2 * cp + half;
+            const int64_t o = (((int64_t)m * Ho + y) * Wo + x) * N + n;
+            v16 gv = LOAD(g + o);
+            if (act != LINEAR) gv *= derivative(act, LOAD(out + o));
+            const v16i which = LOADI(idx + o);
+            for (int k = 0; k < 4; k++)
+              window[half][k] = (v16)((v16i)gv & (which == ((v16i){} + k)));
+          }
+          for (int k = 0; k < 4; k++) {
+            const int64_t at = ((int64_t)(2 * y + k / 2) * W + 2 * x + k % 2) * N + n;
+            for (int half = 0; half < 2 && 2 * cp + half < C; half++)
+              store_rounded(gb + (2 * cp + half) * M + at, window[half][k]);
+            store_pairs(gp + cp * M + at, window[0][k], window[1][k]);
+          }
+        }
 }
 
 /* 32 bf16s from p (the first 16, then zeros, where lanes is 0xffff). A whole vector loads as
@@ -941,15 +985,18 @@ static void second_gradients(Products b, const Rounded *r, const float *g2, cons
 }
 
 /* This thread's bf16 copies for second_gradients and first_gradients, made before the wait
- * that makes the team's whole: g2's channels r2, h's r1, w2's rows r1 and x's channels r0. */
+ * that makes the team's whole: g2's channels r2 (unless g2 is NULL: pool_backward_bf16 made
+ * them), h's r1, w2's rows r1 and x's channels r0. */
 static void bf16_copies(Products b, const Rounded *r, const float *g2, const float *h,
                         const float *w2, const float *x, Range r0, Range r1, Range r2, int C0,
                         int C1, int C2, int H, int W, int N) {
 #if HAS_BF16
   const int64_t m1 = (int64_t)(H - 2) * (W - 2) * N, m2 = (int64_t)(H - 4) * (W - 4) * N;
   if (b.second) {
-    pair_maps(g2, r->g2p, r2, C2, m2);
-    round_maps(g2, r->g2b, r2, m2);
+    if (g2) {
+      pair_maps(g2, r->g2p, r2, C2, m2);
+      round_maps(g2, r->g2b, r2, m2);
+    }
     round_maps(h, r->hb, r1, m1);
     pair_weights_out(w2, r->w2o, r1, C1, C2);
   }
@@ -1011,13 +1058,18 @@ void stack_backward(const float *g, const int32_t *idx, const float *out, const 
     const float *h = maps ? maps + p * first : scratch;
     if (!maps)
       first_maps(s, b, &r, xp, w1p, b1 + (int64_t)p * C1, act, scratch, r0, r1, C0, C1, H, W, N);
-    pool_backward(g + p * pooled, idx + p * pooled, out + p * pooled, elementwise, g2, r2, H - 4,
-                  W - 4, N);
+    const float *gp = g + p * pooled, *outp = out + p * pooled;
+    const int32_t *idxp = idx + p * pooled;
+#if HAS_BF16
+    if (b.second)
+      pool_backward_bf16(gp, idxp, outp, elementwise, r.g2b, r.g2p, r2, C2, H - 4, W - 4, N);
+#endif
+    if (!b.second) pool_backward(gp, idxp, outp, elementwise, g2, r2, H - 4, W - 4, N);
     if (softmax) {
       second_softmax(h, w2p, b2 + (int64_t)p * C2, a, C1, C2, H, W, N);
       softmax_backward(g2, a, C2, second / C2);
     }
-    bf16_copies(b, &r, g2, h, w2p, xp, r0, r1, r2, C0, C1, C2, H, W, N);
+    bf16_copies(b, &r, b.second ? NULL : g2, h, w2p, xp, r0, r1, r2, C0, C1, C2, H, W, N);
     team_wait(s); /* h, g2 and their copies whole */
     second_gradients(b, &r, g2, h, w2p, elementwise, gw2 + (int64_t)p * C2 * C1 * 9,
                      gb2 + (int64_t)p * C2, gh, r1, r2, C1, C2, H, W, N);
