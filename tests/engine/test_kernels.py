@@ -1,5 +1,6 @@
 """The compiled convolution stack against torch's own convolutions, pooling and activations."""
 
+import math
 import platform
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch.autograd import Function
 from deepnet import ConfigError, Member, PopulationEngine, SequentialEngine, TrainConfig
 from deepnet.engine import kernels
 from deepnet.engine.device import check_precision
+from deepnet.engine.dropout import MaskStream, draw
 from deepnet.evaluate import images_to_tensor
 from deepnet.nn import ACTIVATIONS
 from deepnet.nn.initializers import INITIALIZERS
@@ -509,6 +511,51 @@ def test_bf16_norm_stack_matches_torch_on_bf16_operands(monkeypatch, activation)
         kernels.norm_stack_eval(*frozen, activation, stats),
     ]
     assert_nearer_bf16(*([e] for e in evaluated))
+
+
+def _dropout(shape, rate=0.25):
+    """Real dropout multipliers (0 or 1 / (1 - rate)) for a block's output of ``shape``."""
+    members, n = shape[0], shape[-1]
+    features = math.prod(shape[1:-1])
+    streams = [MaskStream(seed) for seed in range(members)]
+    scale = draw(streams, [rate] * members, [n] * members, [features] * members, n)
+    return scale.view(shape)
+
+
+@pytest.mark.parametrize("norm", [False, True], ids=["conv", "norm"])
+@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_bf16)], ids=["", "bf16"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "softmax"])
+def test_dropout_inside_the_stack_is_the_product_after_it(threads, norm, bf16, activation):
+    """A block given its dropout's multipliers makes its output times them, and their
+    gradients, bit for bit, on one thread and on a team of two."""
+    inputs = norm_inputs(members=3, c0=2, c1=6, c2=9, size=(12, 13), images=32)
+    counts = torch.tensor([32, 17, 32], dtype=torch.int32)
+
+    def block(scale=None):
+        if norm:
+            return kernels.norm_stack(*inputs, activation, counts, bf16, scale)[0]
+        x, w1, g1, _, w2, g2, _ = inputs
+        return kernels.conv_stack(x, w1, g1, w2, g2, activation, bf16, scale)
+
+    for count in (1, 2):
+        threads(count)
+        plain = block()
+        scale = _dropout(plain.shape)
+        assert 0.2 < (scale == 0).float().mean() < 0.3
+        dropped, multiplied = block(scale), block() * scale
+        assert torch.equal(dropped, multiplied)
+        weights = torch.cos(torch.arange(plain.numel(), dtype=torch.float32)).view_as(plain)
+        ours = torch.autograd.grad(dropped, inputs, weights, allow_unused=True)
+        theirs = torch.autograd.grad(multiplied, inputs, weights, allow_unused=True)
+        for a, b in zip(ours, theirs, strict=True):
+            assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_a_stack_refuses_dropout_multipliers_of_another_shape():
+    x, w1, b1, w2, b2 = stack_inputs()
+    wrong = torch.ones(2, 8, 3, 3, 16)
+    with pytest.raises(ValueError, match=r"conv_stack: scale must have shape \(2, 8, 4, 4, 16\)"):
+        kernels.conv_stack(x, w1, b1, w2, b2, "relu", scale=wrong)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))

@@ -68,12 +68,12 @@ _INT = ctypes.c_int
 _PTR = ctypes.c_void_p
 _TEAM = [_INT, _PTR]  # a stack kernel's last arguments: the thread's rank and its team
 _SIGNATURES = {
-    "stack_forward": [_PTR] * 5 + [_INT] * 2 + [_PTR] * 4 + [_INT] * 7 + _TEAM,
-    "stack_backward": [_PTR] * 8 + [_INT] * 2 + [_PTR] * 7 + [_INT] * 7 + _TEAM,
+    "stack_forward": [_PTR] * 5 + [_INT] * 2 + [_PTR] * 6 + [_INT] * 7 + _TEAM,
+    "stack_backward": [_PTR] * 9 + [_INT] * 2 + [_PTR] * 7 + [_INT] * 7 + _TEAM,
     "stack_scratch": [_INT] * 10,
     "bf16_products": [],
-    "norm_stack_forward": [_PTR] * 7 + [_INT] * 2 + [_PTR] * 9 + [_INT] * 7 + _TEAM,
-    "norm_stack_backward": [_PTR] * 10 + [_INT] * 2 + [_PTR] * 14 + [_INT] * 7 + _TEAM,
+    "norm_stack_forward": [_PTR] * 7 + [_INT] * 2 + [_PTR] * 11 + [_INT] * 7 + _TEAM,
+    "norm_stack_backward": [_PTR] * 11 + [_INT] * 2 + [_PTR] * 14 + [_INT] * 7 + _TEAM,
     "team_bytes": [],
     "team_init": [_PTR, _INT],
     "team_destroy": [_PTR],
@@ -349,23 +349,24 @@ def expect(
 
 class _NativeConvStack(Function):
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, activation, keep, bf16):
+    def forward(ctx, x, w1, b1, w2, b2, scale, activation, keep, bf16):
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
+        dropped = None if scale is None else torch.empty_like(out)
         idx = torch.empty(out.shape, dtype=torch.int32)
         code = ACTIVATION_CODES[activation]
         maps = _kept_maps(keep, p, c1 * (h - 2) * (w - 2) * n)
         scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, bf16, 0, 0))
-        args = (x, w1, b1, w2, b2, code, bf16, out, idx, maps, scratch)
+        args = (x, w1, b1, w2, b2, code, bf16, scale, out, dropped, idx, maps, scratch)
         call_by_members("stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
-        ctx.save_for_backward(x, w1, b1, w2, b2, idx, out, maps)
+        ctx.save_for_backward(x, w1, b1, w2, b2, scale, idx, out, maps)
         ctx.code, ctx.bf16 = code, bf16
-        return out
+        return out if dropped is None else dropped
 
     @staticmethod
     def backward(ctx, g):
-        x, w1, b1, w2, b2, idx, out, maps = ctx.saved_tensors
+        x, w1, b1, w2, b2, scale, idx, out, maps = ctx.saved_tensors
         g = expect("conv_stack", "gradient", g, torch.float32, tuple(out.shape))
         g = g.contiguous()  # held in a name: the C call must not see freed memory
         p, c0, h, w, n = x.shape
@@ -373,9 +374,9 @@ class _NativeConvStack(Function):
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.code, ctx.bf16, 0, 1))
-        args = (g, idx, out, x, w1, b1, w2, b2, ctx.code, ctx.bf16, maps, *grads, gx, scratch)
-        call_by_members("stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
-        return gx, *grads, None, None, None
+        args = (g, scale, idx, out, x, w1, b1, w2, b2, ctx.code, ctx.bf16, maps, *grads, gx)
+        call_by_members("stack_backward", (*args, scratch), p, c0, c1, c2, h, w, n, teams=True)
+        return gx, *grads, None, None, None, None
 
 
 MAPS_KEPT = 256 * 2**20  # bytes of maps a stack call keeps for its backward pass at most
@@ -444,6 +445,7 @@ def conv_stack(
     b2: torch.Tensor,
     activation: str,
     bf16: bool = False,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SeedNet's convolutions for each member: x (P, C0, H, W, N) images, w1 (P, C1, C0, 3, 3),
     b1 (P, C1), w2 (P, C2, C1, 3, 3), b2 (P, C2) -> (P, C2, (H-4)//2, (W-4)//2, N), which is
@@ -457,14 +459,30 @@ def conv_stack(
     requires one (the input of a block after the first), else none (images need none).
     ``bf16``: the convolutions' products (forward and backward) take bf16 operands with
     float32 sums: the second's, and the first's for an input of two channels or more
-    (``bf16_products()`` must hold; softmax blocks stay float32).
+    (``bf16_products()`` must hold; softmax blocks stay float32). ``scale``: the dropout after
+    the block, its multipliers (the output's shape), applied as the output is made.
     """
     _check_stack(x, w1, b1, w2, b2, activation)
     _check_bf16("conv_stack", x, bf16)
+    scale = _checked_scale("conv_stack", scale, x, w2)
     if not native_for(x):
-        return conv_stack_torch(x, w1, b1, w2, b2, activation)
+        out = conv_stack_torch(x, w1, b1, w2, b2, activation)
+        return out if scale is None else out * scale
     tensors = [t.contiguous() for t in (x, w1, b1, w2, b2)]
-    return _NativeConvStack.apply(*tensors, activation, _backward_follows(*tensors), int(bf16))
+    keep = _backward_follows(*tensors)
+    return _NativeConvStack.apply(*tensors, scale, activation, keep, int(bf16))
+
+
+def _checked_scale(
+    fn: str, scale: torch.Tensor | None, x: torch.Tensor, w2: torch.Tensor
+) -> torch.Tensor | None:
+    """A block's dropout multipliers, contiguous, where given: (P, C2, (H-4)//2, (W-4)//2, N)
+    float32, as the block's output."""
+    if scale is None:
+        return None
+    p, _, h, w, n = x.shape
+    shape = (p, w2.shape[1], (h - 4) // 2, (w - 4) // 2, n)
+    return expect(fn, "scale", scale, torch.float32, shape).contiguous()
 
 
 def _check_bf16(fn: str, x: torch.Tensor, bf16: bool) -> None:
@@ -508,25 +526,27 @@ Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 class _NativeNormStack(Function):
     @staticmethod
-    def forward(ctx, x, w1, g1, be1, w2, g2, be2, activation, counts, keep, bf16):
+    def forward(ctx, x, w1, g1, be1, w2, g2, be2, scale, activation, counts, keep, bf16):
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
+        dropped = None if scale is None else torch.empty_like(out)
         idx = torch.empty(out.shape, dtype=torch.int32)
         stats = torch.empty(p, c1), torch.empty(p, c1), torch.empty(p, c2), torch.empty(p, c2)
         code = ACTIVATION_CODES[activation]
         maps = _kept_maps(keep, p, _maps_floats(c1, c2, h, w, n))
         scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, bf16, 1, 0))
-        args = (x, w1, g1, be1, w2, g2, be2, code, bf16, counts, *stats, out, idx, maps, scratch)
+        args = (x, w1, g1, be1, w2, g2, be2, code, bf16, counts, scale, *stats, out, dropped)
+        args = (*args, idx, maps, scratch)
         call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
-        ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out, maps)
+        ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, scale, *stats, idx, out, maps)
         ctx.code, ctx.bf16 = code, bf16
         ctx.mark_non_differentiable(*stats)
-        return out, *stats
+        return out if dropped is None else dropped, *stats
 
     @staticmethod
     def backward(ctx, g, *_):
-        x, w1, g1, be1, w2, g2, be2, counts, *stats, idx, out, maps = ctx.saved_tensors
+        x, w1, g1, be1, w2, g2, be2, counts, scale, *stats, idx, out, maps = ctx.saved_tensors
         g = expect("norm_stack", "gradient", g, torch.float32, tuple(out.shape)).contiguous()
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
@@ -540,10 +560,10 @@ class _NativeNormStack(Function):
         )
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.code, ctx.bf16, 1, 1))
-        args = (g, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, ctx.bf16, counts, *stats)
-        args = (*args, maps, *grads, gx, scratch)
+        args = (g, scale, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, ctx.bf16, counts)
+        args = (*args, *stats, maps, *grads, gx, scratch)
         call_by_members("norm_stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
-        return gx, *grads, None, None, None, None
+        return gx, *grads, None, None, None, None, None
 
 
 def _norm_torch(
@@ -601,6 +621,7 @@ def norm_stack(
     activation: str,
     counts: torch.Tensor,
     bf16: bool = False,
+    scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Statistics]:
     """A batch-normalised block for each member, training: x (P, C0, H, W, N), kernels w1
     (P, C1, C0, 3, 3) and w2 (P, C2, C1, 3, 3) without biases, the norms' scales g1, g2 and
@@ -612,20 +633,22 @@ def norm_stack(
     Also returns the statistics for the moving averages: (mean1, var1, mean2, var2), the
     variances unbiased as torch's BatchNorm2d averages them. Like conv_stack, a member at a
     time, its convolutions' maps kept for backward up to MAPS_KEPT (recomputed beyond), and
-    x gets a gradient where it requires one. ``bf16`` as conv_stack's.
+    x gets a gradient where it requires one. ``bf16`` and ``scale`` as conv_stack's.
     """
     p, _, h, w, n = _check_norm_stack(x, w1, g1, be1, w2, g2, be2, activation)
     _check_bf16("norm_stack", x, bf16)
+    scale = _checked_scale("norm_stack", scale, x, w2)
     counts = expect("norm_stack", "counts", counts, torch.int32, (p,))
     if p and not (int(counts.min()) > 0 and int(counts.max()) <= n):
         raise ValueError(f"norm_stack: counts must be in [1, {n}], got {counts.tolist()}")
     if native_for(x):
         tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
         keep = _backward_follows(*tensors)
-        args = (activation, counts.contiguous(), keep, int(bf16))
+        args = (scale, activation, counts.contiguous(), keep, int(bf16))
         out, *stats = _NativeNormStack.apply(*tensors, *args)
     else:
         out, stats = norm_stack_torch(x, w1, g1, be1, w2, g2, be2, activation, counts)
+        out = out if scale is None else out * scale
     m1, v1, m2, v2 = stats
     images = counts.to(torch.float32)[:, None]
     first, second = images * (h - 2) * (w - 2), images * (h - 4) * (w - 4)
@@ -662,7 +685,7 @@ def norm_stack_eval(
     idx = torch.empty(out.shape, dtype=torch.int32)
     code = ACTIVATION_CODES[activation]
     scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, int(bf16), 1, 0))
-    args = (*tensors, code, int(bf16), None, *stats, out, idx, None, scratch)
+    args = (*tensors, code, int(bf16), None, None, *stats, out, None, idx, None, scratch)
     call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
     return out
 

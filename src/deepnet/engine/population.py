@@ -254,9 +254,9 @@ class Population:
         else:
             x = gather_augmented(self.x, index, step.transforms)
         for k, block in enumerate(arch.blocks):
-            x = by_runs(x, self.roster.conv_runs, functools.partial(self._block, block, step))
-            if step is not None and step.conv[k] is not None:
-                x = x * step.conv[k]
+            scale = None if step is None else step.conv[k]  # its dropout, where it has one
+            block_of_run = functools.partial(self._block, block, step, scale)
+            x = by_runs(x, self.roster.conv_runs, block_of_run)
         h = x.view(n, -1, b)  # (P, features, b): SeedNet's flatten order, images innermost
         dense, out = arch.dense, arch.out
         dense_scale = None if step is None else step.dense
@@ -274,20 +274,28 @@ class Population:
         return by_runs(h, self.roster.dense_runs, hidden).transpose(1, 2)
 
     def _block(
-        self, block: Block, step: TrainingStep | None, t: torch.Tensor, run: Run[str]
+        self,
+        block: Block,
+        step: TrainingStep | None,
+        scale: torch.Tensor | None,
+        t: torch.Tensor,
+        run: Run[str],
     ) -> torch.Tensor:
-        """One block's pooled, activated maps of the run's members. With batch norms, a
-        training step normalises by the batch statistics (kept for the moving averages,
-        which evaluation normalises by)."""
+        """One block's pooled, activated maps of the run's members, times ``scale`` (its
+        dropout's multipliers, all members', where it has one). With batch norms, a training
+        step normalises by the batch statistics (kept for the moving averages, which
+        evaluation normalises by)."""
         leaves = [self.params.leaf(name, run) for name in block.parameters]
+        if scale is not None:
+            scale = scale[run.start : run.end]
         if not self.shape.batch_norm:
-            return conv_stack(t, *leaves, run.key, self.bf16)
+            return conv_stack(t, *leaves, run.key, self.bf16, scale)
         if step is None:
             rows = self.params.flat[run.start : run.end]
             running = tuple(self.layout.view(rows, name) for name in block.statistics)
             return norm_stack_eval(t, *leaves, run.key, running, self.bf16)
         counts = step.counts[run.start : run.end]
-        maps, statistics = norm_stack(t, *leaves, run.key, counts, self.bf16)
+        maps, statistics = norm_stack(t, *leaves, run.key, counts, self.bf16, scale)
         self._pending.append(PendingAverages(block, run, statistics))
         return maps
 
