@@ -811,22 +811,15 @@ static void softmax_backward(float *g, const float *a, int C, int64_t M) {
   }
 }
 
-/* One member's second maps before pooling, softmax's: a = softmax(conv(h, w2) + b2) */
-static void second_softmax(const float *h, const float *w2, const float *b2, float *a, int C1,
-                           int C2, int H, int W, int N) {
-  conv_forward(h, w2, b2, LINEAR, a, (Range){0, C2}, C1, H - 2, W - 2, N, 0);
-  softmax_channels(a, C2, (int64_t)(H - 4) * (W - 4) * N);
-}
-
-/* Which of a stack call's convolutions take bf16 products: asked for (bf16), built
- * (HAS_BF16), and not softmax's, whose passes stay float32; the first only for an input of
- * two channels or more (a grey image's is a few percent of the work, and half a pair). */
+/* Which of a stack call's convolutions take bf16 products: asked for (bf16) and built
+ * (HAS_BF16); the first only for an input of two channels or more (a grey image's is a few
+ * percent of the work, and half a pair). */
 typedef struct {
   int second, first;
 } Products;
 
-INLINE Products products_of(int bf16, int act, int C0) {
-  const int second = HAS_BF16 && bf16 && act != SOFTMAX;
+INLINE Products products_of(int bf16, int C0) {
+  const int second = HAS_BF16 && bf16;
   return (Products){second, second && C0 >= 2};
 }
 
@@ -880,6 +873,22 @@ INLINE Rounded rounded_of(float *base, int C0, int C1, int C2, int H, int W, int
   return r;
 }
 
+/* One member's second maps before pooling, softmax's: a = softmax(conv(h, w2) + b2), with
+ * bf16 products where b.second: it pairs h and w2 itself, as softmax runs on one thread. */
+static void second_softmax(Products b, const Rounded *r, const float *h, const float *w2,
+                           const float *b2, float *a, int C1, int C2, int H, int W, int N) {
+  const Range every = {0, C2};
+#if HAS_BF16
+  if (b.second) {
+    pair_maps(h, r->hp, (Range){0, C1}, C1, (int64_t)(H - 2) * (W - 2) * N);
+    pair_weights_in(w2, r->w2f, every, C1);
+    conv_forward(r->hp, r->w2f, b2, LINEAR, a, every, (C1 + 1) / 2, H - 2, W - 2, N, 1);
+  }
+#endif
+  if (!b.second) conv_forward(h, w2, b2, LINEAR, a, every, C1, H - 2, W - 2, N, 0);
+  softmax_channels(a, C2, (int64_t)(H - 4) * (W - 4) * N);
+}
+
 /* Floats of one member's maps, both layers: the first's and the second's before pooling. */
 INLINE int64_t maps_floats(int C1, int C2, int H, int W, int N) {
   return ((int64_t)C1 * (H - 2) * (W - 2) + (int64_t)C2 * (H - 4) * (W - 4)) * N;
@@ -888,10 +897,10 @@ INLINE int64_t maps_floats(int C1, int C2, int H, int W, int N) {
 /* Floats of scratch space one call needs: stack_forward's (norm 0, backward 0), its
  * backward's, norm_stack_forward's or its backward's: float maps (one, two or three
  * members' worth), then rounded_of's copies. */
-int64_t stack_scratch(int C0, int C1, int C2, int H, int W, int N, int act, int bf16, int norm,
+int64_t stack_scratch(int C0, int C1, int C2, int H, int W, int N, int bf16, int norm,
                       int backward) {
   const int64_t maps = maps_floats(C1, C2, H, W, N) * (backward ? (norm ? 3 : 2) : 1);
-  const Products b = products_of(bf16, act, C0);
+  const Products b = products_of(bf16, C0);
   return maps + rounded_of(NULL, C0, C1, C2, H, W, N, b, backward).floats;
 }
 
@@ -941,7 +950,8 @@ static void first_maps(Share s, Products b, const Rounded *r, const float *x, co
  * (softmax: pool(softmax(...)), as it does not commute with pooling). x is (P, C0, H, W, N);
  * scratch holds stack_scratch(..., 0, 0) floats: h, the first maps (C1 * (H-2) * (W-2) * N),
  * a, softmax's second maps, then the bf16 copies. maps, unless NULL, keeps each member's
- * first maps for stack_backward (P, C1, H-2, W-2, N), which then need not be recomputed.
+ * first maps for stack_backward (P, C1, H-2, W-2, N), which then need not be recomputed
+ * (softmax: and its second maps, (P, C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4), N)).
  * bf16: the convolutions' products in bf16 where this build has them (products_of). scale,
  * unless NULL, is the dropout after the block (its multipliers, out's shape): dropped = out *
  * scale, a member at a time while out is in cache. Thread rank of a team (NULL: a thread
@@ -955,23 +965,23 @@ void stack_forward(const float *x, const float *w1, const float *b1, const float
   const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
   const int64_t image = (int64_t)C0 * H * W * N, first = (int64_t)C1 * (H - 2) * (W - 2) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
-  const Products b = products_of(bf16, act, C0);
-  float *a = scratch + first;
+  const Products b = products_of(bf16, C0);
+  const int64_t kept = act == SOFTMAX ? maps_floats(C1, C2, H, W, N) : first;
   const Rounded r = rounded_of(scratch + maps_floats(C1, C2, H, W, N), C0, C1, C2, H, W, N, b, 0);
   for (int p = 0; p < P; p++) {
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9, *b2p = b2 + (int64_t)p * C2;
-    float *h = maps ? maps + p * first : scratch;
+    float *h = maps ? maps + p * kept : scratch, *a = h + first;
     first_maps(s, b, &r, x + p * image, w1 + (int64_t)p * C1 * C0 * 9, b1 + (int64_t)p * C1, act,
                h, r0, r1, C0, C1, H, W, N);
 #if HAS_BF16
-    if (b.second) {
+    if (b.second && act != SOFTMAX) {
       pair_maps(h, r.hp, r1, C1, first / C1);
       pair_weights_in(w2p, r.w2f, r2, C1);
     }
 #endif
     team_wait(s); /* h whole */
     if (act == SOFTMAX) {
-      second_softmax(h, w2p, b2p, a, C1, C2, H, W, N);
+      second_softmax(b, &r, h, w2p, b2p, a, C1, C2, H, W, N);
       pool_forward(a, out + p * pooled, idx + p * pooled, r2, H - 4, W - 4, N);
     } else if (b.second) {
       conv_pool_forward(r.hp, r.w2f, b2p, act, out + p * pooled, idx + p * pooled, r2,
@@ -1069,28 +1079,31 @@ void stack_backward(const float *g, const float *scale, const int32_t *idx, cons
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
-  const Products b = products_of(bf16, act, C0);
-  float *gh = scratch + first, *a = gh + first, *g2 = a + second;
+  const Products b = products_of(bf16, C0);
+  const int64_t kept = softmax ? first + second : first;
+  float *gh = scratch + first, *room = gh + first, *g2 = room + second;
   const Rounded r = rounded_of(g2 + second, C0, C1, C2, H, W, N, b, 1);
   for (int p = 0; p < P; p++) {
     const float *xp = x + p * image, *w1p = w1 + (int64_t)p * C1 * C0 * 9;
     const float *w2p = w2 + (int64_t)p * C2 * C1 * 9;
-    const float *h = maps ? maps + p * first : scratch;
+    const float *h = maps ? maps + p * kept : scratch, *a = maps ? h + first : room;
     if (!maps)
       first_maps(s, b, &r, xp, w1p, b1 + (int64_t)p * C1, act, scratch, r0, r1, C0, C1, H, W, N);
     const float *gp = g + p * pooled, *outp = out + p * pooled;
     const float *sp = scale ? scale + p * pooled : NULL;
     const int32_t *idxp = idx + p * pooled;
+    /* the pooling's backward pass makes g2's bf16 copies, but for softmax's backward pass */
+    const int rounded = b.second && !softmax;
 #if HAS_BF16
-    if (b.second)
+    if (rounded)
       pool_backward_bf16(gp, sp, idxp, outp, elementwise, r.g2b, r.g2p, r2, C2, H - 4, W - 4, N);
 #endif
-    if (!b.second) pool_backward(gp, sp, idxp, outp, elementwise, g2, r2, H - 4, W - 4, N);
+    if (!rounded) pool_backward(gp, sp, idxp, outp, elementwise, g2, r2, H - 4, W - 4, N);
     if (softmax) {
-      second_softmax(h, w2p, b2 + (int64_t)p * C2, a, C1, C2, H, W, N);
+      if (!maps) second_softmax(b, &r, h, w2p, b2 + (int64_t)p * C2, room, C1, C2, H, W, N);
       softmax_backward(g2, a, C2, second / C2);
     }
-    bf16_copies(b, &r, b.second ? NULL : g2, h, w2p, xp, r0, r1, r2, C0, C1, C2, H, W, N);
+    bf16_copies(b, &r, rounded ? NULL : g2, h, w2p, xp, r0, r1, r2, C0, C1, C2, H, W, N);
     team_wait(s); /* h, g2 and their copies whole */
     second_gradients(b, &r, g2, h, w2p, elementwise, gw2 + (int64_t)p * C2 * C1 * 9,
                      gb2 + (int64_t)p * C2, gh, r1, r2, C1, C2, H, W, N);
@@ -1240,7 +1253,7 @@ void norm_stack_forward(const float *x, const float *w1, const float *g1, const 
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N, per = pooled / C2;
   const int elementwise = act == SOFTMAX ? LINEAR : act;
-  const Products b = products_of(bf16, act, C0);
+  const Products b = products_of(bf16, C0);
   float zero[C1 > C2 ? C1 : C2];
   for (int c = 0; c < (C1 > C2 ? C1 : C2); c++) zero[c] = 0.0f;
   float *h = scratch, *z = scratch + first;
@@ -1291,7 +1304,7 @@ void norm_stack_backward(const float *g, const float *scale, const int32_t *idx,
   const int64_t second = (int64_t)C2 * (H - 4) * (W - 4) * N;
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
-  const Products b = products_of(bf16, act, C0);
+  const Products b = products_of(bf16, C0);
   const int most = C1 > C2 ? C1 : C2;
   float zero[most], unused[most];
   for (int c = 0; c < most; c++) zero[c] = 0.0f;

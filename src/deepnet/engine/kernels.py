@@ -70,7 +70,7 @@ _TEAM = [_INT, _PTR]  # a stack kernel's last arguments: the thread's rank and i
 _SIGNATURES = {
     "stack_forward": [_PTR] * 5 + [_INT] * 2 + [_PTR] * 6 + [_INT] * 7 + _TEAM,
     "stack_backward": [_PTR] * 9 + [_INT] * 2 + [_PTR] * 7 + [_INT] * 7 + _TEAM,
-    "stack_scratch": [_INT] * 10,
+    "stack_scratch": [_INT] * 9,
     "bf16_products": [],
     "norm_stack_forward": [_PTR] * 7 + [_INT] * 2 + [_PTR] * 11 + [_INT] * 7 + _TEAM,
     "norm_stack_backward": [_PTR] * 11 + [_INT] * 2 + [_PTR] * 14 + [_INT] * 7 + _TEAM,
@@ -95,6 +95,7 @@ ACTIVATION_CODES = {
     "softplus": 6,
     "softmax": 7,
 }
+SOFTMAX = ACTIVATION_CODES["softmax"]
 
 
 def _cpu_id() -> str:
@@ -356,8 +357,10 @@ class _NativeConvStack(Function):
         dropped = None if scale is None else torch.empty_like(out)
         idx = torch.empty(out.shape, dtype=torch.int32)
         code = ACTIVATION_CODES[activation]
-        maps = _kept_maps(keep, p, c1 * (h - 2) * (w - 2) * n)
-        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, bf16, 0, 0))
+        # the first maps, and softmax's second maps (which a backward pass would recompute)
+        kept = _maps_floats(c1, c2, h, w, n) if code == SOFTMAX else c1 * (h - 2) * (w - 2) * n
+        maps = _kept_maps(keep, p, kept)
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, bf16, 0, 0))
         args = (x, w1, b1, w2, b2, code, bf16, scale, out, dropped, idx, maps, scratch)
         call_by_members("stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
         ctx.save_for_backward(x, w1, b1, w2, b2, scale, idx, out, maps)
@@ -373,7 +376,7 @@ class _NativeConvStack(Function):
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.code, ctx.bf16, 0, 1))
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.bf16, 0, 1))
         args = (g, scale, idx, out, x, w1, b1, w2, b2, ctx.code, ctx.bf16, maps, *grads, gx)
         call_by_members("stack_backward", (*args, scratch), p, c0, c1, c2, h, w, n, teams=True)
         return gx, *grads, None, None, None, None
@@ -459,7 +462,7 @@ def conv_stack(
     requires one (the input of a block after the first), else none (images need none).
     ``bf16``: the convolutions' products (forward and backward) take bf16 operands with
     float32 sums: the second's, and the first's for an input of two channels or more
-    (``bf16_products()`` must hold; softmax blocks stay float32). ``scale``: the dropout after
+    (``bf16_products()`` must hold). ``scale``: the dropout after
     the block, its multipliers (the output's shape), applied as the output is made.
     """
     _check_stack(x, w1, b1, w2, b2, activation)
@@ -535,7 +538,7 @@ class _NativeNormStack(Function):
         stats = torch.empty(p, c1), torch.empty(p, c1), torch.empty(p, c2), torch.empty(p, c2)
         code = ACTIVATION_CODES[activation]
         maps = _kept_maps(keep, p, _maps_floats(c1, c2, h, w, n))
-        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, bf16, 1, 0))
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, bf16, 1, 0))
         args = (x, w1, g1, be1, w2, g2, be2, code, bf16, counts, scale, *stats, out, dropped)
         args = (*args, idx, maps, scratch)
         call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
@@ -559,7 +562,7 @@ class _NativeNormStack(Function):
             torch.empty(p, c2),
         )
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.code, ctx.bf16, 1, 1))
+        scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.bf16, 1, 1))
         args = (g, scale, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, ctx.bf16, counts)
         args = (*args, *stats, maps, *grads, gx, scratch)
         call_by_members("norm_stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
@@ -684,7 +687,7 @@ def norm_stack_eval(
     out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
     idx = torch.empty(out.shape, dtype=torch.int32)
     code = ACTIVATION_CODES[activation]
-    scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, code, int(bf16), 1, 0))
+    scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, int(bf16), 1, 0))
     args = (*tensors, code, int(bf16), None, None, *stats, out, None, idx, None, scratch)
     call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
     return out
