@@ -514,32 +514,51 @@ def _dropout(shape, rate=0.25):
 
 
 @pytest.mark.parametrize("norm", [False, True], ids=["conv", "norm"])
-@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_bf16)], ids=["", "bf16"])
+@pytest.mark.parametrize(
+    ("bf16", "bf16_out"),
+    [
+        (False, False),
+        pytest.param(True, False, marks=needs_bf16),
+        pytest.param(True, True, marks=needs_bf16),
+    ],
+    ids=["fp32", "bf16", "bf16-out"],
+)
 @pytest.mark.parametrize("activation", ["relu", "tanh", "softmax"])
-def test_dropout_inside_the_stack_is_the_product_after_it(threads, norm, bf16, activation):
-    """A block given its dropout's multipliers makes its output times them, and their
-    gradients, bit for bit, on one thread and on a team of two."""
+def test_dropout_inside_the_stack_is_the_product_after_it(
+    threads, norm, bf16, bf16_out, activation
+):
+    """A block given its dropout's multipliers passes on its output times them, and with
+    bf16_out that product rounded to bf16 (what the bf16 dense layer reads), and their
+    gradients, bit for bit, on one thread and on a team of two; evaluation's bf16 output too."""
     inputs = norm_inputs(members=3, c0=2, c1=6, c2=9, size=(12, 13), images=32)
     counts = torch.tensor([32, 17, 32], dtype=torch.int32)
+    rounded = torch.bfloat16 if bf16_out else torch.float32
 
-    def block(scale=None):
+    def block(scale=None, out=False):
         if norm:
-            return kernels.norm_stack(*inputs, activation, counts, bf16, scale)[0]
+            return kernels.norm_stack(*inputs, activation, counts, bf16, scale, out)[0]
         x, w1, g1, _, w2, g2, _ = inputs
-        return kernels.conv_stack(x, w1, g1, w2, g2, activation, bf16, scale)
+        return kernels.conv_stack(x, w1, g1, w2, g2, activation, bf16, scale, out)
 
     for count in (1, 2):
         threads(count)
         plain = block()
         scale = _dropout(plain.shape)
         assert 0.2 < (scale == 0).float().mean() < 0.3
-        dropped, multiplied = block(scale), block() * scale
-        assert torch.equal(dropped, multiplied)
+        passed, multiplied = block(scale, bf16_out), (block() * scale).to(rounded)
+        assert passed.dtype == rounded and torch.equal(passed, multiplied)
         weights = torch.cos(torch.arange(plain.numel(), dtype=torch.float32)).view_as(plain)
-        ours = torch.autograd.grad(dropped, inputs, weights, allow_unused=True)
+        weights = weights.to(rounded)
+        ours = torch.autograd.grad(passed, inputs, weights, allow_unused=True)
         theirs = torch.autograd.grad(multiplied, inputs, weights, allow_unused=True)
         for a, b in zip(ours, theirs, strict=True):
             assert (a is None and b is None) or torch.equal(a, b)
+    if norm and bf16_out:
+        frozen = [t.detach() for t in inputs]
+        stats = kernels.norm_stack(*inputs, activation, counts, bf16)[1]
+        evaluated = kernels.norm_stack_eval(*frozen, activation, stats, bf16, bf16_out)
+        expected = kernels.norm_stack_eval(*frozen, activation, stats, bf16).bfloat16()
+        assert torch.equal(evaluated, expected)
 
 
 def test_a_stack_refuses_dropout_multipliers_of_another_shape():

@@ -544,21 +544,41 @@ static void pool_forward(const float *in, float *out, int32_t *idx, Range c, int
         }
 }
 
-/* The gradient of the pooled maps' sums at offset o: g's (times scale's unless scale is
- * NULL, the dropout after the block), times act'(out) unless act is LINEAR. */
-INLINE v16 pooled_gradient(const float *g, const float *scale, const float *out, int act,
-                           int64_t o) {
-  v16 gv = LOAD(g + o);
-  if (scale) gv *= LOAD(scale + o);
+/* The gradient a block's backward pass receives, of what its forward pass passed on: g
+ * (bf16 where rounded: a bf16 layer read the output) of out * scale, the dropout after the
+ * block (scale NULL: of out itself). */
+typedef struct {
+  const void *g;
+  const float *scale;
+  int rounded;
+} Arriving;
+
+/* a's values from offset at on: a member's. */
+INLINE Arriving arriving_at(Arriving a, int64_t at) {
+  const void *g = a.rounded ? (const void *)((const uint16_t *)a.g + at)
+                            : (const void *)((const float *)a.g + at);
+  return (Arriving){g, a.scale ? a.scale + at : NULL, a.rounded};
+}
+
+/* 16 bf16s as floats (exactly: a bf16 is a float's upper half). */
+typedef uint16_t v16s __attribute__((vector_size(32), aligned(2)));
+INLINE v16 widened(const uint16_t *p) {
+  return (v16)(__builtin_convertvector(*(const v16s *)p, v16i) << 16);
+}
+
+/* The gradient of the pooled maps' sums at offset o, from a's (times its scale's), times
+ * act'(out) unless act is LINEAR. */
+INLINE v16 pooled_gradient(Arriving a, const float *out, int act, int64_t o) {
+  v16 gv = a.rounded ? widened((const uint16_t *)a.g + o) : LOAD((const float *)a.g + o);
+  if (a.scale) gv *= LOAD(a.scale + o);
   return act == LINEAR ? gv : gv * derivative(act, LOAD(out + o));
 }
 
-/* Channels c of gin = the pooled gradient g (times dropout's multipliers scale, unless
- * NULL), times act'(out) where out holds the activated pooled maps, routed back to each
- * window's winner idx, zero elsewhere (an odd last row or column, which no window covers,
- * included) */
-static void pool_backward(const float *g, const float *scale, const int32_t *idx,
-                          const float *out, int act, float *gin, Range c, int H, int W, int N) {
+/* Channels c of gin = the pooled gradient a, times act'(out) where out holds the activated
+ * pooled maps, routed back to each window's winner idx, zero elsewhere (an odd last row or
+ * column, which no window covers, included) */
+static void pool_backward(Arriving a, const int32_t *idx, const float *out, int act, float *gin,
+                          Range c, int H, int W, int N) {
   const int Ho = H / 2, Wo = W / 2;
   for (int m = c.lo; m < c.hi; m++) {
     float *map = gin + (int64_t)m * H * W * N;
@@ -573,10 +593,10 @@ static void pool_backward(const float *g, const float *scale, const int32_t *idx
       for (int x = 0; x < Wo; x++)
         for (int n = 0; n < N; n += 16) {
           const int64_t o = (((int64_t)m * Ho + y) * Wo + x) * N + n;
-          const v16 gv = pooled_gradient(g, scale, out, act, o);
+          const v16 gv = pooled_gradient(a, out, act, o);
           const v16i which = LOADI(idx + o);
-          float *a = gin + (((int64_t)m * H + 2 * y) * W + 2 * x) * N + n;
-          float *window[4] = {a, a + N, a + (int64_t)W * N, a + (int64_t)W * N + N};
+          float *at = gin + (((int64_t)m * H + 2 * y) * W + 2 * x) * N + n;
+          float *window[4] = {at, at + N, at + (int64_t)W * N, at + (int64_t)W * N + N};
           for (int k = 0; k < 4; k++)
             STORE(window[k], (v16)((v16i)gv & (which == ((v16i){} + k))));
         }
@@ -661,9 +681,8 @@ static void round_maps(const float *in, uint16_t *out, Range c, int64_t M) {
 /* pool_backward's gradient as the bf16 products read it, rounded as it is routed (the bits
  * pair_maps and round_maps would make of the float result): channels c (c.lo even) of gin
  * plain (gb, (C, H, W, N)) and in channel pairs (gp). */
-static void pool_backward_bf16(const float *g, const float *scale, const int32_t *idx,
-                               const float *out, int act, uint16_t *gb, uint32_t *gp, Range c,
-                               int C, int H, int W, int N) {
+static void pool_backward_bf16(Arriving a, const int32_t *idx, const float *out, int act,
+                               uint16_t *gb, uint32_t *gp, Range c, int C, int H, int W, int N) {
   const int Ho = H / 2, Wo = W / 2;
   const int64_t M = (int64_t)H * W * N;
   for (int m = c.lo; m < c.hi; m++) /* what no window covers: an odd last row or column */
@@ -681,7 +700,7 @@ static void pool_backward_bf16(const float *g, const float *scale, const int32_t
           for (int half = 0; half < 2 && 2 * cp + half < C; half++) {
             const int m = 2 * cp + half;
             const int64_t o = (((int64_t)m * Ho + y) * Wo + x) * N + n;
-            const v16 gv = pooled_gradient(g, scale, out, act, o);
+            const v16 gv = pooled_gradient(a, out, act, o);
             const v16i which = LOADI(idx + o);
             for (int k = 0; k < 4; k++)
               window[half][k] = (v16)((v16i)gv & (which == ((v16i){} + k)));
@@ -922,10 +941,21 @@ static void conv_products(Share s, int bf, uint32_t *pairs, uint32_t *wf, const 
   conv_forward(in, w, b, act, out, co, Ci, H, W, N, 0);
 }
 
-/* Channels c of a block's dropout: dropped = out * scale, maps of M values a channel. */
-static void drop_maps(const float *out, const float *scale, float *dropped, Range c, int64_t M) {
-  for (int64_t i = c.lo * M; i < c.hi * M; i += 16)
-    STORE(dropped + i, LOAD(out + i) * LOAD(scale + i));
+/* Channels c of a member's output (from offset at, maps of M values a channel) as the layer
+ * after the block reads it: passed = out * scale (its dropout; NULL: out itself), rounded to
+ * bf16 where rounded (a layer with bf16 products reads it), while out is in cache. */
+static void pass_maps(const float *out, const float *scale, void *passed, int rounded,
+                      int64_t at, Range c, int64_t M) {
+  for (int64_t i = at + c.lo * M; i < at + c.hi * M; i += 16) {
+    const v16 v = scale ? LOAD(out + i) * LOAD(scale + i) : LOAD(out + i);
+#if HAS_BF16
+    if (rounded) {
+      store_rounded((uint16_t *)passed + i, v);
+      continue;
+    }
+#endif
+    STORE((float *)passed + i, v);
+  }
 }
 
 /* Where thread rank stands in a stack call's team. Softmax mixes the channels the threads
@@ -952,14 +982,14 @@ static void first_maps(Share s, Products b, const Rounded *r, const float *x, co
  * a, softmax's second maps, then the bf16 copies. maps, unless NULL, keeps each member's
  * first maps for stack_backward (P, C1, H-2, W-2, N), which then need not be recomputed
  * (softmax: and its second maps, (P, C1 * (H-2) * (W-2) + C2 * (H-4) * (W-4), N)).
- * bf16: the convolutions' products in bf16 where this build has them (products_of). scale,
- * unless NULL, is the dropout after the block (its multipliers, out's shape): dropped = out *
- * scale, a member at a time while out is in cache. Thread rank of a team (NULL: a thread
- * alone) computes its share of each pass's channels. */
+ * bf16: the convolutions' products in bf16 where this build has them (products_of). passed,
+ * unless NULL, gets what the next layer reads (pass_maps: out * scale, scale the dropout after
+ * the block, in bf16 where rounded), a member at a time. Thread rank of a team (NULL: a
+ * thread alone) computes its share of each pass's channels. */
 void stack_forward(const float *x, const float *w1, const float *b1, const float *w2,
                    const float *b2, int act, int bf16, const float *scale, float *out,
-                   float *dropped, int32_t *idx, float *maps, float *scratch, int P, int C0,
-                   int C1, int C2, int H, int W, int N, int rank, Team *team) {
+                   void *passed, int rounded, int32_t *idx, float *maps, float *scratch, int P,
+                   int C0, int C1, int C2, int H, int W, int N, int rank, Team *team) {
   const Share s = stack_share(rank, team, act);
   if (s.rank >= s.size) return;
   const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
@@ -990,8 +1020,7 @@ void stack_forward(const float *x, const float *w1, const float *b1, const float
       conv_pool_forward(h, w2p, b2p, act, out + p * pooled, idx + p * pooled, r2, C1, H - 2,
                         W - 2, N, 0);
     }
-    if (scale)
-      drop_maps(out + p * pooled, scale + p * pooled, dropped + p * pooled, r2, pooled / C2);
+    if (passed) pass_maps(out, scale, passed, rounded, p * pooled, r2, pooled / C2);
     team_wait(s); /* the next member's maps overwrite h */
   }
 }
@@ -1065,13 +1094,13 @@ static void first_gradients(Share s, Products b, const Rounded *r, float *gh, co
  * reads another block's output): its first maps are those stack_forward kept in maps, or
  * recomputed into scratch where maps is NULL, and the gradients of both layers' outputs live
  * in scratch too, which holds stack_scratch(..., 0, 1) floats: h, gh, a, g2, then the bf16
- * copies. g is that of dropped where stack_forward dropped out by scale (NULL: none). bf16
- * and teams as stack_forward's. */
-void stack_backward(const float *g, const float *scale, const int32_t *idx, const float *out,
-                    const float *x, const float *w1, const float *b1, const float *w2,
-                    const float *b2, int act, int bf16, const float *maps, float *gw1, float *gb1,
-                    float *gw2, float *gb2, float *gx, float *scratch, int P, int C0, int C1,
-                    int C2, int H, int W, int N, int rank, Team *team) {
+ * copies. g is the gradient of what stack_forward passed on (of out * scale; bf16 where
+ * rounded). bf16 and teams as stack_forward's. */
+void stack_backward(const void *g, const float *scale, int rounded, const int32_t *idx,
+                    const float *out, const float *x, const float *w1, const float *b1,
+                    const float *w2, const float *b2, int act, int bf16, const float *maps,
+                    float *gw1, float *gb1, float *gw2, float *gb2, float *gx, float *scratch,
+                    int P, int C0, int C1, int C2, int H, int W, int N, int rank, Team *team) {
   const Share s = stack_share(rank, team, act);
   if (s.rank >= s.size) return;
   const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
@@ -1081,6 +1110,7 @@ void stack_backward(const float *g, const float *scale, const int32_t *idx, cons
   const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
   const Products b = products_of(bf16, C0);
   const int64_t kept = softmax ? first + second : first;
+  const Arriving arrived = {g, scale, rounded};
   float *gh = scratch + first, *room = gh + first, *g2 = room + second;
   const Rounded r = rounded_of(g2 + second, C0, C1, C2, H, W, N, b, 1);
   for (int p = 0; p < P; p++) {
@@ -1089,21 +1119,21 @@ void stack_backward(const float *g, const float *scale, const int32_t *idx, cons
     const float *h = maps ? maps + p * kept : scratch, *a = maps ? h + first : room;
     if (!maps)
       first_maps(s, b, &r, xp, w1p, b1 + (int64_t)p * C1, act, scratch, r0, r1, C0, C1, H, W, N);
-    const float *gp = g + p * pooled, *outp = out + p * pooled;
-    const float *sp = scale ? scale + p * pooled : NULL;
+    const Arriving ap = arriving_at(arrived, p * pooled);
+    const float *outp = out + p * pooled;
     const int32_t *idxp = idx + p * pooled;
     /* the pooling's backward pass makes g2's bf16 copies, but for softmax's backward pass */
-    const int rounded = b.second && !softmax;
+    const int copies = b.second && !softmax;
 #if HAS_BF16
-    if (rounded)
-      pool_backward_bf16(gp, sp, idxp, outp, elementwise, r.g2b, r.g2p, r2, C2, H - 4, W - 4, N);
+    if (copies)
+      pool_backward_bf16(ap, idxp, outp, elementwise, r.g2b, r.g2p, r2, C2, H - 4, W - 4, N);
 #endif
-    if (!rounded) pool_backward(gp, sp, idxp, outp, elementwise, g2, r2, H - 4, W - 4, N);
+    if (!copies) pool_backward(ap, idxp, outp, elementwise, g2, r2, H - 4, W - 4, N);
     if (softmax) {
       if (!maps) second_softmax(b, &r, h, w2p, b2 + (int64_t)p * C2, room, C1, C2, H, W, N);
       softmax_backward(g2, a, C2, second / C2);
     }
-    bf16_copies(b, &r, rounded ? NULL : g2, h, w2p, xp, r0, r1, r2, C0, C1, C2, H, W, N);
+    bf16_copies(b, &r, copies ? NULL : g2, h, w2p, xp, r0, r1, r2, C0, C1, C2, H, W, N);
     team_wait(s); /* h, g2 and their copies whole */
     second_gradients(b, &r, g2, h, w2p, elementwise, gw2 + (int64_t)p * C2 * C1 * 9,
                      gb2 + (int64_t)p * C2, gh, r1, r2, C1, C2, H, W, N);
@@ -1238,14 +1268,14 @@ static void norm_backward(float *g, const float *z, const float *mean, const flo
  * (P, C2), variances biased; evaluation: those hold the moving averages to normalise by.
  * scratch holds stack_scratch(..., 1, 0) floats. maps, unless NULL, keeps each member's
  * convolutions before their norms for norm_stack_backward: (P, C1 * (H-2) * (W-2) + C2 *
- * (H-4) * (W-4), N). scale (dropped), bf16 and teams as stack_forward's: a channel's
- * statistics come from the thread that computed the channel. */
+ * (H-4) * (W-4), N). passed, bf16 and teams as stack_forward's: a channel's statistics come
+ * from the thread that computed the channel. */
 void norm_stack_forward(const float *x, const float *w1, const float *g1, const float *be1,
                         const float *w2, const float *g2, const float *be2, int act, int bf16,
                         const int32_t *count, const float *scale, float *mean1, float *var1,
-                        float *mean2, float *var2, float *out, float *dropped, int32_t *idx,
-                        float *maps, float *scratch, int P, int C0, int C1, int C2, int H, int W,
-                        int N, int rank, Team *team) {
+                        float *mean2, float *var2, float *out, void *passed, int rounded,
+                        int32_t *idx, float *maps, float *scratch, int P, int C0, int C1, int C2,
+                        int H, int W, int N, int rank, Team *team) {
   const Share s = stack_share(rank, team, act);
   if (s.rank >= s.size) return;
   const Range r0 = part(s, C0), r1 = part(s, C1), r2 = part(s, C2);
@@ -1279,7 +1309,7 @@ void norm_stack_forward(const float *x, const float *w1, const float *g1, const 
     pool_forward(z, outp, idx + p * pooled, r2, H - 4, W - 4, N);
     if (elementwise != LINEAR)
       activate_maps(outp + r2.lo * per, (r2.hi - r2.lo) * per, elementwise);
-    if (scale) drop_maps(outp, scale + p * pooled, dropped + p * pooled, r2, per);
+    if (passed) pass_maps(out, scale, passed, rounded, p * pooled, r2, per);
     team_wait(s); /* the next member's maps overwrite h */
   }
 }
@@ -1287,9 +1317,9 @@ void norm_stack_forward(const float *x, const float *w1, const float *g1, const 
 /* The gradients of norm_stack_forward (training) from g, that of its output: of the kernels,
  * of the norms' scales (gg1, gg2) and shifts (gbe1, gbe2), and of x unless gx is NULL, a
  * member at a time: the convolutions are those norm_stack_forward kept in maps, or
- * recomputed from x where maps is NULL. scratch holds stack_scratch(..., 1, 1) floats. scale,
- * bf16 and teams as stack_backward's. */
-void norm_stack_backward(const float *g, const float *scale, const int32_t *idx,
+ * recomputed from x where maps is NULL. scratch holds stack_scratch(..., 1, 1) floats. g
+ * (scale, rounded), bf16 and teams as stack_backward's. */
+void norm_stack_backward(const void *g, const float *scale, int rounded, const int32_t *idx,
                          const float *out, const float *x, const float *w1, const float *g1,
                          const float *be1, const float *w2, const float *g2, const float *be2,
                          int act, int bf16, const int32_t *count, const float *mean1,
@@ -1305,6 +1335,7 @@ void norm_stack_backward(const float *g, const float *scale, const int32_t *idx,
   const int64_t pooled = (int64_t)C2 * ((H - 4) / 2) * ((W - 4) / 2) * N;
   const int softmax = act == SOFTMAX, elementwise = softmax ? LINEAR : act;
   const Products b = products_of(bf16, C0);
+  const Arriving arrived = {g, scale, rounded};
   const int most = C1 > C2 ? C1 : C2;
   float zero[most], unused[most];
   for (int c = 0; c < most; c++) zero[c] = 0.0f;
@@ -1328,9 +1359,8 @@ void norm_stack_backward(const float *g, const float *scale, const int32_t *idx,
     if (!maps)
       conv_products(s, b.second, r.hp, r.w2f, h, w2p, zero, LINEAR, room2, r1, r2, C1, H - 2,
                     W - 2, N);
-    pool_backward(g + p * pooled, scale ? scale + p * pooled : NULL, idx + p * pooled,
-                  out + p * pooled, elementwise, g2z, r2,
-                  H - 4, W - 4, N);
+    pool_backward(arriving_at(arrived, p * pooled), idx + p * pooled, out + p * pooled,
+                  elementwise, g2z, r2, H - 4, W - 4, N);
     if (softmax) {
       norm_apply(z2, m2, v2, g2 + (int64_t)p * C2, be2 + (int64_t)p * C2, SOFTMAX, a, r2, C2,
                  second / C2);

@@ -64,25 +64,31 @@ def flags() -> tuple[str, ...]:
 LANES = 16  # floats per vector in kernels.c: the image count must be a multiple of it
 _MIN_SIDE = 6  # kernels.c's two valid 3x3 convolutions and 2x2 pooling leave a pixel
 
-_INT = ctypes.c_int
-_PTR = ctypes.c_void_p
-_TEAM = [_INT, _PTR]  # a stack kernel's last arguments: the thread's rank and its team
+_TYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int}
+
+
+def _arguments(spec: str) -> list[type]:
+    """A C function's argument types from runs of pointers and ints: "5p 2i" is five
+    pointers, then two ints; a stack kernel's end with its thread's rank and team ("i p")."""
+    return [_TYPES[run[-1]] for run in spec.split() for _ in range(int(run[:-1] or 1))]
+
+
 _SIGNATURES = {
-    "stack_forward": [_PTR] * 5 + [_INT] * 2 + [_PTR] * 6 + [_INT] * 7 + _TEAM,
-    "stack_backward": [_PTR] * 9 + [_INT] * 2 + [_PTR] * 7 + [_INT] * 7 + _TEAM,
-    "stack_scratch": [_INT] * 9,
+    "stack_forward": _arguments("5p 2i 3p i 3p 7i i p"),
+    "stack_backward": _arguments("2p i 7p 2i 7p 7i i p"),
+    "stack_scratch": _arguments("9i"),
     "bf16_products": [],
-    "norm_stack_forward": [_PTR] * 7 + [_INT] * 2 + [_PTR] * 11 + [_INT] * 7 + _TEAM,
-    "norm_stack_backward": [_PTR] * 11 + [_INT] * 2 + [_PTR] * 14 + [_INT] * 7 + _TEAM,
+    "norm_stack_forward": _arguments("7p 2i 8p i 3p 7i i p"),
+    "norm_stack_backward": _arguments("2p i 9p 2i 14p 7i i p"),
     "team_bytes": [],
-    "team_init": [_PTR, _INT],
-    "team_destroy": [_PTR],
-    "gather_images": [_PTR] * 3 + [_INT] * 3,
-    "gather_pixels": [_PTR] * 3 + [_INT] * 3,
-    "dropout_scales": [_PTR] * 6 + [_INT] * 3,
-    "optimizer_step": [_PTR] * 6 + [_INT] * 3,  # optimizers.c
-    "gather_augmented": [_PTR] * 8 + [_INT] * 5,  # augment.c
-    "gather_augmented_pixels": [_PTR] * 8 + [_INT] * 5,
+    "team_init": _arguments("p i"),
+    "team_destroy": _arguments("p"),
+    "gather_images": _arguments("3p 3i"),
+    "gather_pixels": _arguments("3p 3i"),
+    "dropout_scales": _arguments("6p 3i"),
+    "optimizer_step": _arguments("6p 3i"),  # optimizers.c
+    "gather_augmented": _arguments("8p 5i"),  # augment.c
+    "gather_augmented_pixels": _arguments("8p 5i"),
 }
 # kernels.c's codes for the activations it computes in its loops
 ACTIVATION_CODES = {
@@ -348,38 +354,54 @@ def expect(
     return t
 
 
+def _passed(out: torch.Tensor, scale: torch.Tensor | None, bf16_out: int) -> torch.Tensor | None:
+    """Room for what a stack passes on where it is not its output itself: out * scale (its
+    dropout), in bf16 where bf16_out."""
+    if scale is None and not bf16_out:
+        return None
+    return torch.empty(out.shape, dtype=torch.bfloat16 if bf16_out else torch.float32)
+
+
 class _NativeConvStack(Function):
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, scale, activation, keep, bf16):
+    def forward(ctx, x, w1, b1, w2, b2, scale, activation, keep, bf16, bf16_out):
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
-        dropped = None if scale is None else torch.empty_like(out)
+        passed = _passed(out, scale, bf16_out)
         idx = torch.empty(out.shape, dtype=torch.int32)
         code = ACTIVATION_CODES[activation]
         # the first maps, and softmax's second maps (which a backward pass would recompute)
         kept = _maps_floats(c1, c2, h, w, n) if code == SOFTMAX else c1 * (h - 2) * (w - 2) * n
         maps = _kept_maps(keep, p, kept)
         scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, bf16, 0, 0))
-        args = (x, w1, b1, w2, b2, code, bf16, scale, out, dropped, idx, maps, scratch)
+        args = (x, w1, b1, w2, b2, code, bf16, scale, out, passed, bf16_out, idx, maps, scratch)
         call_by_members("stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
         ctx.save_for_backward(x, w1, b1, w2, b2, scale, idx, out, maps)
-        ctx.code, ctx.bf16 = code, bf16
-        return out if dropped is None else dropped
+        ctx.code, ctx.bf16, ctx.bf16_out = code, bf16, bf16_out
+        return out if passed is None else passed
 
     @staticmethod
     def backward(ctx, g):
         x, w1, b1, w2, b2, scale, idx, out, maps = ctx.saved_tensors
-        g = expect("conv_stack", "gradient", g, torch.float32, tuple(out.shape))
-        g = g.contiguous()  # held in a name: the C call must not see freed memory
+        g = _arriving("conv_stack", g, out, ctx.bf16_out)
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = torch.empty_like(w1), torch.empty(p, c1), torch.empty_like(w2), torch.empty(p, c2)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.bf16, 0, 1))
-        args = (g, scale, idx, out, x, w1, b1, w2, b2, ctx.code, ctx.bf16, maps, *grads, gx)
-        call_by_members("stack_backward", (*args, scratch), p, c0, c1, c2, h, w, n, teams=True)
-        return gx, *grads, None, None, None, None
+        args = (g, scale, ctx.bf16_out, idx, out, x, w1, b1, w2, b2, ctx.code, ctx.bf16, maps)
+        args = (*args, *grads, gx, scratch)
+        call_by_members("stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
+        return gx, *grads, None, None, None, None, None
+
+
+def _arriving(fn: str, g: torch.Tensor, out: torch.Tensor, bf16_out: int) -> torch.Tensor:
+    """The gradient a stack's backward pass receives, of what it passed on: out's shape, in
+    bf16 where it passed bf16; contiguous, and held by the caller in a name, so that the C
+    call never sees freed memory."""
+    dtype = torch.bfloat16 if bf16_out else torch.float32
+    return expect(fn, "gradient", g, dtype, tuple(out.shape)).contiguous()
 
 
 MAPS_KEPT = 256 * 2**20  # bytes of maps a stack call keeps for its backward pass at most
@@ -449,6 +471,7 @@ def conv_stack(
     activation: str,
     bf16: bool = False,
     scale: torch.Tensor | None = None,
+    bf16_out: bool = False,
 ) -> torch.Tensor:
     """SeedNet's convolutions for each member: x (P, C0, H, W, N) images, w1 (P, C1, C0, 3, 3),
     b1 (P, C1), w2 (P, C2, C1, 3, 3), b2 (P, C2) -> (P, C2, (H-4)//2, (W-4)//2, N), which is
@@ -462,18 +485,24 @@ def conv_stack(
     requires one (the input of a block after the first), else none (images need none).
     ``bf16``: the convolutions' products (forward and backward) take bf16 operands with
     float32 sums: the second's, and the first's for an input of two channels or more
-    (``bf16_products()`` must hold). ``scale``: the dropout after
-    the block, its multipliers (the output's shape), applied as the output is made.
+    (``bf16_products()`` must hold). ``scale``: the dropout after the block, its multipliers
+    (the output's shape), applied as the output is made. ``bf16_out``: the output rounded to
+    bf16 as it is made, for a layer with bf16 products to read (its gradient comes back in
+    bf16 too; ``bf16_products()`` must hold).
     """
     _check_stack(x, w1, b1, w2, b2, activation)
-    _check_bf16("conv_stack", x, bf16)
+    _check_bf16("conv_stack", x, bf16 or bf16_out)
     scale = _checked_scale("conv_stack", scale, x, w2)
     if not native_for(x):
-        out = conv_stack_torch(x, w1, b1, w2, b2, activation)
-        return out if scale is None else out * scale
+        return _passed_torch(conv_stack_torch(x, w1, b1, w2, b2, activation), scale)
     tensors = [t.contiguous() for t in (x, w1, b1, w2, b2)]
     keep = _backward_follows(*tensors)
-    return _NativeConvStack.apply(*tensors, scale, activation, keep, int(bf16))
+    return _NativeConvStack.apply(*tensors, scale, activation, keep, int(bf16), int(bf16_out))
+
+
+def _passed_torch(out: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """What the torch path's stack passes on: out times its dropout's multipliers."""
+    return out if scale is None else out * scale
 
 
 def _checked_scale(
@@ -529,28 +558,28 @@ Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 class _NativeNormStack(Function):
     @staticmethod
-    def forward(ctx, x, w1, g1, be1, w2, g2, be2, scale, activation, counts, keep, bf16):
+    def forward(ctx, x, w1, g1, be1, w2, g2, be2, scale, activation, counts, keep, bf16, bf16_out):
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
-        dropped = None if scale is None else torch.empty_like(out)
+        passed = _passed(out, scale, bf16_out)
         idx = torch.empty(out.shape, dtype=torch.int32)
         stats = torch.empty(p, c1), torch.empty(p, c1), torch.empty(p, c2), torch.empty(p, c2)
         code = ACTIVATION_CODES[activation]
         maps = _kept_maps(keep, p, _maps_floats(c1, c2, h, w, n))
         scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, bf16, 1, 0))
-        args = (x, w1, g1, be1, w2, g2, be2, code, bf16, counts, scale, *stats, out, dropped)
-        args = (*args, idx, maps, scratch)
+        args = (x, w1, g1, be1, w2, g2, be2, code, bf16, counts, scale, *stats, out, passed)
+        args = (*args, bf16_out, idx, maps, scratch)
         call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
         ctx.save_for_backward(x, w1, g1, be1, w2, g2, be2, counts, scale, *stats, idx, out, maps)
-        ctx.code, ctx.bf16 = code, bf16
+        ctx.code, ctx.bf16, ctx.bf16_out = code, bf16, bf16_out
         ctx.mark_non_differentiable(*stats)
-        return out if dropped is None else dropped, *stats
+        return out if passed is None else passed, *stats
 
     @staticmethod
     def backward(ctx, g, *_):
         x, w1, g1, be1, w2, g2, be2, counts, scale, *stats, idx, out, maps = ctx.saved_tensors
-        g = expect("norm_stack", "gradient", g, torch.float32, tuple(out.shape)).contiguous()
+        g = _arriving("norm_stack", g, out, ctx.bf16_out)
         p, c0, h, w, n = x.shape
         c1, c2 = w1.shape[1], w2.shape[1]
         grads = (
@@ -563,10 +592,10 @@ class _NativeNormStack(Function):
         )
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, ctx.bf16, 1, 1))
-        args = (g, scale, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, ctx.bf16, counts)
-        args = (*args, *stats, maps, *grads, gx, scratch)
+        args = (g, scale, ctx.bf16_out, idx, out, x, w1, g1, be1, w2, g2, be2, ctx.code, ctx.bf16)
+        args = (*args, counts, *stats, maps, *grads, gx, scratch)
         call_by_members("norm_stack_backward", args, p, c0, c1, c2, h, w, n, teams=True)
-        return gx, *grads, None, None, None, None, None
+        return gx, *grads, None, None, None, None, None, None
 
 
 def _norm_torch(
@@ -625,6 +654,7 @@ def norm_stack(
     counts: torch.Tensor,
     bf16: bool = False,
     scale: torch.Tensor | None = None,
+    bf16_out: bool = False,
 ) -> tuple[torch.Tensor, Statistics]:
     """A batch-normalised block for each member, training: x (P, C0, H, W, N), kernels w1
     (P, C1, C0, 3, 3) and w2 (P, C2, C1, 3, 3) without biases, the norms' scales g1, g2 and
@@ -636,10 +666,11 @@ def norm_stack(
     Also returns the statistics for the moving averages: (mean1, var1, mean2, var2), the
     variances unbiased as torch's BatchNorm2d averages them. Like conv_stack, a member at a
     time, its convolutions' maps kept for backward up to MAPS_KEPT (recomputed beyond), and
-    x gets a gradient where it requires one. ``bf16`` and ``scale`` as conv_stack's.
+    x gets a gradient where it requires one. ``bf16``, ``scale`` and ``bf16_out`` as
+    conv_stack's.
     """
     p, _, h, w, n = _check_norm_stack(x, w1, g1, be1, w2, g2, be2, activation)
-    _check_bf16("norm_stack", x, bf16)
+    _check_bf16("norm_stack", x, bf16 or bf16_out)
     scale = _checked_scale("norm_stack", scale, x, w2)
     counts = expect("norm_stack", "counts", counts, torch.int32, (p,))
     if p and not (int(counts.min()) > 0 and int(counts.max()) <= n):
@@ -647,11 +678,11 @@ def norm_stack(
     if native_for(x):
         tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
         keep = _backward_follows(*tensors)
-        args = (scale, activation, counts.contiguous(), keep, int(bf16))
+        args = (scale, activation, counts.contiguous(), keep, int(bf16), int(bf16_out))
         out, *stats = _NativeNormStack.apply(*tensors, *args)
     else:
         out, stats = norm_stack_torch(x, w1, g1, be1, w2, g2, be2, activation, counts)
-        out = out if scale is None else out * scale
+        out = _passed_torch(out, scale)
     m1, v1, m2, v2 = stats
     images = counts.to(torch.float32)[:, None]
     first, second = images * (h - 2) * (w - 2), images * (h - 4) * (w - 4)
@@ -670,12 +701,13 @@ def norm_stack_eval(
     activation: str,
     running: Statistics,
     bf16: bool = False,
+    bf16_out: bool = False,
 ) -> torch.Tensor:
     """norm_stack at evaluation: each norm normalises by the moving averages ``running``
     (mean1, var1 (P, C1), mean2, var2 (P, C2)), as SeedNet in eval mode; no gradients.
-    ``bf16`` as conv_stack's."""
+    ``bf16`` and ``bf16_out`` as conv_stack's."""
     p, c0, h, w, n = _check_norm_stack(x, w1, g1, be1, w2, g2, be2, activation)
-    _check_bf16("norm_stack_eval", x, bf16)
+    _check_bf16("norm_stack_eval", x, bf16 or bf16_out)
     c1, c2 = w1.shape[1], w2.shape[1]
     names, channels = ("mean1", "var1", "mean2", "var2"), (c1, c1, c2, c2)
     for name, t, c in zip(names, running, channels, strict=True):
@@ -685,12 +717,15 @@ def norm_stack_eval(
     tensors = [t.contiguous() for t in (x, w1, g1, be1, w2, g2, be2)]
     stats = [t.contiguous() for t in running]
     out = torch.empty(p, c2, (h - 4) // 2, (w - 4) // 2, n)
+    passed = _passed(out, None, bf16_out)
     idx = torch.empty(out.shape, dtype=torch.int32)
     code = ACTIVATION_CODES[activation]
     scratch = Scratch(call("stack_scratch", c0, c1, c2, h, w, n, int(bf16), 1, 0))
-    args = (*tensors, code, int(bf16), None, None, *stats, out, None, idx, None, scratch)
-    call_by_members("norm_stack_forward", args, p, c0, c1, c2, h, w, n, teams=True)
-    return out
+    args = (*tensors, code, int(bf16), None, None, *stats, out, passed, int(bf16_out), idx)
+    call_by_members(
+        "norm_stack_forward", (*args, None, scratch), p, c0, c1, c2, h, w, n, teams=True
+    )
+    return out if passed is None else passed
 
 
 def _check_norm_stack(

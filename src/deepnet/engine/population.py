@@ -255,7 +255,9 @@ class Population:
             x = gather_augmented(self.x, index, step.transforms)
         for k, block in enumerate(arch.blocks):
             scale = None if step is None else step.conv[k]  # its dropout, where it has one
-            block_of_run = functools.partial(self._block, block, step, scale)
+            # the last block's maps in bf16 where the dense layer's products take them so
+            bf16_out = self.bf16 and k == len(arch.blocks) - 1
+            block_of_run = functools.partial(self._block, block, step, scale, bf16_out)
             x = by_runs(x, self.roster.conv_runs, block_of_run)
         h = x.view(n, -1, b)  # (P, features, b): SeedNet's flatten order, images innermost
         dense, out = arch.dense, arch.out
@@ -278,24 +280,25 @@ class Population:
         block: Block,
         step: TrainingStep | None,
         scale: torch.Tensor | None,
+        bf16_out: bool,
         t: torch.Tensor,
         run: Run[str],
     ) -> torch.Tensor:
         """One block's pooled, activated maps of the run's members, times ``scale`` (its
-        dropout's multipliers, all members', where it has one). With batch norms, a training
-        step normalises by the batch statistics (kept for the moving averages, which
-        evaluation normalises by)."""
+        dropout's multipliers, all members', where it has one), in bf16 where ``bf16_out``.
+        With batch norms, a training step normalises by the batch statistics (kept for the
+        moving averages, which evaluation normalises by)."""
         leaves = [self.params.leaf(name, run) for name in block.parameters]
         if scale is not None:
             scale = scale[run.start : run.end]
         if not self.shape.batch_norm:
-            return conv_stack(t, *leaves, run.key, self.bf16, scale)
+            return conv_stack(t, *leaves, run.key, self.bf16, scale, bf16_out)
         if step is None:
             rows = self.params.flat[run.start : run.end]
             running = tuple(self.layout.view(rows, name) for name in block.statistics)
-            return norm_stack_eval(t, *leaves, run.key, running, self.bf16)
+            return norm_stack_eval(t, *leaves, run.key, running, self.bf16, bf16_out)
         counts = step.counts[run.start : run.end]
-        maps, statistics = norm_stack(t, *leaves, run.key, counts, self.bf16, scale)
+        maps, statistics = norm_stack(t, *leaves, run.key, counts, self.bf16, scale, bf16_out)
         self._pending.append(PendingAverages(block, run, statistics))
         return maps
 
