@@ -607,7 +607,9 @@ def threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize(
+# Blocks whose passes the stack kernels split or skip: plain and batch-normalised, softmax's
+# own passes, and each in bf16
+BLOCK_KINDS = pytest.mark.parametrize(
     ("norm", "activation", "bf16"),
     [
         (False, "tanh", False),
@@ -617,9 +619,22 @@ def threads():
         pytest.param(False, "relu", True, marks=needs_bf16),
         pytest.param(True, "tanh", True, marks=needs_bf16),
         pytest.param(False, "softmax", True, marks=needs_bf16),
+        pytest.param(True, "softmax", True, marks=needs_bf16),
     ],
-    ids=["conv", "norm", "conv-softmax", "norm-softmax", "conv-bf16", "norm-bf16", "softmax-bf16"],
+    ids=[
+        "conv",
+        "norm",
+        "conv-softmax",
+        "norm-softmax",
+        "conv-bf16",
+        "norm-bf16",
+        "conv-softmax-bf16",
+        "norm-softmax-bf16",
+    ],
 )
+
+
+@BLOCK_KINDS
 def test_members_split_across_threads_give_the_same_bits(threads, norm, activation, bf16):
     """Runs of members go to threads at once, and the members left over go to teams of
     threads that split each pass's channels (9 and 17 filters: whole blocks of 8 and a
@@ -653,18 +668,7 @@ def test_members_split_across_threads_give_the_same_bits(threads, norm, activati
         assert alone_eval is None or torch.equal(alone_eval, split_eval)
 
 
-@pytest.mark.parametrize(
-    ("norm", "activation", "bf16"),
-    [
-        (False, "relu", False),
-        (True, "relu", False),
-        (False, "softmax", False),
-        pytest.param(False, "relu", True, marks=needs_bf16),
-        pytest.param(True, "relu", True, marks=needs_bf16),
-        pytest.param(False, "softmax", True, marks=needs_bf16),
-    ],
-    ids=["conv", "norm", "softmax", "conv-bf16", "norm-bf16", "softmax-bf16"],
-)
+@BLOCK_KINDS
 def test_maps_kept_for_backward_are_the_bits_it_would_recompute(
     monkeypatch, norm, activation, bf16
 ):
