@@ -28,8 +28,10 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#ifdef __AVX512F__
+#include <immintrin.h> /* the gather's byte loads, and the bf16 products */
+#endif
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
-#include <immintrin.h> /* the bf16 products */
 #define HAS_BF16 1
 #else
 #define HAS_BF16 0
@@ -560,10 +562,15 @@ INLINE Arriving arriving_at(Arriving a, int64_t at) {
   return (Arriving){g, a.scale ? a.scale + at : NULL, a.rounded};
 }
 
-/* 16 bf16s as floats (exactly: a bf16 is a float's upper half). */
+/* 16 bf16s as floats (exactly: a bf16 is a float's upper half); with AVX-512 one widening
+ * load, as bytes_as_floats' is. */
 typedef uint16_t v16s __attribute__((vector_size(32), aligned(2)));
 INLINE v16 widened(const uint16_t *p) {
+#ifdef __AVX512F__
+  return (v16)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
+#else
   return (v16)(__builtin_convertvector(*(const v16s *)p, v16i) << 16);
+#endif
 }
 
 /* The gradient of the pooled maps' sums at offset o, from a's (times its scale's), times
@@ -1402,15 +1409,25 @@ INLINE void transpose16(v16 r[16]) {
   TRANSPOSE_STAGE(r, 8)
 }
 
+/* Sixteen bytes from p as floats: with AVX-512 one widening load (GCC's conversion of a byte
+ * vector builds it a byte at a time, which took most of the gather's time). */
+typedef uint8_t v16b __attribute__((vector_size(16), aligned(1)));
+INLINE v16 bytes_as_floats(const uint8_t *p) {
+#ifdef __AVX512F__
+  return (v16)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
+#else
+  return __builtin_convertvector(*(const v16b *)p, v16);
+#endif
+}
+
 /* Sixteen pixels from q of image i of x, as floats: uint8 pixels (bytes) scaled by 1/255 as
  * images_to_tensor scales them, floats as they are. A vector division costs more than the
  * rest of the gather: k * (1/255) corrected by its residual, both fused multiply-adds (which
  * the compiler contracts a * b + c into), is the correctly rounded k / 255 for every byte k
  * (the tests check all 256); without fused multiply-adds, the division. */
-typedef uint8_t v16b __attribute__((vector_size(16), aligned(1)));
 INLINE v16 pixels_at(const void *x, int64_t i, int HW, int q, const int bytes) {
   if (!bytes) return LOAD((const float *)x + i * HW + q);
-  const v16 k = __builtin_convertvector(*(const v16b *)((const uint8_t *)x + i * HW + q), v16);
+  const v16 k = bytes_as_floats((const uint8_t *)x + i * HW + q);
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
   const v16 guess = k * (1.0f / 255.0f);
   return (k - guess * 255.0f) * (1.0f / 255.0f) + guess;
