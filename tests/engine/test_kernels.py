@@ -31,16 +31,21 @@ def leaves(*shapes):
     return [torch.randn(s, generator=generator).requires_grad_() for s in shapes]
 
 
-def stack_inputs(members=2, channels=(1, 4, 8), size=(12, 12), images=16):
-    """A block's x, w1, b1, w2, b2 (seeded normal values), the weights requiring gradients."""
-    c0, c1, c2 = channels
-    x, w1, b1, w2, b2 = leaves(
+def block_leaves(members, c0, c1, c2, size, images):
+    """A block's x, first kernels, first per-channel vector, second kernels and second
+    per-channel vector, as seeded normal leaves requiring gradients."""
+    return leaves(
         (members, c0, *size, images),
         (members, c1, c0, 3, 3),
         (members, c1),
         (members, c2, c1, 3, 3),
         (members, c2),
     )
+
+
+def stack_inputs(members=2, channels=(1, 4, 8), size=(12, 12), images=16):
+    """A block's x, w1, b1, w2, b2 (seeded normal values), the weights requiring gradients."""
+    x, w1, b1, w2, b2 = block_leaves(members, *channels, size, images)
     return x.detach(), w1, b1, w2, b2
 
 
@@ -434,13 +439,7 @@ def test_conv_stack_passes_its_inputs_gradient_back(activation, members, channel
 
 def norm_inputs(members=3, c0=2, c1=5, c2=12, size=(13, 15), images=48):
     """x, then w1, g1, be1, w2, g2, be2: scales around 1, one of them negative."""
-    x, w1, be1, w2, be2 = leaves(
-        (members, c0, *size, images),
-        (members, c1, c0, 3, 3),
-        (members, c1),
-        (members, c2, c1, 3, 3),
-        (members, c2),
-    )
+    x, w1, be1, w2, be2 = block_leaves(members, c0, c1, c2, size, images)
     g1 = (torch.linspace(0.5, 1.5, members * c1).view(members, c1)).requires_grad_()
     g2 = (torch.linspace(-0.5, 1.5, members * c2).view(members, c2)).requires_grad_()
     return x, w1, g1, be1, w2, g2, be2
